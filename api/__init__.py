@@ -1,0 +1,1 @@
+"""The FastAPI service around the engine (see DESIGN.md); built in the service issue."""

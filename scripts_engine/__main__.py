@@ -1,0 +1,3 @@
+from scripts_engine.cli import main
+
+main()

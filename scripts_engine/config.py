@@ -1,0 +1,67 @@
+"""Settings: one object, read in a documented order.
+
+Explicit arguments win, then ``SCRIPTS_ENGINE_*`` environment variables, then a ``.env`` file,
+then the defaults below. Nothing else in the engine reads the environment. There is no
+module-level instance: call :func:`get_settings` (cached) or build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root when running from a checkout (the default data lives beside the code).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the engine finds its data and keeps its state."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCRIPTS_ENGINE_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    personas_dir: Path = Field(
+        default=ROOT / "personas", description="The persona grid, templates, styles, compliance."
+    )
+    voices_dir: Path = Field(default=ROOT / "voices", description="Voice profiles and lexicons.")
+    data_dir: Path = Field(
+        default=ROOT / "data", description="Shipped data: the UCI training set, demo customers."
+    )
+    state_dir: Path = Field(
+        default=ROOT / "var", description="Where the engine keeps its state (model, audio, DB)."
+    )
+    model_path: Path | None = Field(
+        default=None, description="The fitted model file; default: <state_dir>/model.joblib."
+    )
+    audio_dir: Path | None = Field(
+        default=None, description="The audio folder; default: <state_dir>/audio."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file <state_dir>/engine.db."
+    )
+    random_state: int = Field(default=0, description="Seed for model fitting and sampling.")
+
+    @property
+    def resolved_model_path(self) -> Path:
+        """The model file, defaulting into the state folder."""
+        return self.model_path or self.state_dir / "model.joblib"
+
+    @property
+    def training_file(self) -> Path:
+        """The shipped historical outcomes the default model is trained on."""
+        return self.data_dir / "bank-marketing" / "bank-train.csv"
+
+    @property
+    def demo_customers_file(self) -> Path:
+        """The shipped demo customers (real UCI rows, synthetic contact fields)."""
+        return self.data_dir / "demo" / "customers.csv"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

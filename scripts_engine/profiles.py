@@ -1,0 +1,160 @@
+"""The combined persona profiles: every choice of 5 of the grid's 8 tags, C(8,5) = 56.
+
+Profiles are numbered in a stable order (lexicographic over the tags' grid order) and carry a
+stable id made of the tags' one-letter codes (``P-ABDEH``), so an id survives re-ordering of
+the file as long as the codes stay. Selection is vectorised and sits behind a policy
+interface: the default takes the five highest-scoring hit tags and, when a customer has fewer
+than five hits, fills in with the non-hit tags closest to their threshold (相近标签替代); such a
+match is ``partial`` and names the substituted tags.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from scripts_engine.errors import PersonaNotFound
+from scripts_engine.grid import Grid
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One combined persona profile."""
+
+    index: int
+    id: str
+    tags: tuple[str, ...]
+    name_zh: str
+    name_en: str
+
+
+class SelectionPolicy(Protocol):
+    """Chooses, for every customer, exactly ``k`` tags that make their profile."""
+
+    name: str
+
+    def choose(
+        self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
+    ) -> npt.NDArray[np.bool_]:
+        """Return an (N, T) mask with exactly ``k`` True per row."""
+        ...
+
+
+class TopScoringHits:
+    """Default policy: the ``k`` highest-scoring hits; short of hits, the nearest misses.
+
+    A hit ranks above every miss; hits rank by score, misses by how close they come to their
+    threshold (score minus threshold). Ties go to the tag earlier in the grid, so the choice is
+    a pure function of the scores.
+    """
+
+    name = "top-scoring-hits"
+
+    def __init__(self, thresholds: npt.ArrayLike):
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+
+    def choose(
+        self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
+    ) -> npt.NDArray[np.bool_]:
+        n_tags = scores.shape[1]
+        # hit keys in [2, 3], miss keys in [0, 1): score - threshold is in [-1, 0) for a miss.
+        # Tag-major (T, N) contiguous rows keep the pairwise comparisons vectorised and fast.
+        key = np.where(hits, 2.0 + scores, 1.0 + (scores - self.thresholds)).astype(np.float32)
+        key_t = np.ascontiguousarray(key.T)
+        # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins
+        rank = np.zeros(key_t.shape, dtype=np.int8)
+        for i in range(n_tags):
+            for j in range(i + 1, n_tags):
+                i_wins = key_t[i] >= key_t[j]
+                rank[j] += i_wins
+                rank[i] += ~i_wins
+        return (rank < k).T
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Profiles chosen for a batch of customers, as arrays (one row per customer)."""
+
+    profile_index: npt.NDArray[np.int16]
+    chosen: npt.NDArray[np.bool_]
+    substituted: npt.NDArray[np.bool_]
+    policy: str
+
+    @property
+    def full(self) -> npt.NDArray[np.bool_]:
+        """True where the profile is made only of hit tags."""
+        return ~self.substituted.any(axis=1)
+
+
+class ProfileCatalog:
+    """All profiles of one grid, with the lookups selection needs."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.k = grid.profile_size
+        names = grid.tag_names
+        specs = grid.tags
+        self.profiles: tuple[Profile, ...] = tuple(
+            Profile(
+                index=i,
+                id="P-" + "".join(specs[names[j]].code for j in combo),
+                tags=tuple(names[j] for j in combo),
+                name_zh="·".join(specs[names[j]].label_zh for j in combo),
+                name_en=" · ".join(specs[names[j]].label_en for j in combo),
+            )
+            for i, combo in enumerate(itertools.combinations(range(len(names)), self.k))
+        )
+        self._by_id = {p.id: p for p in self.profiles}
+        # bitmask of chosen tags -> profile index (-1 for masks without exactly k bits)
+        self._lut = np.full(1 << len(names), -1, dtype=np.int16)
+        for p in self.profiles:
+            mask = sum(1 << grid.tag_index(t) for t in p.tags)
+            self._lut[mask] = p.index
+        self._weights = (1 << np.arange(len(names), dtype=np.int64)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.profiles)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.profiles)
+
+    def get(self, profile_id: str) -> Profile:
+        """The profile with this id.
+
+        Raises:
+            PersonaNotFound: no such profile in this grid.
+        """
+        try:
+            return self._by_id[profile_id]
+        except KeyError:
+            raise PersonaNotFound(
+                f"no persona profile '{profile_id}'; ids look like {self.profiles[0].id}"
+            ) from None
+
+    def from_chosen(self, chosen: npt.NDArray[np.bool_]) -> npt.NDArray[np.int16]:
+        """Profile index of each row of an (N, T) chosen-tags mask."""
+        mask = chosen.astype(np.int64) @ self._weights
+        out = self._lut[mask]
+        if (out < 0).any():
+            raise ValueError("a selection policy chose a number of tags other than the profile size")
+        return out
+
+    def assign(
+        self,
+        scores: npt.NDArray[np.float32],
+        hits: npt.NDArray[np.bool_],
+        policy: SelectionPolicy | None = None,
+    ) -> Assignment:
+        """Pick one profile per customer."""
+        policy = policy or TopScoringHits(self.grid.thresholds)
+        chosen = policy.choose(scores, hits, self.k)
+        return Assignment(
+            profile_index=self.from_chosen(chosen),
+            chosen=chosen,
+            substituted=chosen & ~hits,
+            policy=policy.name,
+        )
