@@ -44,11 +44,25 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file <state_dir>/engine.db."
     )
     random_state: int = Field(default=0, description="Seed for model fitting and sampling.")
+    synth_workers: int = Field(
+        default=2, ge=1, le=64, description="Speech synthesis worker processes (spawned)."
+    )
+    synth_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds one synthesis job may take before its worker is replaced and the "
+        "job retried once.",
+    )
 
     @property
     def resolved_model_path(self) -> Path:
         """The model file, defaulting into the state folder."""
         return self.model_path or self.state_dir / "model.joblib"
+
+    @property
+    def resolved_audio_dir(self) -> Path:
+        """The audio folder, defaulting into the state folder."""
+        return self.audio_dir or self.state_dir / "audio"
 
     @property
     def training_file(self) -> Path:

@@ -67,3 +67,11 @@ class ScorerNotFitted(ModelError):
 
 class PersonaNotFound(ScriptsEngineError, LookupError):
     """No persona profile has the requested id."""
+
+
+class VoiceUnavailable(ScriptsEngineError, LookupError):
+    """A voice profile, or the speech engine a profile needs, is missing on this machine."""
+
+
+class SynthesisError(ScriptsEngineError, RuntimeError):
+    """Speech synthesis or audio conversion failed for a prompt (after its retry, in a pool)."""
