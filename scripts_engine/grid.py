@@ -222,7 +222,10 @@ def _check_references(grid: Grid, path: Path, lines: dict[KeyPath, int]) -> None
         fail(f"C({n},{grid.profile_size}) profiles is too many to write scripts for", ("tags",))
     overlap = set(grid.fields) & set(grid.contact_fields)
     if overlap:
-        fail(f"declared both as a scoring and a contact field: {sorted(overlap)}", ("contact_fields",))
+        fail(
+            f"declared both as a scoring and a contact field: {sorted(overlap)}",
+            ("contact_fields",),
+        )
     codes: dict[str, str] = {}
     for name, tag in grid.tags.items():
         where: KeyPath = ("tags", name)
@@ -238,7 +241,10 @@ def _check_references(grid: Grid, path: Path, lines: dict[KeyPath, int]) -> None
             if target is None or not target.outcome:
                 fail(f"target '{tag.target}' is not a declared outcome field", (*where, "target"))
             elif target.values is not None and tag.positive not in target.values:
-                fail(f"positive '{tag.positive}' is not one of {list(target.values)}", (*where, "positive"))
+                fail(
+                    f"positive '{tag.positive}' is not one of {list(target.values)}",
+                    (*where, "positive"),
+                )
         else:
             for r, rule in enumerate(tag.rules or ()):
                 group = "all" if rule.all_ is not None else "any"
@@ -246,15 +252,23 @@ def _check_references(grid: Grid, path: Path, lines: dict[KeyPath, int]) -> None
                     cwhere: KeyPath = (*where, "rules", r, group, c)
                     spec = _check_field(grid, cond.field, (*cwhere, "field"), fail, numeric=None)
                     if cond.categorical and spec.type != "category":
-                        fail(f"'in'/'not_in' need a category field; '{cond.field}' is {spec.type}", cwhere)
+                        fail(
+                            f"'in'/'not_in' need a category field; '{cond.field}' is {spec.type}",
+                            cwhere,
+                        )
                     if cond.bounded and not spec.numeric:
                         fail(f"bounds need a numeric field; '{cond.field}' is {spec.type}", cwhere)
                     for value in (cond.in_ or ()) + (cond.not_in or ()):
                         if spec.values is not None and value not in spec.values:
-                            fail(f"'{value}' is not a value of '{cond.field}' {list(spec.values)}", cwhere)
+                            fail(
+                                f"'{value}' is not a value of '{cond.field}' {list(spec.values)}",
+                                cwhere,
+                            )
 
 
-def _check_field(grid: Grid, name: str, where: KeyPath, fail: Any, *, numeric: bool | None) -> FieldSpec:
+def _check_field(
+    grid: Grid, name: str, where: KeyPath, fail: Any, *, numeric: bool | None
+) -> FieldSpec:
     spec = grid.fields.get(name)
     if spec is None:
         if name in grid.contact_fields:
@@ -262,7 +276,10 @@ def _check_field(grid: Grid, name: str, where: KeyPath, fail: Any, *, numeric: b
         fail(f"unknown field '{name}' (declared: {', '.join(grid.fields)})", where)
     assert spec is not None
     if spec.post_call:
-        fail(f"'{name}' is known only after the call (post_call) and cannot be a scoring input", where)
+        fail(
+            f"'{name}' is known only after the call (post_call) and cannot be a scoring input",
+            where,
+        )
     if numeric and not spec.numeric:
         fail(f"'{name}' is {spec.type}; a quantitative tag needs a numeric field", where)
     return spec

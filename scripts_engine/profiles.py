@@ -48,7 +48,7 @@ class TopScoringHits:
     """Default policy: the ``k`` highest-scoring hits; short of hits, the nearest misses.
 
     A hit ranks above every miss; hits rank by score, misses by how close they come to their
-    threshold (score minus threshold). Ties go to the tag earlier in the grid, so the choice is
+    threshold (score as a share of the threshold, so tags with different thresholds compare). Ties go to the tag earlier in the grid, so the choice is
     a pure function of the scores.
     """
 
@@ -61,9 +61,9 @@ class TopScoringHits:
         self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
     ) -> npt.NDArray[np.bool_]:
         n_tags = scores.shape[1]
-        # hit keys in [2, 3], miss keys in [0, 1): score - threshold is in [-1, 0) for a miss.
+        # hit keys in [2, 3], miss keys in [0, 1): score / threshold is in [0, 1) for a miss.
         # Tag-major (T, N) contiguous rows keep the pairwise comparisons vectorised and fast.
-        key = np.where(hits, 2.0 + scores, 1.0 + (scores - self.thresholds)).astype(np.float32)
+        key = np.where(hits, 2.0 + scores, scores / self.thresholds).astype(np.float32)
         key_t = np.ascontiguousarray(key.T)
         # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins
         rank = np.zeros(key_t.shape, dtype=np.int8)
@@ -140,7 +140,9 @@ class ProfileCatalog:
         mask = chosen.astype(np.int64) @ self._weights
         out = self._lut[mask]
         if (out < 0).any():
-            raise ValueError("a selection policy chose a number of tags other than the profile size")
+            raise ValueError(
+                "a selection policy chose a number of tags other than the profile size"
+            )
         return out
 
     def assign(
