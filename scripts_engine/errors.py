@@ -75,3 +75,46 @@ class VoiceUnavailable(ScriptsEngineError, LookupError):
 
 class SynthesisError(ScriptsEngineError, RuntimeError):
     """Speech synthesis or audio conversion failed for a prompt (after its retry, in a pool)."""
+
+
+class ScriptRenderError(ScriptsEngineError, ValueError):
+    """A script template could not be rendered: missing variable, sandbox refusal, limit hit.
+
+    ``template`` names the template (its path inside ``personas/templates``, without ``.j2``)
+    and ``line`` the template line when Jinja knows it.
+    """
+
+    def __init__(self, message: str, *, template: str | None = None, line: int | None = None):
+        self.message = message
+        self.template = template
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.template is None:
+            return self.message
+        where = f"{self.template}.j2" + (f", line {self.line}" if self.line else "")
+        return f"{where}: {self.message}"
+
+
+class TemplateLimitExceeded(ScriptRenderError):
+    """A template used more output, loop steps or time than a script may (a render bomb)."""
+
+
+class ScriptComplianceError(ScriptRenderError):
+    """A rendered script broke a content rule of ``personas/compliance.yaml``.
+
+    ``findings`` lists every rule broken; the message carries the first few.
+    """
+
+    def __init__(self, message: str, *, findings: tuple[object, ...] = (), **kwargs: object):
+        self.findings = findings
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class LintError(ScriptsEngineError, ValueError):
+    """The template pack (or a file in it) failed lint; ``findings`` lists what and where."""
+
+    def __init__(self, message: str, *, findings: tuple[object, ...] = ()):
+        self.findings = findings
+        super().__init__(message)
