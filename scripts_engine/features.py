@@ -302,7 +302,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
@@ -460,7 +460,7 @@ def _category(
 ) -> np.ndarray:
     values = spec.values or ()
     text = s.astype("string").str.strip()
-    codes = pd.Categorical(text, categories=list(values)).codes.astype(np.int16)
+    codes = pd.Index(list(values)).get_indexer(text).astype(np.int16)
     unknown = (codes < 0) & ~missing
     if unknown.any():
         raw = s.to_numpy()
