@@ -84,9 +84,9 @@ class Batch:
                 out[name] = col[i]
         return out
 
-    def take(self, index: npt.ArrayLike) -> Batch:
-        """The sub-batch at these positions (or boolean mask)."""
-        idx = np.asarray(index)
+    def take(self, index: npt.ArrayLike | slice) -> Batch:
+        """The sub-batch at these positions (a slice, indexes or a boolean mask)."""
+        idx = index if isinstance(index, slice) else np.asarray(index)
         return Batch(
             grid=self.grid,
             ids=self.ids[idx],

@@ -65,6 +65,7 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
     model_ : HistGradientBoostingClassifier
+    n_iter_ : int
     n_features_in_ : int
 
     Examples
@@ -106,7 +107,13 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
             early_stopping=False,
             random_state=self.random_state,
         ).fit(X, y)
+        self.n_iter_ = self.model_.n_iter_
         return self
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are routed by the trees
+        return tags
 
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         check_is_fitted(self)

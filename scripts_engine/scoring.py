@@ -160,36 +160,37 @@ class Engine:
         inf_names = [names[j] for j in np.flatnonzero(inferred)]
         full = not sub_names
 
-        def fmt(j: int, lang: str) -> str:
-            label = specs[names[j]].label_zh if lang == "zh" else specs[names[j]].label_en
-            mark = ("倒推" if lang == "zh" else "inferred") if inferred[j] else ""
-            extra = f", {mark}" if mark else ""
-            return f"{label}({scores[j]:.2f}{extra})"
+        def fmt(j: int, zh: bool, threshold: bool = False) -> str:
+            spec = specs[names[j]]
+            parts = [f"{scores[j]:.2f}"]
+            if threshold:
+                parts.append(f"{'阈值' if zh else 'threshold '}{spec.threshold:g}")
+            if inferred[j]:
+                parts.append("倒推" if zh else "inferred")
+            sep = "，" if zh else ", "
+            return f"{spec.label_zh if zh else spec.label_en}({sep.join(parts)})"
 
         chosen = [names.index(t) for t in profile.tags]
         chosen.sort(key=lambda j: (-int(hits[j]), -float(scores[j]), j))
-        matched_zh = "、".join(fmt(j, "zh") for j in chosen if hits[j])
-        matched_en = ", ".join(fmt(j, "en") for j in chosen if hits[j])
-        reason_zh = (
-            f"命中{len(hit_names)}个标签；画像{profile.id}由{matched_zh or '无命中标签'}组成"
+        hit_order = sorted(np.flatnonzero(hits), key=lambda j: (-float(scores[j]), j))
+        matched_zh = "、".join(fmt(j, True) for j in hit_order)
+        matched_en = ", ".join(fmt(j, False) for j in hit_order)
+        reason_zh = f"命中{len(hit_names)}/{len(names)}个标签" + (
+            f"：{matched_zh}" if matched_zh else ""
         )
-        reason_en = f"{len(hit_names)} of {len(names)} tags hit; profile {profile.id} from {matched_en or 'no hit tags'}"
+        reason_en = f"{len(hit_names)} of {len(names)} tags hit" + (
+            f": {matched_en}" if matched_en else ""
+        )
+        reason_zh += f"。画像{profile.id}「{profile.name_zh}」"
+        reason_en += f". Profile {profile.id} ({profile.name_en})"
         if full:
-            reason_zh += "（完全匹配）"
-            reason_en += " (full match)"
+            reason_zh += "，完全匹配"
+            reason_en += ", full match"
         else:
-            subs_zh = "、".join(
-                f"{specs[names[j]].label_zh}({scores[j]:.2f}，阈值{specs[names[j]].threshold:g})"
-                for j in chosen
-                if substituted[j]
-            )
-            subs_en = ", ".join(
-                f"{specs[names[j]].label_en} ({scores[j]:.2f}, threshold {specs[names[j]].threshold:g})"
-                for j in chosen
-                if substituted[j]
-            )
-            reason_zh += f"；命中不足5个，以相近标签{subs_zh}替代（部分匹配）"
-            reason_en += f"; fewer than {self.profiles.k} hits, nearest tags substituted: {subs_en} (partial match)"
+            subs_zh = "、".join(fmt(j, True, True) for j in chosen if substituted[j])
+            subs_en = ", ".join(fmt(j, False, True) for j in chosen if substituted[j])
+            reason_zh += f"，部分匹配：命中不足{self.profiles.k}个，以相近标签{subs_zh}替代"
+            reason_en += f", partial match: fewer than {self.profiles.k} hits, nearest tags substituted: {subs_en}"
         return {
             "customer_id": customer_id,
             "tags": {names[j]: round(float(scores[j]), 4) for j in range(len(names))},

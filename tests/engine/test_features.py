@@ -14,10 +14,24 @@ from scripts_engine.features import iter_customers, load_customers
 from scripts_engine.grid import Grid
 
 GOOD = {
-    "customer_id": "c1", "age": 41, "job": "management", "marital": "married",
-    "education": "tertiary", "default": "no", "balance": 2500.0, "housing": "no", "loan": "no",
-    "contact": "cellular", "day": 12, "month": "oct", "campaign": 1, "pdays": -1,
-    "previous": 0, "poutcome": "unknown", "gender": "F", "consent": True,
+    "customer_id": "c1",
+    "age": 41,
+    "job": "management",
+    "marital": "married",
+    "education": "tertiary",
+    "default": "no",
+    "balance": 2500.0,
+    "housing": "no",
+    "loan": "no",
+    "contact": "cellular",
+    "day": 12,
+    "month": "oct",
+    "campaign": 1,
+    "pdays": -1,
+    "previous": 0,
+    "poutcome": "unknown",
+    "gender": "F",
+    "consent": True,
 }
 
 
@@ -79,11 +93,7 @@ def test_post_call_column_is_reported_not_used(grid: Grid) -> None:
 def test_malformed_csv_rows_keep_row_numbers(grid: Grid, tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text(
-        "customer_id,age,job\n"
-        "a,30,student\n"
-        "b,31,student,EXTRA\n"
-        "c,32,student\n"
-        "d,x,student\n",
+        "customer_id,age,job\na,30,student\nb,31,student,EXTRA\nc,32,student\nd,x,student\n",
         encoding="utf-8",
     )
     res = load_customers(path, grid)
@@ -95,7 +105,9 @@ def test_malformed_csv_rows_keep_row_numbers(grid: Grid, tmp_path: Path) -> None
 
 def test_bad_json_line_is_reported_and_others_go_on(grid: Grid, tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    path.write_text(json.dumps(GOOD) + "\n{not json\n[1,2]\n" + json.dumps(GOOD | {"customer_id": "z"}) + "\n")
+    path.write_text(
+        json.dumps(GOOD) + "\n{not json\n[1,2]\n" + json.dumps(GOOD | {"customer_id": "z"}) + "\n"
+    )
     res = load_customers(path, grid)
     assert list(res.batch.ids) == ["c1", "z"]
     assert [(e.row, e.field) for e in res.errors] == [(2, "(line)"), (3, "(line)")]
@@ -122,7 +134,10 @@ def test_wrong_types_are_not_coerced(grid: Grid) -> None:
         [GOOD | {"customer_id": "a", "age": True}, GOOD | {"customer_id": "b", "age": 30.5}], grid
     )
     assert len(res.batch) == 0
-    assert [e.error for e in res.errors] == ["expected a number, got True", "expected a whole number, got 30.5"]
+    assert [e.error for e in res.errors] == [
+        "expected a number, got True",
+        "expected a whole number, got 30.5",
+    ]
 
 
 def test_duplicate_ids_rejected(grid: Grid) -> None:
@@ -147,7 +162,9 @@ def test_unreadable_sources(grid: Grid, tmp_path: Path) -> None:
 def test_outcome_required_when_asked(grid: Grid) -> None:
     with pytest.raises(DataError, match="required column 'y'"):
         load_customers([GOOD], grid, outcomes=True)
-    res = load_customers([GOOD | {"y": "yes"}, GOOD | {"customer_id": "n", "y": ""}], grid, outcomes=True)
+    res = load_customers(
+        [GOOD | {"y": "yes"}, GOOD | {"customer_id": "n", "y": ""}], grid, outcomes=True
+    )
     assert list(res.batch.ids) == ["c1"]
     assert res.errors[0].field == "y"
 

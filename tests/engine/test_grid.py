@@ -40,24 +40,60 @@ def _line_of(text: str, needle: str) -> int:
 @pytest.mark.parametrize(
     ("old", "new", "key", "message"),
     [
-        pytest.param("    field: balance\n", "    field: duration\n", "tags.affluent.field",
-                     "known only after the call", id="post-call-input"),
-        pytest.param("    field: balance\n", "    field: salary\n", "tags.affluent.field",
-                     "unknown field 'salary'", id="unknown-field"),
-        pytest.param("{field: job, in: [retired]}", "{field: job, in: [pensioner]}",
-                     "tags.silver.rules[0].any[1]", "'pensioner' is not a value of 'job'",
-                     id="unknown-category"),
-        pytest.param("    code: B\n", "    code: A\n", "tags.silver.code", "already used",
-                     id="duplicate-code"),
-        pytest.param("    threshold: 0.5\n", "    threshold: 1.5\n", "tags.affluent.threshold",
-                     "less than or equal to 1", id="threshold-range"),
-        pytest.param("{field: age, ge: 60}", "{field: job, ge: 60}", "tags.silver.rules[0].any[0]",
-                     "bounds need a numeric field", id="bound-on-category"),
-        pytest.param("    kind: quantitative\n", "    kind: quantitive\n", "tags.affluent.kind",
-                     "Input should be", id="unknown-kind"),
+        pytest.param(
+            "    field: balance\n",
+            "    field: duration\n",
+            "tags.affluent.field",
+            "known only after the call",
+            id="post-call-input",
+        ),
+        pytest.param(
+            "    field: balance\n",
+            "    field: salary\n",
+            "tags.affluent.field",
+            "unknown field 'salary'",
+            id="unknown-field",
+        ),
+        pytest.param(
+            "{field: job, in: [retired]}",
+            "{field: job, in: [pensioner]}",
+            "tags.silver.rules[0].any[1]",
+            "'pensioner' is not a value of 'job'",
+            id="unknown-category",
+        ),
+        pytest.param(
+            "    code: B\n",
+            "    code: A\n",
+            "tags.silver.code",
+            "already used",
+            id="duplicate-code",
+        ),
+        pytest.param(
+            "    threshold: 0.5\n",
+            "    threshold: 1.5\n",
+            "tags.affluent.threshold",
+            "less than or equal to 1",
+            id="threshold-range",
+        ),
+        pytest.param(
+            "{field: age, ge: 60}",
+            "{field: job, ge: 60}",
+            "tags.silver.rules[0].any[0]",
+            "bounds need a numeric field",
+            id="bound-on-category",
+        ),
+        pytest.param(
+            "    kind: quantitative\n",
+            "    kind: quantitive\n",
+            "tags.affluent.kind",
+            "Input should be",
+            id="unknown-kind",
+        ),
     ],
 )
-def test_broken_grid_names_file_key_and_line(tmp_path: Path, old: str, new: str, key: str, message: str) -> None:
+def test_broken_grid_names_file_key_and_line(
+    tmp_path: Path, old: str, new: str, key: str, message: str
+) -> None:
     path = _broken(tmp_path, old, new)
     with pytest.raises(CatalogError) as info:
         load_grid(path)
@@ -67,7 +103,10 @@ def test_broken_grid_names_file_key_and_line(tmp_path: Path, old: str, new: str,
     assert message in str(err)
     assert err.line is not None
     line_text = path.read_text(encoding="utf-8").splitlines()[err.line - 1]
-    assert new.strip().split(":")[0].strip("{ ") in line_text or key.split(".")[-1].split("[")[0] in line_text
+    assert (
+        new.strip().split(":")[0].strip("{ ") in line_text
+        or key.split(".")[-1].split("[")[0] in line_text
+    )
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:

@@ -1,0 +1,128 @@
+"""The core commands as a user runs them: clear errors, never a stack trace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from scripts_engine import propensity as prop
+from scripts_engine.cli import main
+from scripts_engine.config import Settings
+from tests.conftest import DEMO_CSV, TRAIN_CSV
+
+
+@pytest.fixture
+def state(tmp_path: Path, saved_model: Path) -> Settings:
+    """Settings whose state folder already holds the session's fitted model."""
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.state_dir.mkdir()
+    shutil.copy(saved_model, settings.resolved_model_path)
+    shutil.copy(prop.manifest_path(saved_model), prop.manifest_path(settings.resolved_model_path))
+    return settings
+
+
+def run(settings: Settings, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), obj=settings, catch_exceptions=False)
+
+
+def test_train_on_a_file(tmp_path: Path) -> None:
+    small = tmp_path / "small.csv"
+    lines = TRAIN_CSV.read_text(encoding="utf-8").splitlines()
+    small.write_text("\n".join([lines[0], *lines[1::10]]) + "\n", encoding="utf-8")
+    settings = Settings(state_dir=tmp_path / "state")
+    res = run(settings, "train", "--data", str(small), "--json")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads(res.stdout)
+    assert manifest["rows"] == 3617
+    assert 0.5 < manifest["cross_validation"]["propensity"]["auc"] <= 1.0
+    assert manifest["data_sha256"] == prop.file_sha256(small)
+    assert settings.resolved_model_path.exists()
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl"])
+def test_score_writes_every_format(state: Settings, tmp_path: Path, ext: str) -> None:
+    out = tmp_path / f"out.{ext}"
+    res = run(state, "score", str(DEMO_CSV), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    frame = {"csv": pd.read_csv, "parquet": pd.read_parquet}.get(
+        ext, lambda p: pd.read_json(p, lines=True)
+    )(out)
+    assert len(frame) == 2009
+    assert {
+        "customer_id",
+        "score_propensity",
+        "hit_count",
+        "profile_id",
+        "match",
+        "substituted",
+    } <= set(frame.columns)
+    assert frame["profile_id"].str.match(r"^P-[A-H]{5}$").all()
+    assert "scored 2009 customers" in res.stderr
+
+
+def test_score_reports_bad_rows_and_keeps_good_ones(state: Settings, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    frame = pd.read_csv(DEMO_CSV, dtype=str, keep_default_na=False).head(5)
+    frame["duration"] = 100
+    frame.loc[1, "age"] = "old"
+    frame.loc[3, "month"] = "smarch"
+    frame.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    errors = tmp_path / "errors.csv"
+    res = run(state, "score", str(src), "-o", str(out), "--errors", str(errors))
+    assert res.exit_code == 0
+    assert f"{src}:3: age: expected a number, got 'old'" in res.stderr
+    assert f"{src}:5: month: unknown value 'smarch'" in res.stderr
+    assert "column 'duration' not used" in res.stderr
+    assert len(pd.read_csv(out)) == 3
+    assert list(pd.read_csv(errors)["row"]) == [2, 4]
+
+
+def test_evaluate_json_shape(state: Settings) -> None:
+    res = run(state, "evaluate", str(DEMO_CSV), "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) >= {"auc", "base_rate", "by_hits", "ge5", "profiles"}
+    assert set(out["by_hits"]) == {str(h) for h in range(9)}
+    assert all(set(v) == {"customers", "rate"} for v in out["by_hits"].values())
+    assert set(out["ge5"]) == {"share", "rate", "lift"}
+    assert all({"id", "name", "customers", "rate"} <= set(p) for p in out["profiles"])
+    assert isinstance(out["auc"], float) and 0.5 < out["auc"] < 1.0
+
+
+def test_demo_prints_the_profile_table(state: Settings) -> None:
+    res = run(state, "demo")
+    assert res.exit_code == 0, res.output
+    assert "2009 demo customers" in res.stdout
+    assert "profile   customers conversion" in res.stdout
+    assert ">=5 hits:" in res.stdout
+
+
+def test_errors_are_one_clear_line(state: Settings, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["score", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o.csv")], obj=state
+    )
+    assert res.exit_code == 2
+    assert "error:" in res.stderr and "file not found" in res.stderr
+    assert "Traceback" not in res.output
+    broken = Settings(state_dir=state.state_dir, personas_dir=tmp_path / "personas")
+    (tmp_path / "personas").mkdir()
+    (tmp_path / "personas" / "grid.yaml").write_text("tags: [\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["evaluate", str(DEMO_CSV)], obj=broken)
+    assert res.exit_code == 2
+    assert "grid.yaml, line" in res.stderr and "not valid YAML" in res.stderr
+
+
+def test_no_model_says_how_to_fix(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main,
+        ["score", str(DEMO_CSV), "-o", str(tmp_path / "o.csv")],
+        obj=Settings(state_dir=tmp_path / "empty"),
+    )
+    assert res.exit_code == 2
+    assert "run `scripts-engine train`" in res.stderr
