@@ -1,0 +1,178 @@
+"""The audio store: every format on disk, segment reuse, crash-safe and concurrent writes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts_engine import audio
+from scripts_engine.audiostore import AudioStore, atomic_write, synthesize_script
+from scripts_engine.config import ROOT
+from scripts_engine.errors import SynthesisError
+from scripts_engine.speech import Pyttsx3Synthesizer
+from scripts_engine.voice import VoiceCatalog, load_voices
+
+SEGMENTS = [
+    "您好，我是银行的人工智能合成语音客服。",
+    "王女士，您好！",
+    "您尾号1234的信用卡本期账单12,345.60元，最后还款日2026-11-23。",
+]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> VoiceCatalog:
+    return load_voices(ROOT / "voices")
+
+
+@pytest.fixture
+def store(tmp_path: Path, catalog: VoiceCatalog) -> AudioStore:
+    return AudioStore(tmp_path / "audio", catalog=catalog, synth=Pyttsx3Synthesizer())
+
+
+def _samples(path: Path, fmt: audio.AudioFormat) -> np.ndarray:
+    blob = path.read_bytes()
+    data = audio.read_wav(blob).data if fmt.wav else blob
+    if fmt.encoding == "alaw":
+        return audio.alaw2lin(np.frombuffer(data, np.uint8))
+    if fmt.encoding == "ulaw":
+        return audio.ulaw2lin(np.frombuffer(data, np.uint8))
+    return np.frombuffer(data, "<i2")
+
+
+@pytest.mark.parametrize("voice_id", ["cmn-female", "yue-female", "cmn-sichuan", "cmn-northeast"])
+@pytest.mark.parametrize("fmt_name", list(audio.FORMATS))
+def test_every_format_for_every_voice(
+    store: AudioStore, catalog: VoiceCatalog, fmt_name: str, voice_id: str
+) -> None:
+    fmt = audio.FORMATS[fmt_name]
+    stored = store.synthesize_segments(SEGMENTS, catalog.get(voice_id), fmt_name)
+    assert stored.path.exists() and stored.path.suffix == fmt.ext
+    if fmt.wav:
+        wav = audio.read_wav(stored.path.read_bytes())
+        assert (wav.tag, wav.channels, wav.rate) == (
+            {"pcm16": 1, "alaw": 6, "ulaw": 7}[fmt.encoding],
+            1,
+            fmt.rate,
+        )
+        label = json.loads(wav.info["ICMT"])
+        assert stored.label_path is None
+    else:
+        assert stored.label_path is not None
+        sidecar = json.loads(stored.label_path.read_text())
+        label = {"AIGC": sidecar["AIGC"]}
+        assert (sidecar["sample_rate"], sidecar["encoding"]) == (fmt.rate, fmt.encoding)
+    assert label["AIGC"]["Label"] == "1" and label["AIGC"]["ProduceID"] == stored.key
+    x = _samples(stored.path, fmt).astype(np.float64)
+    seconds = len(x) / fmt.rate
+    assert abs(seconds - stored.duration_s) < 0.01
+    # 60 spoken characters at ~4 syllables per second, plus pauses: 11-22 s is plausible
+    assert 11 < seconds < 22, seconds
+    rms_db = 20 * np.log10(np.sqrt(np.mean(x**2)) / 32768)
+    assert rms_db > -30, rms_db
+    assert np.max(np.abs(x)) < 32767 * 0.9  # -1 dBFS peak: no clipping
+
+
+def test_shared_segments_are_synthesised_once(store: AudioStore, catalog: VoiceCatalog) -> None:
+    voice = catalog.get("cmn-female")
+    shared = ["您好，我是银行的人工智能合成语音客服。", "本期账单已出，请及时还款。"]
+    names = ["王女士，您好！", "李先生，您好！", "王女士，您好！"]
+    stored = store.synthesize_prompts([([shared[0], n, shared[1]], voice) for n in names])
+    assert store.synthesised == 4  # 2 shared + 2 distinct greetings
+    assert stored[0].key == stored[2].key and stored[0].key != stored[1].key
+    again = store.synthesize_segments([shared[0], "赵先生，您好！", shared[1]], voice)
+    assert store.synthesised == 5 and again.path.exists()
+    # another format re-encodes; a fresh store on the same folder reads segments from disk
+    fresh = AudioStore(store.root, catalog=catalog, synth=store.synth)
+    fresh.synthesize_segments([shared[0], names[0], shared[1]], voice, "sln")
+    assert fresh.synthesised == 0
+
+
+def test_assembled_prompt_equals_its_segments(store: AudioStore, catalog: VoiceCatalog) -> None:
+    voice = catalog.get("yue-female")
+    fmt = audio.FORMATS["alaw"]
+    one = store.synthesize_segments(SEGMENTS[:1], voice, "alaw")
+    two = store.synthesize_segments(SEGMENTS[:2], voice, "alaw")
+    head = one.path.read_bytes()
+    blob = two.path.read_bytes()
+    assert blob.startswith(head) and blob[len(head) :].startswith(
+        audio.silence(fmt, store.pause_ms)
+    )
+
+
+def test_synthesize_script_accepts_segment_objects(
+    store: AudioStore, catalog: VoiceCatalog
+) -> None:
+    class Segment:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    path = synthesize_script(
+        [Segment(SEGMENTS[0]), SEGMENTS[1]], catalog.get("cmn-male"), store=store
+    )
+    assert path.exists()
+    with pytest.raises(SynthesisError, match="no text"):
+        synthesize_script([Segment("  ")], catalog.get("cmn-male"), store=store)
+
+
+def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "x.wav"
+    atomic_write(target, b"old")
+    atomic_write(target, [b"new", b"er"])
+    assert target.read_bytes() == b"newer"
+    assert [p.name for p in target.parent.iterdir()] == ["x.wav"]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    def chunks():
+        yield b"half"
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "y.wav", chunks())
+    assert list(tmp_path.iterdir()) == []
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from scripts_engine.audiostore import atomic_write
+def chunks():
+    for _ in range(1000):
+        yield b"x" * 65536
+        time.sleep(0.01)
+atomic_write(Path(sys.argv[1]), chunks())
+"""
+
+
+def test_killed_writer_leaves_no_partial_file(tmp_path: Path, store: AudioStore) -> None:
+    target = tmp_path / "audio" / "prompts" / "ab" / "killed.wav"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while not any(target.parent.glob(".tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # mid-write: some chunks are on disk
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [tmp] = list(target.parent.glob(".tmp-*"))
+    assert tmp.stat().st_size > 0 and not target.exists()
+    assert store.sweep(older_than_s=0) == 1 and list(target.parent.iterdir()) == []
+
+
+def test_concurrent_writers_of_one_key(tmp_path: Path) -> None:
+    target = tmp_path / "same.wav"
+    payloads = [bytes([i]) * 300_000 for i in range(8)]
+    threads = [threading.Thread(target=atomic_write, args=(target, p)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert target.read_bytes() in payloads  # one whole version, never a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["same.wav"]
