@@ -57,10 +57,8 @@ class AudioFormat:
 
     @property
     def segment_format(self) -> AudioFormat:
-        """The labelled WAV format with the same samples (segments are cached in it)."""
-        return FORMATS[
-            {"sln": "wav8k", "alaw": "alaw-wav", "ulaw": "ulaw-wav"}.get(self.name, self.name)
-        ]
+        """The 16-bit PCM WAV format at this rate (segments are cached in it, then encoded)."""
+        return FORMATS["wav16k" if self.rate == 16000 else "wav8k"]
 
 
 FORMATS: dict[str, AudioFormat] = {

@@ -12,10 +12,10 @@ succeed (the last rename wins, both files are complete) and a crash leaves at mo
 
 A call prompt is a list of segments: the parts shared by many customers (stage texts) are
 synthesised once per voice and format and reused; only new segments (a greeting with a name)
-are synthesised. Segments are cached already conditioned and encoded in the target encoding
-(as labelled WAV files), so assembling a prompt is joining bytes with short pauses. G.711 and
-PCM are sample-by-sample codes, and every segment starts and ends in trimmed silence, so the
-joins are clean.
+are synthesised. Segments are cached conditioned, as labelled 16-bit WAV files at the
+format's rate (one synthesis serves every 8 kHz format), and encoded per format in memory, so
+assembling a prompt is joining bytes with short pauses. G.711 and PCM are sample-by-sample
+codes, and every segment starts and ends in trimmed silence, so the joins are clean.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from scripts_engine import audio
 from scripts_engine.audio import AudioFormat, get_format
@@ -50,6 +52,7 @@ def atomic_write(path: Path, chunks: bytes | Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the dialler runs as another user
         with os.fdopen(fd, "wb") as handle:
             for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                 handle.write(chunk)
@@ -98,7 +101,7 @@ class AudioStore:
     ) -> None:
         self.root, self.catalog, self.synth, self.pause_ms = Path(root), catalog, synth, pause_ms
         self.engine = engine_version()
-        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._memory_items = memory_items
         self.synthesised = 0  #: segments synthesised by this store (not found in the cache)
 
@@ -118,22 +121,29 @@ class AudioStore:
         return self.root / "prompts" / key[:2] / f"{key}-{fmt.name}{fmt.ext}"
 
     # -- segments --
-    def _remember(self, key: str, data: bytes) -> None:
+    def _remember(self, key: tuple[str, str], data: bytes) -> None:
         self._memory[key] = data
         self._memory.move_to_end(key)
         while len(self._memory) > self._memory_items:
             self._memory.popitem(last=False)
 
     def _cached(self, key: str, fmt: AudioFormat) -> bytes | None:
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
-        try:
-            blob = self._segment_path(key, fmt).read_bytes()
-        except FileNotFoundError:
-            return None
-        data = audio.read_wav(blob).data
-        self._remember(key, data)
+        """The segment's samples in ``fmt``'s encoding (from memory, else from disk)."""
+        if (key, fmt.encoding) in self._memory:
+            self._memory.move_to_end((key, fmt.encoding))
+            return self._memory[key, fmt.encoding]
+        pcm = self._memory.get((key, "pcm16"))
+        if pcm is None:
+            try:
+                blob = self._segment_path(key, fmt).read_bytes()
+            except FileNotFoundError:
+                return None
+            pcm = audio.read_wav(blob).data
+            self._remember((key, "pcm16"), pcm)
+        if fmt.encoding == "pcm16":
+            return pcm
+        data = audio.encode_samples(np.frombuffer(pcm, "<i2"), fmt.encoding)
+        self._remember((key, fmt.encoding), data)
         return data
 
     def _synthesize(
@@ -178,10 +188,10 @@ class AudioStore:
                 if isinstance(pcm, str):
                     failed.append(f"{spoken[:24]!r} ({voice.id}): {pcm}")
                     continue
-                data = audio.encode_samples(audio.condition(pcm, rate, seg.rate), seg.encoding)
+                data = audio.encode_samples(audio.condition(pcm, rate, seg.rate), "pcm16")
                 info = self._info(key, voice, "segment")
                 atomic_write(self._segment_path(key, fmt), audio.wav_bytes(data, seg, info))
-                self._remember(key, data)
+                self._remember((key, "pcm16"), data)
                 self.synthesised += 1
             if failed:  # the others are stored: a rerun only retries these
                 raise SynthesisError(f"{len(failed)} segments failed: " + "; ".join(failed))
@@ -235,12 +245,16 @@ class AudioStore:
         prompts: Sequence[tuple[Sequence[str], VoiceProfile]],
         fmt: str = "wav8k",
         progress: Callable[[int], None] | None = None,
+        segment_progress: Callable[[int], None] | None = None,
     ) -> list[StoredAudio]:
         """Many prompts at once: all their distinct new segments go to the synthesizer in one
-        batch (in parallel with a pool), then each prompt is assembled."""
+        batch (in parallel with a pool), then each prompt is assembled.
+
+        ``segment_progress(1)`` is called per new segment, ``progress(1)`` per prompt.
+        """
         audio_format = get_format(fmt)
         flat = [(text, voice) for texts, voice in prompts for text in texts]
-        keys = self.ensure_segments(flat, audio_format)
+        keys = self.ensure_segments(flat, audio_format, segment_progress)
         out, pos = [], 0
         for texts, voice in prompts:
             out.append(self.assemble(keys[pos : pos + len(texts)], voice, audio_format))

@@ -16,7 +16,7 @@ import click
 from scripts_engine.errors import ScriptsEngineError
 
 #: Modules that add commands to the group, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("scripts_engine.cli_core",)
+COMMAND_MODULES: tuple[str, ...] = ("scripts_engine.cli_core", "scripts_engine.cli_voice")
 
 
 class _Group(click.Group):

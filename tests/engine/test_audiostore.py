@@ -89,10 +89,13 @@ def test_shared_segments_are_synthesised_once(store: AudioStore, catalog: VoiceC
     assert stored[0].key == stored[2].key and stored[0].key != stored[1].key
     again = store.synthesize_segments([shared[0], "赵先生，您好！", shared[1]], voice)
     assert store.synthesised == 5 and again.path.exists()
-    # another format re-encodes; a fresh store on the same folder reads segments from disk
+    # every 8 kHz format reuses the segments; a fresh store on the same folder reads them
     fresh = AudioStore(store.root, catalog=catalog, synth=store.synth)
-    fresh.synthesize_segments([shared[0], names[0], shared[1]], voice, "sln")
+    for fmt in ("sln", "alaw", "ulaw-wav"):
+        fresh.synthesize_segments([shared[0], names[0], shared[1]], voice, fmt)
     assert fresh.synthesised == 0
+    fresh.synthesize_segments([shared[0]], voice, "wav16k")  # another rate: synthesised anew
+    assert fresh.synthesised == 1
 
 
 def test_assembled_prompt_equals_its_segments(store: AudioStore, catalog: VoiceCatalog) -> None:
@@ -176,3 +179,34 @@ def test_concurrent_writers_of_one_key(tmp_path: Path) -> None:
         t.join()
     assert target.read_bytes() in payloads  # one whole version, never a mix
     assert [p.name for p in tmp_path.iterdir()] == ["same.wav"]
+
+
+def test_cli_synth_writes_each_format(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scripts_engine.cli import main
+    from scripts_engine.config import Settings
+
+    settings = Settings(state_dir=tmp_path / "var")
+    runner = CliRunner()
+    for fmt in audio.FORMATS:
+        out = tmp_path / f"p-{fmt}{audio.FORMATS[fmt].ext}"
+        args = [
+            "synth",
+            "您好。请于2026-11-23前还款。",
+            "--province",
+            "广东",
+            "--format",
+            fmt,
+            "-o",
+            str(out),
+        ]
+        result = runner.invoke(main, args, obj=settings)
+        assert result.exit_code == 0, result.output
+        assert "yue-female" in result.output and out.stat().st_size > 8000
+        assert audio.FORMATS[fmt].wav or out.with_name(out.name + ".json").exists()
+    bad = runner.invoke(
+        main, ["synth", "你好", "--voice", "nosuch", "-o", str(tmp_path / "x.wav")], obj=settings
+    )
+    assert bad.exit_code == 2 and "no voice profile 'nosuch'" in bad.output
+    assert "Traceback" not in bad.output

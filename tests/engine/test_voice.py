@@ -163,3 +163,16 @@ def test_broken_yaml_line(broken: Path) -> None:
     with pytest.raises(CatalogError) as info:
         load_voices(broken)
     assert "not valid YAML" in str(info.value) and info.value.line is not None
+
+
+def test_cli_voices_lists_profiles_and_regions() -> None:
+    from click.testing import CliRunner
+
+    from scripts_engine.cli import main
+
+    result = CliRunner().invoke(main, ["voices"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "cmn-sichuan" in result.output and "flavour:" in result.output and "成都" in result.output
+    )
+    assert "default for every other region" in result.output
