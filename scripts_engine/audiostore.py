@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -78,6 +79,23 @@ class StoredAudio:
     format: str
     duration_s: float
     label_path: Path | None = None
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
+
+
+def split_sentences(texts: Sequence[str]) -> list[str]:
+    """Script segments -> sentences (the unit of the cache: a sentence without personal data
+    is shared by every customer whose script contains it). Empty pieces are dropped."""
+    out: list[str] = []
+    for text in texts:
+        for piece in _SENTENCE_END.split(text):
+            piece = piece.strip()
+            if piece and out and len(piece) < 2:  # a stray mark: keep it with its sentence
+                out[-1] += piece
+            elif piece:
+                out.append(piece)
+    return out
 
 
 def _sha(*parts: str) -> str:
@@ -235,9 +253,10 @@ class AudioStore:
     def synthesize_segments(
         self, texts: Sequence[str], voice: VoiceProfile, fmt: str = "wav8k"
     ) -> StoredAudio:
-        """One prompt from script segments: cached segments are reused, new ones synthesised."""
+        """One prompt from script segments, sentence by sentence: cached sentences are reused,
+        new ones synthesised."""
         audio_format = get_format(fmt)
-        keys = self.ensure_segments([(t, voice) for t in texts], audio_format)
+        keys = self.ensure_segments([(t, voice) for t in split_sentences(texts)], audio_format)
         return self.assemble(keys, voice, audio_format)
 
     def synthesize_prompts(
@@ -253,10 +272,11 @@ class AudioStore:
         ``segment_progress(1)`` is called per new segment, ``progress(1)`` per prompt.
         """
         audio_format = get_format(fmt)
-        flat = [(text, voice) for texts, voice in prompts for text in texts]
+        units = [(split_sentences(texts), voice) for texts, voice in prompts]
+        flat = [(text, voice) for texts, voice in units for text in texts]
         keys = self.ensure_segments(flat, audio_format, segment_progress)
         out, pos = [], 0
-        for texts, voice in prompts:
+        for texts, voice in units:
             out.append(self.assemble(keys[pos : pos + len(texts)], voice, audio_format))
             pos += len(texts)
             if progress:

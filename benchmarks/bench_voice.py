@@ -1,0 +1,281 @@
+"""Voice benchmark: (a) the product against espeak-ng called directly; (b) a campaign with the
+segment cache against synthesising each customer's whole script. Prints figures, then one line
+of JSON.
+
+(a) The same sentences, voices, rates, pitches and volumes, in the same run: the product path
+(dialect text already prepared, ``Pyttsx3Synthesizer.synthesize``: pyttsx3 with every
+VOICE-NOTES workaround, WAV written and read back) in one spawned process, and the bundled
+``libespeak-ng`` through ctypes in synchronous mode (``espeak_Synth`` with a callback that
+collects the samples) in another. Median time per prompt; target ratio <= 2.
+
+(b) N customers (default 2000): call scripts from the real renderer when it and a fitted model
+are available (the shipped demo customers), otherwise realistic synthetic scripts (said in the
+output). Both paths use the same pool of spawned workers and write one wav8k file per customer:
+"whole" synthesises every customer's script (stage by stage) and conditions, encodes and writes
+it; "cached" is :meth:`AudioStore.synthesize_prompts` on an empty store (every distinct sentence
+synthesised once, prompts assembled from the cache). Target ratio >= 10.
+
+Usage: python benchmarks/bench_voice.py [--customers 2000] [--workers 2] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts_engine import audio  # noqa: E402
+from scripts_engine.audiostore import AudioStore, atomic_write  # noqa: E402
+from scripts_engine.config import get_settings  # noqa: E402
+from scripts_engine.speech import ENGINE_RATE, SynthesisPool, engine_version  # noqa: E402
+from scripts_engine.voice import VoiceCatalog, VoiceProfile, get_catalog  # noqa: E402
+
+SENTENCES = [
+    "您好，这里是银行客服中心，您本月的信用卡账单已经出来了，请您及时还款，谢谢。",
+    "您尾号1234的信用卡本期应还12,345.60元，最后还款日是2026-11-23。",
+    "我是银行的智能语音助手，本次通话由人工智能合成语音播报。",
+    "如果您现在不方便，或者不希望接到这类电话，直接告诉我就好，我们马上停止。",
+    "近期三个月定期存款的年化利率是1.85%，起存金额五万元。",
+    "理财非存款、产品有风险、投资须谨慎，业绩比较基准不构成收益承诺。",
+    "如需帮助，请拨打客服热线95511，工作时间9:00-18:00。",
+    "感谢您的耐心收听，祝您生活愉快，再见。",
+]
+VOICES = ["cmn-female", "cmn-male", "yue-female", "cmn-sichuan", "cmn-northeast"]
+
+
+# --- (a) product against the library --------------------------------------------------------
+
+
+def _product_times(jobs: list[tuple[str, VoiceProfile]], rounds: int) -> list[float]:
+    from scripts_engine.speech import Pyttsx3Synthesizer
+
+    synth = Pyttsx3Synthesizer()
+    for text, voice in jobs:  # warm-up: engine creation, voice loading
+        synth.synthesize(text, voice)
+    times = []
+    for _ in range(rounds):
+        for text, voice in jobs:
+            start = time.perf_counter()
+            synth.synthesize(text, voice)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _direct_times(jobs: list[tuple[str, dict]], rounds: int) -> list[float]:
+    import espeakng_loader
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    if lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0) != ENGINE_RATE:
+        raise RuntimeError("espeak-ng did not initialise")
+    callback_type = ctypes.CFUNCTYPE(
+        ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    )
+    chunks: list[bytes] = []
+
+    def collect(wav: ctypes._Pointer, count: int, events: int) -> int:
+        if count > 0:
+            chunks.append(ctypes.string_at(wav, count * 2))
+        return 0
+
+    keep = callback_type(collect)
+    lib.espeak_SetSynthCallback(keep)
+    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                 ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
+    rate, volume, pitch = 1, 2, 3  # espeak_PARAMETER
+
+    def speak(text: str, p: dict) -> bytes:
+        chunks.clear()
+        lib.espeak_SetVoiceByName(p["id"].encode())
+        lib.espeak_SetParameter(rate, p["rate"], 0)
+        lib.espeak_SetParameter(volume, p["volume"], 0)
+        lib.espeak_SetParameter(pitch, p["pitch"], 0)
+        data = text.encode()
+        lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0x1 | 0x1000, None, None)  # UTF8|ENDPAUSE
+        return b"".join(chunks)
+
+    for text, p in jobs:
+        speak(text, p)
+    times = []
+    for _ in range(rounds):
+        for text, p in jobs:
+            start = time.perf_counter()
+            speak(text, p)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _in_child(fn, *args):  # noqa: ANN001, ANN202
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def bench_engine(catalog: VoiceCatalog, rounds: int) -> dict:
+    jobs = [
+        (catalog.speech_text(s, catalog.get(v)), catalog.get(v)) for v in VOICES for s in SENTENCES
+    ]
+    params = [
+        {"id": v.espeak_id, "rate": v.rate, "pitch": v.pitch, "volume": int(round(v.volume * 100))}
+        for _, v in jobs
+    ]
+    product = _in_child(_product_times, jobs, rounds)
+    direct = _in_child(
+        _direct_times, [(t, p) for (t, _), p in zip(jobs, params, strict=True)], rounds
+    )
+    # the rest of the product path for one prompt: condition + encode + WAV, in memory
+    pcm = _in_child(_one_pcm, jobs[0])
+    start = time.perf_counter()
+    for _ in range(20):
+        samples = audio.condition(pcm, ENGINE_RATE, 8000)
+        audio.wav_bytes(audio.encode_samples(samples, "pcm16"), audio.FORMATS["wav8k"], {})
+    convert = (time.perf_counter() - start) / 20
+    p, d = statistics.median(product), statistics.median(direct)
+    return {"prompts": len(jobs), "rounds": rounds, "product_ms": round(p * 1000, 2),
+            "direct_ms": round(d * 1000, 2), "ratio": round(p / d, 2),
+            "convert_wav8k_ms": round(convert * 1000, 2),
+            "ratio_with_convert": round((p + convert) / d, 2)}  # fmt: skip
+
+
+def _one_pcm(job: tuple[str, VoiceProfile]) -> bytes:
+    from scripts_engine.speech import Pyttsx3Synthesizer
+
+    return Pyttsx3Synthesizer().synthesize(*job)
+
+
+# --- (b) a campaign --------------------------------------------------------------------------
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+PLACES = [("广东", "广州"), ("四川", "成都"), ("黑龙江", "哈尔滨"), ("北京", "北京"), ("上海", "上海"),
+          ("香港", "香港"), ("重庆", "重庆"), ("辽宁", "沈阳"), ("浙江", "杭州"), ("湖北", "武汉")]  # fmt: skip
+STAGES = {
+    "opening": ["这里是安和银行客户服务中心，我是智能语音助手小安，本次通话由人工智能合成语音播报。如果您现在不方便，直接告诉我就好。"],
+    "value": [
+        "最近存款利率下调，很多客户都在琢磨手里的钱怎么安排更合适。三个月定期的年化利率是1.85%，五万元起存。",
+        "您是我们的老客户了，信用卡按时还款记录一直很好。本月起，消费满3000元可以申请分期，手续费打八折。",
+        "退休以后收入以养老金为主，讲究细水长流。我们有一款稳健型的储蓄产品，随存随取，适合日常备用金。",
+        "孩子上学的开销越来越大，提前规划教育金很重要。每月定投500元起，可以随时调整金额。",
+        "房贷利率近期有调整，您的贷款可以申请转换定价基准。整个流程在手机银行上就能办理，大约三分钟。",
+        "出国旅行用卡有讲究，我们的全币种信用卡境外消费免货币转换费，还能累计双倍积分。",
+    ],
+    "disclosure": ["理财非存款、产品有风险、投资须谨慎。业绩比较基准不构成收益承诺，过往业绩不代表未来表现。"],
+    "close": ["如果您感兴趣，我稍后把详细介绍发到您的手机上，您看可以吗？", "您可以在手机银行首页搜索“定期存款”自助办理，也可以到就近网点咨询。"],
+    "signoff": ["如需帮助请拨打客服热线95511。感谢您的耐心收听，祝您生活愉快，再见。"],
+}  # fmt: skip
+
+
+def synthetic_scripts(n: int, catalog: VoiceCatalog) -> list[tuple[list[str], VoiceProfile]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        province, city = PLACES[int(rng.integers(len(PLACES)))]
+        honorific = SURNAMES[int(rng.integers(len(SURNAMES)))] + (
+            "女士" if rng.random() < 0.5 else "先生"
+        )
+        values = rng.choice(len(STAGES["value"]), size=2, replace=False)
+        texts = [f"{honorific}，您好！" + STAGES["opening"][0]]
+        texts += [STAGES["value"][int(j)] for j in values]
+        texts += STAGES["disclosure"] + [STAGES["close"][i % 2]] + STAGES["signoff"]
+        out.append((texts, catalog.choose(province, city)))
+    return out
+
+
+def rendered_scripts(n: int, catalog: VoiceCatalog) -> list[tuple[list[str], VoiceProfile]] | None:
+    settings = get_settings()
+    try:
+        from scripts_engine.cli_voice import customer_scripts
+
+        scripts, _ = customer_scripts(settings.demo_customers_file, settings=settings)
+    except Exception as exc:  # renderer or model missing: fall back, and say so
+        print(f"renderer not usable ({type(exc).__name__}: {exc}); using synthetic scripts")
+        return None
+    scripts = (scripts * (n // max(1, len(scripts)) + 1))[:n]
+    return [(texts, catalog.choose(province, city)) for _, province, city, texts in scripts]
+
+
+def _whole(
+    catalog: VoiceCatalog,
+    pool: SynthesisPool,
+    scripts: list[tuple[list[str], VoiceProfile]],
+    out: Path,
+) -> None:
+    jobs = [(text, voice) for texts, voice in scripts for text in texts]
+    spoken = [(catalog.speech_text(t, v), v) for t, v in jobs]
+    pcms = pool.synthesize_all(spoken)
+    fmt, pos = audio.FORMATS["wav8k"], 0
+    for i, (texts, voice) in enumerate(scripts):
+        parts = [audio.condition(p, ENGINE_RATE, 8000) for p in pcms[pos : pos + len(texts)]]
+        pos += len(texts)
+        data = audio.encode_samples(np.concatenate(parts), "pcm16")
+        label = audio.aigc_label(produce_id=f"whole-{i}")
+        atomic_write(
+            out / f"{i}.wav",
+            audio.wav_bytes(data, fmt, audio.wav_info(label, voice=voice.id, engine="")),
+        )
+
+
+def bench_campaign(catalog: VoiceCatalog, n: int, workers: int) -> dict:
+    scripts = rendered_scripts(n, catalog)
+    source = "rendered (scripts_engine.render, shipped demo customers)"
+    if scripts is None:
+        scripts, source = synthetic_scripts(n, catalog), "synthetic (renderer not available)"
+    chars = sum(len(t) for texts, _ in scripts for t in texts)
+    with tempfile.TemporaryDirectory() as tmp, SynthesisPool(workers, timeout=60) as pool:
+        pool.synthesize_all([("预热。", catalog.get(v)) for v in VOICES])  # start the workers
+        start = time.perf_counter()
+        store = AudioStore(Path(tmp) / "cached", catalog=catalog, synth=pool)
+        stored = store.synthesize_prompts(scripts, "wav8k")
+        cached = time.perf_counter() - start
+        start = time.perf_counter()
+        (Path(tmp) / "whole").mkdir()
+        _whole(catalog, pool, scripts, Path(tmp) / "whole")
+        whole = time.perf_counter() - start
+        seconds = sum(s.duration_s for s in stored)
+        distinct_prompts = len({s.key for s in stored})
+    return {"customers": n, "scripts": source, "characters": chars,
+            "audio_hours": round(seconds / 3600, 2), "workers": workers,
+            "distinct_prompts": distinct_prompts, "segments_synthesised": store.synthesised,
+            "whole_s": round(whole, 2), "cached_s": round(cached, 2),
+            "speedup": round(whole / cached, 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    catalog = get_catalog()
+    print(f"engine: {engine_version()}")
+    a = bench_engine(catalog, args.rounds)
+    print(f"(a) {a['prompts']} prompts x {a['rounds']} rounds, median per prompt: product "
+          f"{a['product_ms']} ms, direct libespeak-ng {a['direct_ms']} ms -> {a['ratio']}x "
+          f"(target <= 2); with conversion to wav8k (+{a['convert_wav8k_ms']} ms): "
+          f"{a['ratio_with_convert']}x")  # fmt: skip
+    b = bench_campaign(catalog, args.customers, args.workers)
+    print(f"(b) {b['customers']} customers, {b['scripts']}: {b['audio_hours']} h of audio; "
+          f"whole scripts {b['whole_s']} s, segment cache {b['cached_s']} s "
+          f"({b['segments_synthesised']} distinct sentences synthesised, "
+          f"{b['distinct_prompts']} distinct prompts) -> {b['speedup']}x (target >= 10)")  # fmt: skip
+    ok = a["ratio"] <= 2 and b["speedup"] >= 10
+    print(
+        json.dumps(
+            {"benchmark": "voice", "engine": a, "campaign": b, "targets_met": ok},
+            ensure_ascii=False,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
