@@ -1,0 +1,426 @@
+"""Content rules for scripts (``personas/compliance.yaml``) and the checks that apply them.
+
+The same :meth:`ContentRules.check` runs when the pack is linted and on every rendered
+script, after customer values are filled in (COMPLIANCE.md 5 B: "checked when a template is
+published and again after variables are filled in"). It covers banned phrases (negation-aware),
+required disclosures per product, the opening's order, SMS and WeChat limits, and leaks (raw
+phone/card/ID numbers, template syntax, Python values). The calling rules (window, caps,
+cool-down) are declared in the same file for the eligibility gate; they are data here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scripts_engine._yaml import load_yaml, validate
+from scripts_engine.context import BankInfo
+
+_PUNCT = re.compile(r"[，。！？；：、,.!?;:\s（）()“”\"'…—-]")
+RISK_ORDER = ("R1", "R2", "R3", "R4", "R5")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+class Pattern(_Frozen):
+    name: str
+    pattern: str
+
+    _valid = field_validator("pattern")(_check_regex)
+
+
+class LeakPattern(Pattern):
+    #: ``digits``: matched against each run of 10+ digits (with X), not the whole text
+    scope: Literal["text", "digits"] = "text"
+
+
+_DIGIT_RUN = re.compile(r"[0-9][0-9Xx]{9,}")
+
+
+class BannedPhrase(_Frozen):
+    phrase: str = Field(min_length=1)
+    category: str
+    except_in: tuple[str, ...] = ()
+
+
+class Banned(_Frozen):
+    negation_window: int = Field(default=3, ge=0, le=10)
+    negators: tuple[str, ...]
+    phrases: tuple[BannedPhrase, ...]
+
+
+class Product(_Frozen):
+    name_zh: str
+    risk_level: Literal["R1", "R2", "R3", "R4", "R5"]
+    triggers: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    required_on: tuple[str, ...] = ("call",)
+    forbidden_on: tuple[str, ...] = ()
+
+    @field_validator("triggers")
+    @classmethod
+    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_regex(v) for v in value)
+
+
+class OfferRule(_Frozen):
+    offer: str
+    tags_all: tuple[str, ...] = ()
+    tags_none: tuple[str, ...] = ()
+    min_risk_rating: Literal["R1", "R2", "R3", "R4", "R5"] | None = None
+
+
+class Offers(_Frozen):
+    rules: tuple[OfferRule, ...] = ()
+    default: str
+
+
+class Opening(_Frozen):
+    stage: str = "opening"
+    required_in_order: tuple[Pattern, ...]
+
+
+class Sms(_Frozen):
+    max_segment_chars: int = 70
+    max_segments: int = 1
+    required: tuple[Pattern, ...] = ()
+
+
+class Wechat(_Frozen):
+    max_messages: int = 3
+    max_message_chars: int = 120
+    required: tuple[Pattern, ...] = ()
+
+
+class Calling(_Frozen):
+    """Dial-time rules, declared for the eligibility gate (not used by the renderer)."""
+
+    consent_required: bool = True
+    window: dict[str, Any]
+    max_attempts_per_day: int
+    max_attempts_per_7_days: int
+    refusal_cooldown_days: int
+    opt_out_effective_seconds: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken rule: a code, what is wrong, and where (template and line, or stage)."""
+
+    code: str
+    message: str
+    template: str | None = None
+    line: int | None = None
+    stage: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.template:
+            where = f"{self.template}.j2" + (f":{self.line}" if self.line else "") + ": "
+        elif self.stage:
+            where = f"[{self.stage}] "
+        return f"{where}{self.code}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SegmentText:
+    """What the checks need of a rendered segment (a :class:`~scripts_engine.script.Segment`
+    has the same attributes and is checked as it is)."""
+
+    stage: str
+    text: str
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class SegmentFacts:
+    """Rule-relevant facts of one segment's text."""
+
+    banned: tuple[tuple[str, str], ...]
+    leaks: tuple[tuple[str, str], ...]
+    triggered: frozenset[str]
+    present: frozenset[str]
+
+
+class _Seg(Protocol):
+    stage: str
+    text: str
+    template: str | None
+
+
+class ContentRules(_Frozen):
+    """The whole of ``compliance.yaml``, with the content checks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ignored_types=(cached_property,))
+
+    version: int
+    bank: BankInfo
+    banned: Banned
+    products: dict[str, Product]
+    offers: Offers
+    opening: Opening
+    sms: Sms
+    wechat: Wechat
+    leaks: tuple[LeakPattern, ...] = ()
+    calling: Calling
+
+    @model_validator(mode="after")
+    def _refs(self) -> ContentRules:
+        for name in [r.offer for r in self.offers.rules] + [self.offers.default]:
+            if name not in self.products:
+                raise ValueError(f"offers: unknown product '{name}'")
+        return self
+
+    # -- compiled patterns (built once per loaded file) -------------------------------------
+    @cached_property
+    def _banned_re(self) -> re.Pattern[str]:
+        phrases = sorted({p.phrase for p in self.banned.phrases}, key=len, reverse=True)
+        return re.compile("|".join(re.escape(p) for p in phrases))
+
+    @cached_property
+    def _negator_re(self) -> re.Pattern[str]:
+        negs = sorted(self.banned.negators, key=len, reverse=True)
+        return re.compile("|".join(re.escape(n) for n in negs))
+
+    @cached_property
+    def _phrase_info(self) -> dict[str, BannedPhrase]:
+        return {p.phrase: p for p in self.banned.phrases}
+
+    @cached_property
+    def _triggers(self) -> dict[str, re.Pattern[str]]:
+        return {k: re.compile("|".join(p.triggers)) for k, p in self.products.items()}
+
+    # -- banned phrases ---------------------------------------------------------------------
+    def _negated(self, text: str, start: int) -> bool:
+        reach = self.banned.negation_window + max(len(n) for n in self.banned.negators)
+        lo = max(0, start - reach)
+        for neg in self._negator_re.finditer(text, lo, start):
+            gap = text[neg.end() : start]
+            if len(gap) <= self.banned.negation_window and not _PUNCT.search(gap):
+                if not self._banned_re.search(gap):
+                    return True
+        return False
+
+    def banned_hits(self, text: str) -> list[tuple[str, str, int]]:
+        """Banned phrases said affirmatively in ``text``: (phrase, category, offset)."""
+        hits = []
+        for m in self._banned_re.finditer(text):
+            info = self._phrase_info[m.group()]
+            if any(
+                text.find(word, max(0, m.start() - len(word)), m.end() + len(word)) >= 0
+                for word in info.except_in
+            ):
+                continue
+            if not self._negated(text, m.start()):
+                hits.append((m.group(), info.category, m.start()))
+        return hits
+
+    # -- whole-script checks ----------------------------------------------------------------
+    @cached_property
+    def _facts(self) -> dict[str, SegmentFacts]:
+        return {}
+
+    @cached_property
+    def _leak_text(self) -> re.Pattern[str] | None:
+        # one plain alternation: `|` is the loosest operator, so joining is the union. Groups
+        # around the parts (named or not) slow the scan ~5x; the rule that matched is found
+        # afterwards, on the rare hit
+        alts = [p.pattern for p in self.leaks if p.scope == "text"]
+        return re.compile("|".join(alts)) if alts else None
+
+    @cached_property
+    def _leak_digits(self) -> list[tuple[str, re.Pattern[str]]]:
+        return [(p.name, re.compile(p.pattern)) for p in self.leaks if p.scope == "digits"]
+
+    def _leak_hits(self, text: str) -> list[tuple[str, str, int]]:
+        """Leaks in ``text``: (rule name, what matched, offset)."""
+        hits = []
+        if self._leak_text is not None:
+            for m in self._leak_text.finditer(text):
+                name = next(
+                    (
+                        p.name
+                        for p in self.leaks
+                        if p.scope == "text" and re.match(p.pattern, m.group())
+                    ),
+                    "leak",
+                )
+                hits.append((name, m.group(), m.start()))
+        if self._leak_digits:
+            for run in _DIGIT_RUN.finditer(text):
+                for name, rx in self._leak_digits:
+                    if rx.search(run.group()):
+                        hits.append((name, run.group(), run.start()))
+        return hits
+
+    @cached_property
+    def _opening_res(self) -> list[tuple[str, re.Pattern[str]]]:
+        return [(p.name, re.compile(p.pattern)) for p in self.opening.required_in_order]
+
+    def segment_facts(self, text: str) -> SegmentFacts:
+        """What the rules need to know about one segment's text (memoised by text).
+
+        Banned phrases and leaks cannot span segments (segments are joined with a newline,
+        which ends a phrase and a negation), so a script's findings are the union of its
+        segments' plus the script-level rules (disclosures, opening, lengths).
+        """
+        facts = self._facts.get(text)
+        if facts is None:
+            if len(self._facts) >= 50_000:
+                self._facts.clear()
+            banned = tuple((p, c) for p, c, _ in self.banned_hits(text))
+            leaks = tuple((n, f) for n, f, _ in self._leak_hits(text))
+            triggered = frozenset(k for k, rx in self._triggers.items() if rx.search(text))
+            present = frozenset(
+                ph for p in self.products.values() for ph in p.required if ph in text
+            )
+            facts = self._facts[text] = SegmentFacts(banned, leaks, triggered, present)
+        return facts
+
+    def check(self, segments: Sequence[_Seg], channel: str) -> list[Finding]:
+        """Every content rule a rendered script breaks (empty when it is compliant)."""
+        out: list[Finding] = []
+        triggered: set[str] = set()
+        present: set[str] = set()
+        for seg in segments:
+            facts = self.segment_facts(seg.text)
+            for phrase, category in facts.banned:
+                out.append(
+                    Finding(
+                        "banned-phrase", f"'{phrase}' ({category})", seg.template, None, seg.stage
+                    )
+                )
+            for name, found in facts.leaks:
+                out.append(Finding("leak", f"{name}: '{found}'", seg.template, None, seg.stage))
+            triggered |= facts.triggered
+            present |= facts.present
+        for key in sorted(triggered):
+            product = self.products[key]
+            if channel in product.forbidden_on:
+                out.append(Finding("product-channel", f"{key} may not be offered by {channel}"))
+            elif channel in product.required_on:
+                for phrase in product.required:
+                    if phrase not in present:
+                        out.append(
+                            Finding("missing-disclosure", f"{key} needs the disclosure '{phrase}'")
+                        )
+        if channel == "call":
+            out += self._check_opening(segments)
+        elif channel == "sms":
+            out += self._check_sms("\n".join(s.text for s in segments))
+        elif channel == "wechat":
+            out += self._check_wechat(segments, "\n".join(s.text for s in segments))
+        return out
+
+    def _check_opening(self, segments: Sequence[_Seg]) -> list[Finding]:
+        first = segments[0] if segments else None
+        if first is None or first.stage != self.opening.stage:
+            return [Finding("opening-order", "the call does not start with the opening")]
+        pos, out = 0, []
+        for name, rx in self._opening_res:
+            m = rx.search(first.text, pos)
+            if m is None:
+                where = "after the previous one" if rx.search(first.text) else ""
+                out.append(
+                    Finding(
+                        "opening-order",
+                        f"the opening must say the {name} {where}".rstrip(),
+                        first.template,
+                        stage=first.stage,
+                    )
+                )
+            else:
+                pos = m.end()
+        return out
+
+    def _check_sms(self, text: str) -> list[Finding]:
+        out = []
+        n = len(text)
+        segments = 1 if n <= self.sms.max_segment_chars else math.ceil(n / 67)
+        if segments > self.sms.max_segments:
+            out.append(
+                Finding(
+                    "sms-length",
+                    f"{n} characters make {segments} SMS segments "
+                    f"(at most {self.sms.max_segments} of {self.sms.max_segment_chars})",
+                    stage="sms",
+                )
+            )
+        for slot in self.sms.required:
+            if not re.search(slot.pattern, text):
+                out.append(
+                    Finding("sms-required", f"the SMS must carry the {slot.name}", stage="sms")
+                )
+        return out
+
+    def _check_wechat(self, segments: Sequence[_Seg], full: str) -> list[Finding]:
+        out = []
+        if len(segments) > self.wechat.max_messages:
+            out.append(
+                Finding(
+                    "wechat-length",
+                    f"{len(segments)} messages (at most {self.wechat.max_messages})",
+                )
+            )
+        for seg in segments:
+            if len(seg.text) > self.wechat.max_message_chars:
+                out.append(
+                    Finding(
+                        "wechat-length",
+                        f"a message of {len(seg.text)} characters "
+                        f"(at most {self.wechat.max_message_chars})",
+                        seg.template,
+                        stage=seg.stage,
+                    )
+                )
+        for slot in self.wechat.required:
+            if not re.search(slot.pattern, full):
+                out.append(
+                    Finding("wechat-required", f"the WeChat messages must carry the {slot.name}")
+                )
+        return out
+
+    # -- offers -----------------------------------------------------------------------------
+    def choose_offer(self, tags: Sequence[str] | None, risk_rating: str | None) -> str:
+        """The product a call offers; suitability-gated on the customer's risk rating."""
+        if tags:
+            rank = RISK_ORDER.index(risk_rating) if risk_rating in RISK_ORDER else -1
+            for rule in self.offers.rules:
+                if not all(t in tags for t in rule.tags_all):
+                    continue
+                if any(t in tags for t in rule.tags_none):
+                    continue
+                if rule.min_risk_rating and rank < RISK_ORDER.index(rule.min_risk_rating):
+                    continue
+                return rule.offer
+        return self.offers.default
+
+
+def load_rules(path: Path) -> ContentRules:
+    """Load and validate ``compliance.yaml``.
+
+    Raises:
+        CatalogError: with file, key and line.
+    """
+    data, lines = load_yaml(path)
+    return validate(ContentRules, data, path=path, lines=lines)

@@ -1,0 +1,109 @@
+"""The rendered script: a structured, reproducible record of what will be said or sent.
+
+A :class:`Script` names its inputs (customer, profile, channel, moment, style, offer, date)
+and, for every segment, the stage, the template and the template's version (content hash).
+Its id is a hash of the inputs and the pack version, so the same inputs give the same id and
+the same bytes (:meth:`Script.to_json`), and a template edit gives a new id.
+
+Two text views:
+
+- :attr:`Script.text`: the spoken main path (or the messages), plain text, one segment a line;
+- :attr:`Script.speech`: the same for the speech engine, with pause marks between sentences
+  and segments (SSML ``<break/>``) and the text XML-escaped, so a customer value such as
+  ``<break time="30s"/>`` is read as text and cannot change the audio.
+
+Objection answers are branches: they are segments (stage ``objection``) but not in ``text``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+from xml.sax.saxutils import escape
+
+#: Pause between sentences and between segments, in the speech text.
+SENTENCE_PAUSE = '<break time="300ms"/>'
+SEGMENT_PAUSE = '<break time="700ms"/>'
+#: Stages that are answers to the customer, not part of the main path.
+BRANCH_STAGES = frozenset({"objection"})
+_SENTENCE_END = re.compile(r"(?<=[。！？；])")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One rendered piece: a call stage (or one of its blocks), a WeChat message, an SMS."""
+
+    stage: str
+    key: str
+    text: str
+    template: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Script:
+    """A call or chat script for one customer."""
+
+    id: str
+    customer_id: str | None
+    profile_id: str | None
+    persona: bool
+    channel: str
+    moment: str
+    style: str
+    offer: str
+    close: str
+    as_of: str
+    pack_version: str
+    segments: tuple[Segment, ...]
+
+    @cached_property
+    def main(self) -> tuple[Segment, ...]:
+        """Segments on the main path, in order (objection branches left out)."""
+        return tuple(s for s in self.segments if s.stage not in BRANCH_STAGES)
+
+    @property
+    def text(self) -> str:
+        """Plain text of the main path, one segment a line."""
+        return "\n".join(s.text for s in self.main)
+
+    @property
+    def speech(self) -> str:
+        """The main path for the speech engine: escaped text with pause marks."""
+        return SEGMENT_PAUSE.join(speech_text(s.text) for s in self.main)
+
+    def stage_text(self, stage: str) -> str:
+        """All text of one stage (e.g. the five value blocks), joined without separators."""
+        return "".join(s.text for s in self.segments if s.stage == stage)
+
+    def branch(self, key: str) -> Segment | None:
+        """The answer to one objection, e.g. ``busy``."""
+        return next((s for s in self.segments if s.stage == "objection" and s.key == key), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, with both text views."""
+        data = {k: v for k, v in asdict(self).items() if k != "segments"}
+        data["segments"] = [asdict(s) for s in self.segments]
+        data["text"] = self.text
+        data["speech"] = self.speech
+        return data
+
+    def to_json(self) -> str:
+        """Canonical JSON: the same script always gives the same bytes."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+
+def speech_text(text: str) -> str:
+    """One segment for speech: XML-escaped, a short pause after each sentence."""
+    parts = [p for p in _SENTENCE_END.split(text.strip()) if p]
+    return SENTENCE_PAUSE.join(escape(p) for p in parts)
+
+
+def script_id(inputs: dict[str, Any]) -> str:
+    """Stable id of a script: a hash of its inputs (canonical JSON)."""
+    blob = json.dumps(inputs, ensure_ascii=False, sort_keys=True, default=str)
+    return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
