@@ -16,7 +16,11 @@ import click
 from scripts_engine.errors import ScriptsEngineError
 
 #: Modules that add commands to the group, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("scripts_engine.cli_core", "scripts_engine.cli_voice")
+COMMAND_MODULES: tuple[str, ...] = (
+    "scripts_engine.cli_core",
+    "scripts_engine.cli_voice",
+    "scripts_engine.cli_scripts",
+)
 
 
 class _Group(click.Group):
