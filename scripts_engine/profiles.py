@@ -65,13 +65,17 @@ class TopScoringHits:
         # Tag-major (T, N) contiguous rows keep the pairwise comparisons vectorised and fast.
         key = np.where(hits, 2.0 + scores, scores / self.thresholds).astype(np.float32)
         key_t = np.ascontiguousarray(key.T)
-        # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins
-        rank = np.zeros(key_t.shape, dtype=np.int8)
+        # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins. Each pair
+        # (i < j) is compared once: i beats j when key_i >= key_j, otherwise j beats i. So
+        # rank[i] starts at the number of later tags and loses one for each it beats.
+        rank = np.empty(key_t.shape, dtype=np.uint8)
+        for i in range(n_tags):
+            rank[i] = n_tags - 1 - i
         for i in range(n_tags):
             for j in range(i + 1, n_tags):
-                i_wins = key_t[i] >= key_t[j]
+                i_wins = np.greater_equal(key_t[i], key_t[j]).view(np.uint8)
                 rank[j] += i_wins
-                rank[i] += ~i_wins
+                rank[i] -= i_wins
         return (rank < k).T
 
 
