@@ -278,3 +278,16 @@ def variable_reference() -> str:
         out.append("")
         previous |= set(own)
     return "\n".join(out).rstrip() + "\n"
+
+
+BEGIN_MARK = "<!-- BEGIN GENERATED: scripts_engine.context.variable_reference() -->"
+END_MARK = "<!-- END GENERATED -->"
+
+
+def readme_with_reference(text: str) -> str:
+    """``text`` (the writers' guide) with its generated section replaced by the current one."""
+    head, sep, rest = text.partition(BEGIN_MARK)
+    _, sep2, tail = rest.partition(END_MARK)
+    if not sep or not sep2:
+        raise ValueError(f"the README needs the markers {BEGIN_MARK} and {END_MARK}")
+    return f"{head}{BEGIN_MARK}\n{variable_reference()}{END_MARK}{tail}"

@@ -223,7 +223,12 @@ class ScriptSandbox(ImmutableSandboxedEnvironment):
         """Only ``range()`` may be called from a template."""
         if __obj is not safe_range:
             raise SecurityError("templates may not call functions or methods (only range())")
-        return safe_range(*args, **kwargs)
+        # Jinja passes the loop's/block's local names along with calls made inside them
+        kwargs.pop("_loop_vars", None)
+        kwargs.pop("_block_vars", None)
+        if kwargs:
+            raise SecurityError("range() takes no keyword arguments")
+        return safe_range(*args)
 
 
 # -- the template dialect ----------------------------------------------------------------------
@@ -234,6 +239,8 @@ _ALLOWED = (
     nodes.BinExpr, nodes.For, nodes.Assign, nodes.With, nodes.Call, nodes.Keyword, nodes.List,
     nodes.Tuple, nodes.Slice,
 )  # fmt: skip
+#: Jinja's special names: template references and macro internals
+_RESERVED = frozenset({"self", "caller", "varargs", "kwargs", "super"})
 _REFUSED_HINT = {
     nodes.Macro: "macros are not allowed",
     nodes.CallBlock: "call blocks are not allowed",
@@ -272,6 +279,8 @@ def check_policy(tree: nodes.Template, limits: Limits | None = None) -> list[Pol
             name = node.name if isinstance(node, nodes.Name) else node.attr
             if name.startswith("_"):
                 bad(node, f"names starting with '_' are not allowed ('{name}')")
+            elif isinstance(node, nodes.Name) and name in _RESERVED:
+                bad(node, f"'{name}' is reserved and not available to templates")
         if isinstance(node, nodes.Getitem) and not isinstance(
             node.arg, nodes.Const | nodes.Name | nodes.Slice
         ):

@@ -1,0 +1,244 @@
+"""Rendering: every profile x channel x temperament, the sandbox, limits, determinism."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from scripts_engine.config import ROOT
+from scripts_engine.context import CHANNELS
+from scripts_engine.errors import ScriptComplianceError, ScriptRenderError, TemplateLimitExceeded
+from scripts_engine.lint import SAMPLE_CUSTOMERS, SAMPLE_DATE, SAMPLE_SCORES
+from scripts_engine.render import Renderer
+from scripts_engine.sandbox import safe_range, start_budget
+from scripts_engine.templates import compile_template
+
+PERSONAS = ROOT / "personas"
+LEAKS = (
+    "<class",
+    "<module",
+    "<built-in",
+    "<Template",
+    "posix",
+    "object at 0x",
+    "os.popen",
+    "/usr/",
+)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(PERSONAS, reload_interval=1e9)
+
+
+@pytest.mark.parametrize("temperament", ["analytical", "amiable", "driver"])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_every_profile_renders(renderer: Renderer, channel: str, temperament: str) -> None:
+    for customer, scores in zip(SAMPLE_CUSTOMERS, SAMPLE_SCORES, strict=True):
+        for profile in renderer.profiles:
+            script = renderer.render_script(
+                customer, profile, scores, channel=channel, moment="auto",
+                style=f"{temperament}.", as_of=SAMPLE_DATE,
+            )  # fmt: skip
+            assert script.segments and script.text
+            assert script.style.startswith(temperament)
+            assert "{{" not in script.text and "None" not in script.text
+
+
+def test_call_structure(renderer: Renderer) -> None:
+    s = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    stages = [seg.stage for seg in s.segments]
+    assert stages[0] == "opening" and stages.count("value") == 5
+    assert [seg.key for seg in s.segments if seg.stage == "value"] == [
+        "silver",
+        "affluent",
+        "debt_free",
+        "warm",
+        "propensity",
+    ]  # score order
+    assert {seg.key for seg in s.segments if seg.stage == "objection"} >= {
+        "busy",
+        "not_interested",
+        "already_have",
+        "is_it_safe",
+        "how_got_number",
+        "call_later",
+    }
+    assert all(len(seg.version) == 16 for seg in s.segments)
+    assert s.branch("is_it_safe").template == "tags/silver/call/objection/is_it_safe"
+    assert s.segments[stages.index("close")].template == "profiles/P-ABDEH/call/close/appointment"
+    assert "欧阳女士" in s.text and "13812345678" not in s.to_json()
+    assert '<break time="300ms"/>' in s.speech
+
+
+def test_same_inputs_same_bytes(renderer: Renderer) -> None:
+    a = renderer.render_script(SAMPLE_CUSTOMERS[1], "P-CDFGH", SAMPLE_SCORES[1], as_of=SAMPLE_DATE)
+    fresh = Renderer(PERSONAS, memoize=False)
+    b = fresh.render_script(SAMPLE_CUSTOMERS[1], "P-CDFGH", SAMPLE_SCORES[1], as_of=SAMPLE_DATE)
+    assert a.to_json() == b.to_json() and a.id == b.id
+    c = renderer.render_script(
+        SAMPLE_CUSTOMERS[1], "P-CDFGH", SAMPLE_SCORES[1], moment="payday", as_of=SAMPLE_DATE
+    )
+    assert c.id != a.id
+
+
+def test_generic_for_opt_out_and_control(renderer: Renderer) -> None:
+    opted = {**SAMPLE_CUSTOMERS[0], "profiling_opt_out": True}
+    base, meta = renderer.build_context(opted, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert "profile" not in base and meta["profile"] is None
+    assert base["style"]["temperament"] == "neutral" and base["style"]["hook"] == ""
+    s = renderer.render_script(opted, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert not s.persona and s.profile_id is None
+    assert s.segments[2].template == "generic/call/value"
+    control = renderer.render_script(
+        SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], generic=True, as_of=SAMPLE_DATE
+    )
+    assert control.text == s.text
+
+
+def test_wealth_only_when_suitable(renderer: Renderer) -> None:
+    young = SAMPLE_CUSTOMERS[1]  # R3, not silver
+    s = renderer.render_script(young, "P-ACDFH", SAMPLE_SCORES[1], as_of=SAMPLE_DATE)
+    assert s.offer == "wealth" and "理财非存款" in s.text and "业绩比较基准不构成收益承诺" in s.text
+    low = {**young, "risk_rating": "R1"}
+    assert (
+        renderer.render_script(low, "P-ACDFH", SAMPLE_SCORES[1], as_of=SAMPLE_DATE).offer
+        == "deposit"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["保本保收益", "稳赚不赔", "零风险"], ids=["guarantee", "guarantee2", "risk"]
+)
+def test_customer_value_cannot_inject(renderer: Renderer, name: str) -> None:
+    customer = {**SAMPLE_CUSTOMERS[0], "name": name, "gender": None}
+    with pytest.raises(ScriptComplianceError):
+        renderer.render_script(customer, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+
+
+def test_customer_markup_is_neutralised(renderer: Renderer) -> None:
+    customer = {**SAMPLE_CUSTOMERS[0], "name": '{{7*7}}<break time="30s"/>', "gender": "M"}
+    s = renderer.render_script(customer, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert "49" not in s.text and '<break time="30s"/>' not in s.speech
+
+
+def _render_source(renderer: Renderer, source: str, variables: dict | None = None) -> str:
+    compiled, findings = compile_template(renderer.env, "t", source)
+    if findings:
+        raise ScriptRenderError(str(findings[0]))
+    assert compiled is not None
+    start_budget(renderer.limits)
+    return renderer._render_now(
+        compiled, {"range": safe_range, **(variables or {"customer": {"name": "x"}})}
+    )
+
+
+HOSTILE = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ self.__init__.__globals__.__builtins__ }}",
+    "{{ lipsum.__globals__['os'].popen('id').read() }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ joiner.__init__.__globals__.os }}",
+    "{{ namespace.__init__.__globals__.os }}",
+    "{{ config }}",
+    "{{ self }}",
+    "{{ ''|attr('__class__') }}",
+    "{{ ''|attr('\\x5f\\x5fclass\\x5f\\x5f') }}",
+    "{{ 'a{0.__class__}b'.format(42) }}",
+    "{{ 'a{x.__class__}b'.format_map({'x':1}) }}",
+    '{{ "{0.__call__.__builtins__[__import__]}" | attr("format")(not_here) }}',
+    '{% set ns = namespace(run="{0.__call__.__builtins__}".format) %}{{ ns }}',
+    "{% debug %}",
+    "{% include '/etc/passwd' %}",
+    "{% import 'os' as os %}",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+    "{{ customer.items }}",
+    "{{ customer.name.upper }}",
+    "{{ customer['__class__'] }}",
+    "{{ [].append(1) }}",
+]
+BOMBS = [
+    "{{ 'x' * 100000000 }}",
+    "{{ ('x' * 1000) * 1000 }}",
+    "{{ 9 ** 9 ** 9 }}",
+    "{{ range(100000)|length }}",
+    "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+    "{% for i in range(1000) %}xxxxxxxxxx{% endfor %}",
+    "{% for i in range(3) %}{% for j in range(3) %}{% for k in range(3) %}x{% endfor %}{% endfor %}{% endfor %}",
+    "{{ [1, 2, 3] * 100000 }}",
+]
+
+
+@pytest.mark.parametrize("source", HOSTILE)
+def test_hostile_template_fails_closed(renderer: Renderer, source: str) -> None:
+    with pytest.raises(ScriptRenderError) as info:
+        _render_source(renderer, source)
+    message = str(info.value)
+    assert not any(leak in message for leak in LEAKS), message
+
+
+@pytest.mark.parametrize("source", BOMBS)
+def test_render_bombs_are_stopped(renderer: Renderer, source: str) -> None:
+    with pytest.raises(ScriptRenderError) as info:
+        _render_source(renderer, source)
+    # stopped by a work limit, or (nested loops) refused by the dialect before running
+    assert isinstance(info.value, TemplateLimitExceeded) or "nest" in str(info.value)
+
+
+def test_computing_in_set_is_refused(renderer: Renderer) -> None:
+    with pytest.raises(ScriptRenderError, match="set"):
+        _render_source(renderer, "{% set a = 'xx' ~ 'xx' %}{% set a = a ~ a %}{{ a }}")
+
+
+def test_limits_are_limit_errors(renderer: Renderer) -> None:
+    with pytest.raises(TemplateLimitExceeded):
+        _render_source(
+            renderer, "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+        )
+    with pytest.raises(TemplateLimitExceeded):
+        _render_source(renderer, "{{ 'x' * 100000000 }}")
+
+
+def test_missing_variable_is_an_error_never_blank(renderer: Renderer) -> None:
+    with pytest.raises(ScriptRenderError, match="missing variable"):
+        _render_source(renderer, "您好{{ customer.nmae }}")
+    with pytest.raises(ScriptRenderError):
+        _render_source(renderer, "您好{{ nobody }}")
+
+
+@pytest.fixture()
+def pack_copy(tmp_path: Path) -> Path:
+    dest = tmp_path / "personas"
+    shutil.copytree(PERSONAS, dest, ignore=shutil.ignore_patterns("README.md"))
+    return dest
+
+
+def test_missing_variable_in_pack_names_template_and_line(pack_copy: Path) -> None:
+    opening = pack_copy / "templates" / "call" / "signoff.j2"
+    opening.write_text(opening.read_text() + "{{ customer.nmae }}\n", encoding="utf-8")
+    r = Renderer(pack_copy)
+    with pytest.raises(ScriptRenderError) as info:
+        r.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert info.value.template == "call/signoff" and info.value.line == 4
+
+
+def test_reloads_when_a_file_changes(pack_copy: Path) -> None:
+    r = Renderer(pack_copy, reload_interval=0.0)
+    before = r.render_script(
+        SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=date(2026, 3, 10)
+    )
+    signoff = pack_copy / "templates" / "call" / "signoff.j2"
+    signoff.write_text(signoff.read_text().replace("再见！", "再见，祝您愉快！"), encoding="utf-8")
+    assert r.refresh(force=True)
+    after = r.render_script(
+        SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=date(2026, 3, 10)
+    )
+    assert "祝您愉快" in after.text and after.id != before.id
+
+
+def test_distinctness_target(renderer: Renderer) -> None:
+    d = renderer.distinctness(SAMPLE_CUSTOMERS[0], SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert d.profiles == 56 and d.min_distance >= 0.3
