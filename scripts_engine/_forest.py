@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 try:  # numba is a dependency; a broken install degrades to scikit-learn's own predictor
     from numba import njit
 except ImportError:  # pragma: no cover - exercised only on a broken install
-    njit = None
+    njit = None  # type: ignore[assignment]
 
 
 if njit is not None:

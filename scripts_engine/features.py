@@ -460,7 +460,7 @@ def _category(
 ) -> np.ndarray:
     values = spec.values or ()
     text = s.astype("string").str.strip()
-    codes = pd.Index(list(values)).get_indexer(text).astype(np.int16)
+    codes = pd.Index(list(values)).get_indexer(pd.Index(text)).astype(np.int16)
     unknown = (codes < 0) & ~missing
     if unknown.any():
         raw = s.to_numpy()

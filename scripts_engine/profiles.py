@@ -11,6 +11,7 @@ match is ``partial`` and names the substituted tags.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,7 +77,8 @@ class TopScoringHits:
                 i_wins = np.greater_equal(key_t[i], key_t[j]).view(np.uint8)
                 rank[j] += i_wins
                 rank[i] -= i_wins
-        return (rank < k).T
+        chosen: npt.NDArray[np.bool_] = np.less(rank, k).T
+        return chosen
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class Assignment:
     @property
     def full(self) -> npt.NDArray[np.bool_]:
         """True where the profile is made only of hit tags."""
-        return ~self.substituted.any(axis=1)
+        full: npt.NDArray[np.bool_] = ~np.any(self.substituted, axis=1)
+        return full
 
 
 class ProfileCatalog:
@@ -123,7 +126,7 @@ class ProfileCatalog:
     def __len__(self) -> int:
         return len(self.profiles)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Profile]:
         return iter(self.profiles)
 
     def get(self, profile_id: str) -> Profile:

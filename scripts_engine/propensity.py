@@ -114,10 +114,10 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
         self.n_iter_ = self.model_.n_iter_
         # the same trees, walked by a compiled loop; checked against scikit-learn's own
         # predictions on the training rows plus edge cases (missing, unseen categories)
-        self.compiled_ = compile_forest(self.model_, _check_rows(X, self.categorical))
+        self.compiled_ = compile_forest(self.model_, _check_rows(np.asarray(X), self.categorical))
         return self
 
-    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # missing values are routed by the trees
         return tags
@@ -126,7 +126,7 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
         if self.compiled_ is not None and len(self.classes_) == 2:
-            p = self.compiled_.predict_proba1(X)
+            p = self.compiled_.predict_proba1(np.asarray(X, dtype=np.float64))
             return np.column_stack([1.0 - p, p])
         return self.model_.predict_proba(X)
 

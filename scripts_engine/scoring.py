@@ -172,7 +172,7 @@ class Engine:
 
         chosen = [names.index(t) for t in profile.tags]
         chosen.sort(key=lambda j: (-int(hits[j]), -float(scores[j]), j))
-        hit_order = sorted(np.flatnonzero(hits), key=lambda j: (-float(scores[j]), j))
+        hit_order = sorted((int(j) for j in np.flatnonzero(hits)), key=lambda j: (-float(scores[j]), j))
         matched_zh = "、".join(fmt(j, True) for j in hit_order)
         matched_en = ", ".join(fmt(j, False) for j in hit_order)
         reason_zh = f"命中{len(hit_names)}/{len(names)}个标签" + (
