@@ -135,9 +135,10 @@ def check_template(
                 getattr(data, "data", None) if isinstance(data, nodes.TemplateData) else data.value
             )
             if isinstance(text, str):
-                for phrase, category, _ in rules.banned_hits(text):
+                for phrase, category, at in rules.banned_hits(text):
+                    line = data.lineno + text.count("\n", 0, at)
                     findings.append(
-                        Finding("banned-phrase", f"'{phrase}' ({category})", name, data.lineno)
+                        Finding("banned-phrase", f"'{phrase}' ({category})", name, line)
                     )
     return findings
 
