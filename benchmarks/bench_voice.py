@@ -57,22 +57,40 @@ VOICES = ["cmn-female", "cmn-male", "yue-female", "cmn-sichuan", "cmn-northeast"
 # --- (a) product against the library --------------------------------------------------------
 
 
-def _product_times(jobs: list[tuple[str, VoiceProfile]], rounds: int) -> list[float]:
+_STATE: dict = {}
+
+
+def _product_round(jobs: list[tuple[str, VoiceProfile]]) -> list[float]:
+    """One timed pass of the product over the jobs (the engine persists in this child)."""
     from scripts_engine.speech import Pyttsx3Synthesizer
 
-    synth = Pyttsx3Synthesizer()
-    for text, voice in jobs:  # warm-up: engine creation, voice loading
+    if "synth" not in _STATE:
+        _STATE["synth"] = Pyttsx3Synthesizer()
+        for text, voice in jobs:  # warm-up: engine creation, voice loading
+            _STATE["synth"].synthesize(text, voice)
+    synth, times = _STATE["synth"], []
+    for text, voice in jobs:
+        start = time.perf_counter()
         synth.synthesize(text, voice)
-    times = []
-    for _ in range(rounds):
-        for text, voice in jobs:
-            start = time.perf_counter()
-            synth.synthesize(text, voice)
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return times
 
 
-def _direct_times(jobs: list[tuple[str, dict]], rounds: int) -> list[float]:
+def _direct_round(jobs: list[tuple[str, dict]]) -> list[float]:
+    """One timed pass of libespeak-ng called directly (synchronous mode, same parameters)."""
+    if "speak" not in _STATE:
+        _STATE["speak"] = _direct_speaker()
+        for text, p in jobs:
+            _STATE["speak"](text, p)
+    speak, times = _STATE["speak"], []
+    for text, p in jobs:
+        start = time.perf_counter()
+        speak(text, p)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _direct_speaker():  # noqa: ANN202
     import espeakng_loader
 
     lib = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -89,8 +107,8 @@ def _direct_times(jobs: list[tuple[str, dict]], rounds: int) -> list[float]:
             chunks.append(ctypes.string_at(wav, count * 2))
         return 0
 
-    keep = callback_type(collect)
-    lib.espeak_SetSynthCallback(keep)
+    _STATE["callback"] = callback_type(collect)  # keep it alive
+    lib.espeak_SetSynthCallback(_STATE["callback"])
     lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                  ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
     rate, volume, pitch = 1, 2, 3  # espeak_PARAMETER
@@ -105,21 +123,7 @@ def _direct_times(jobs: list[tuple[str, dict]], rounds: int) -> list[float]:
         lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0x1 | 0x1000, None, None)  # UTF8|ENDPAUSE
         return b"".join(chunks)
 
-    for text, p in jobs:
-        speak(text, p)
-    times = []
-    for _ in range(rounds):
-        for text, p in jobs:
-            start = time.perf_counter()
-            speak(text, p)
-            times.append(time.perf_counter() - start)
-    return times
-
-
-def _in_child(fn, *args):  # noqa: ANN001, ANN202
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+    return speak
 
 
 def bench_engine(catalog: VoiceCatalog, rounds: int) -> dict:
@@ -130,12 +134,19 @@ def bench_engine(catalog: VoiceCatalog, rounds: int) -> dict:
         {"id": v.espeak_id, "rate": v.rate, "pitch": v.pitch, "volume": int(round(v.volume * 100))}
         for _, v in jobs
     ]
-    product = _in_child(_product_times, jobs, rounds)
-    direct = _in_child(
-        _direct_times, [(t, p) for (t, _), p in zip(jobs, params, strict=True)], rounds
-    )
+    direct_jobs = [(t, p) for (t, _), p in zip(jobs, params, strict=True)]
+    ctx = multiprocessing.get_context("spawn")
+    product: list[float] = []
+    direct: list[float] = []
+    # two persistent children, rounds interleaved, so both see the same machine load
+    with ctx.Pool(1) as product_child, ctx.Pool(1) as direct_child:
+        for r in range(rounds):
+            order = [(product_child, _product_round, jobs, product),
+                     (direct_child, _direct_round, direct_jobs, direct)]  # fmt: skip
+            for child, fn, args, out in order if r % 2 == 0 else order[::-1]:
+                out += child.apply(fn, (args,))
+        pcm = product_child.apply(_one_pcm, (jobs[0],))
     # the rest of the product path for one prompt: condition + encode + WAV, in memory
-    pcm = _in_child(_one_pcm, jobs[0])
     start = time.perf_counter()
     for _ in range(20):
         samples = audio.condition(pcm, ENGINE_RATE, 8000)
@@ -149,9 +160,7 @@ def bench_engine(catalog: VoiceCatalog, rounds: int) -> dict:
 
 
 def _one_pcm(job: tuple[str, VoiceProfile]) -> bytes:
-    from scripts_engine.speech import Pyttsx3Synthesizer
-
-    return Pyttsx3Synthesizer().synthesize(*job)
+    return _STATE["synth"].synthesize(*job)
 
 
 # --- (b) a campaign --------------------------------------------------------------------------

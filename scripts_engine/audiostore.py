@@ -115,12 +115,12 @@ class AudioStore:
         catalog: VoiceCatalog,
         synth: Synthesizer | SynthesisPool,
         pause_ms: int = PAUSE_MS,
-        memory_items: int = 4096,
+        memory_bytes: int = 128 * 2**20,
     ) -> None:
         self.root, self.catalog, self.synth, self.pause_ms = Path(root), catalog, synth, pause_ms
         self.engine = engine_version()
         self._memory: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._memory_items = memory_items
+        self._memory_bytes, self._memory_used = memory_bytes, 0
         self.synthesised = 0  #: segments synthesised by this store (not found in the cache)
 
     # -- keys and paths --
@@ -140,10 +140,12 @@ class AudioStore:
 
     # -- segments --
     def _remember(self, key: tuple[str, str], data: bytes) -> None:
+        """Keep recent segment samples in memory (least recently used out past the budget)."""
+        old = self._memory.pop(key, None)
+        self._memory_used += len(data) - (len(old) if old is not None else 0)
         self._memory[key] = data
-        self._memory.move_to_end(key)
-        while len(self._memory) > self._memory_items:
-            self._memory.popitem(last=False)
+        while self._memory_used > self._memory_bytes and len(self._memory) > 1:
+            self._memory_used -= len(self._memory.popitem(last=False)[1])
 
     def _cached(self, key: str, fmt: AudioFormat) -> bytes | None:
         """The segment's samples in ``fmt``'s encoding (from memory, else from disk)."""

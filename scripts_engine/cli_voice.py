@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -44,7 +44,7 @@ def register(group: click.Group) -> None:
 def voices(ctx: click.Context, as_json: bool) -> None:
     """List the voice profiles and the provinces and cities each one serves."""
     catalog = get_catalog(_settings(ctx).voices_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for voice in catalog.profiles.values():
         provinces, cities = catalog.served(voice.id)
         rows.append(
@@ -211,18 +211,19 @@ def synthesize_customers(
     for (customer_id, _, voice), item in zip(jobs, stored, strict=True):
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", customer_id) + item.path.suffix
         target = out_dir / name
-        shutil.copyfile(item.path, target)
         if item.label_path:
-            shutil.copyfile(item.label_path, target.with_name(target.name + ".json"))
+            atomic_write(target.with_name(target.name + ".json"), item.label_path.read_bytes())
+        atomic_write(target, item.path.read_bytes())
         paths.append(target)
         manifest.append({"customer_id": customer_id, "voice": voice.id, "file": name,
                          "sha256_key": item.key, "duration_s": round(item.duration_s, 2)})  # fmt: skip
+    not_rendered = [{"customer_id": c, "error": e} for c, e in failures]
+    report = {"prompts": manifest, "not_rendered": not_rendered}
     atomic_write(
-        out_dir / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+        out_dir / "manifest.json", json.dumps(report, ensure_ascii=False, indent=1).encode()
     )
-    click.echo(
-        f"{len(paths)} prompts in {out_dir} ({fmt}); manifest.json lists customer, voice, file"
-    )
+    note = f"; {len(failures)} customers not rendered (see stderr)" if failures else ""
+    click.echo(f"{len(paths)} prompts in {out_dir} ({fmt}); manifest.json lists them{note}")
     return paths
 
 

@@ -116,6 +116,7 @@ class _Engine:
     voice_ids: frozenset[str]
     variants: frozenset[str]
     tmpdir: Path
+    library: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
     completed: bool | None = None
@@ -144,12 +145,18 @@ def _engine() -> _Engine:
         data = Path(os.environ["ESPEAK_DATA_PATH"])
         variants = frozenset(p.name for p in (data / "voices" / "!v").iterdir())
         ids = frozenset(v.id for v in engine.getProperty("voices"))
+        from pyttsx3.drivers import _espeak
+
+        info = _espeak.dll.espeak_Info
+        info.restype, info.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+        library = (info(None) or b"").decode("ascii", "replace")
         state = _Engine(
             engine=engine,
             pid=os.getpid(),
             voice_ids=ids,
             variants=variants,
             tmpdir=Path(tempfile.mkdtemp(prefix="scripts-engine-tts-")),
+            library=library,
         )
 
         def finished(name: str | None = None, completed: bool = True, **_: Any) -> None:
@@ -208,7 +215,7 @@ class Pyttsx3Synthesizer:
             engine = state.engine
             try:
                 path.write_bytes(b"")  # P8: the driver must be able to write here
-                engine.setProperty("voice", voice.espeak_id)
+                engine.setProperty("voice", self._engine_id(voice, state))
                 engine.setProperty("rate", voice.rate)
                 engine.setProperty("pitch", voice.pitch)
                 engine.setProperty("volume", voice.volume)
@@ -225,6 +232,14 @@ class Pyttsx3Synthesizer:
                 return self._read(path)
             finally:
                 path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _engine_id(voice: VoiceProfile, state: _Engine) -> str:
+        """espeak-ng 1.51 (a system library that was loaded first) reads Hanzi with sit/cmn as
+        English pinyin; its sit/cmn-latn-pinyin voice reads them correctly."""
+        if state.library.startswith("1.51") and voice.engine_voice == "sit/cmn":
+            return voice.espeak_id.replace("sit/cmn", "sit/cmn-latn-pinyin", 1)
+        return voice.espeak_id
 
     def _read(self, path: Path) -> bytes:
         try:

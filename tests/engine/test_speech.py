@@ -184,3 +184,15 @@ def test_pool_recovers_hung_and_dead_workers(catalog: VoiceCatalog, tmp_path: Pa
     assert hung.pcm is None and "timed out" in str(hung.error) and hung.attempts == 2
     assert by_text["FAIL"].pcm is None and "refused on purpose" in str(by_text["FAIL"].error)
     assert replaced == 4  # HANG-ONCE once, DIE once, HANG on both attempts
+
+
+def test_system_espeak_151_falls_back_to_pinyin_voice(catalog: VoiceCatalog) -> None:
+    """VOICE-NOTES 3: 1.51's sit/cmn reads Hanzi as English pinyin; use cmn-latn-pinyin."""
+    from types import SimpleNamespace
+
+    voice = catalog.get("cmn-female")
+    old = SimpleNamespace(library="1.51+dfsg")
+    new = SimpleNamespace(library="1.52.0")
+    assert Pyttsx3Synthesizer._engine_id(voice, old) == "sit/cmn-latn-pinyin+f3"  # type: ignore[arg-type]
+    assert Pyttsx3Synthesizer._engine_id(voice, new) == "sit/cmn+f3"  # type: ignore[arg-type]
+    assert Pyttsx3Synthesizer._engine_id(catalog.get("yue-female"), old) == "sit/yue+f3"  # type: ignore[arg-type]
