@@ -30,12 +30,10 @@ from scripts_engine.context import (
     OBJECTIONS,
     WECHAT_MESSAGES,
     AgentInfo,
-    BlockInfo,
     CallInfo,
     CustomerInfo,
     MomentInfo,
     OfferInfo,
-    ProfileInfo,
 )
 from scripts_engine.errors import ScriptComplianceError, ScriptRenderError, TemplateLimitExceeded
 from scripts_engine.filters import honorific_of, mask_phone, surname_of, to_date
@@ -373,20 +371,24 @@ class Renderer:
             )
         return base, {"tags": tags, "profile": pid, "lead": lead, "close": close}
 
+    # The two builders below make plain dicts without pydantic: they are pure functions of the
+    # grid and the tag order, hot (one per distinct order), and tests validate their output
+    # against ProfileInfo / BlockInfo.
     def _profile(self, pid: str | None, tags: list[str]) -> dict[str, Any]:
         labels = [self.grid.tags[t].label_zh for t in tags]
-        return ProfileInfo(
-            id=pid or "", name_zh="·".join(labels), tags=list(tags), labels_zh=labels,
-            lead=tags[0], lead_zh=labels[0],
-        ).model_dump()  # fmt: skip
+        return {
+            "id": pid or "", "name_zh": "·".join(labels), "tags": list(tags),
+            "labels_zh": labels, "lead": tags[0], "lead_zh": labels[0],
+        }  # fmt: skip
 
     def _blocks(self, tags: list[str]) -> list[dict[str, Any]]:
         n = len(tags)
         return [
-            BlockInfo(
-                tag=tag, label_zh=self.grid.tags[tag].label_zh, rank=i + 1, is_lead=i == 0,
-                is_last=i == n - 1, prev=tags[i - 1], next=tags[(i + 1) % n], lead=tags[0],
-            ).model_dump()
+            {
+                "tag": tag, "label_zh": self.grid.tags[tag].label_zh, "rank": i + 1,
+                "is_lead": i == 0, "is_last": i == n - 1, "prev": tags[i - 1],
+                "next": tags[(i + 1) % n], "lead": tags[0],
+            }
             for i, tag in enumerate(tags)
         ]  # fmt: skip
 
@@ -514,12 +516,12 @@ class Renderer:
             deps: tuple[tuple[str, ...], ...] | None = None
             if all(t.deps is not None for t in tpls):
                 deps = tuple(sorted({p for t in tpls for p in (t.deps or ()) if p[0] != "block"}))
-            plan = self._plans[sig] = (tpls, deps)
-        tpls, deps = plan
+            plan = self._plans[sig] = (tpls, deps, tuple(t.version for t in tpls))
+        tpls, deps, versions = plan
         key = None
         if deps is not None and self.memoize:
-            head = (tuple(t.version for t in tpls), tuple(b["tag"] for b in blocks or ()))
-            key = _values_key(head, deps, base)
+            # block values are a function of the tag order, which sig's paths carry
+            key = _values_key((versions, sig[0]), deps, base)
             if key is not None:
                 hit = self._memo.get(key)
                 if hit is not None:
