@@ -67,7 +67,10 @@ def main() -> None:
     tag_names = engine.grid.tag_names
     rng = random.Random(11)
     scores = [{t: rng.random() for t in tag_names} for _ in people]
-    jobs = [(c, profiles[i % len(profiles)], s) for i, (c, s) in enumerate(zip(people, scores))]
+    jobs = [
+        (c, profiles[i % len(profiles)], s)
+        for i, (c, s) in enumerate(zip(people, scores, strict=True))
+    ]
 
     def run(renderer: Renderer) -> float:
         t0 = time.process_time()
