@@ -163,9 +163,12 @@ class SegmentFacts:
 
 
 class _Seg(Protocol):
-    stage: str
-    text: str
-    template: str | None
+    @property
+    def stage(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def template(self) -> str | None: ...
 
 
 class ContentRules(_Frozen):

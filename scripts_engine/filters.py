@@ -170,4 +170,4 @@ _SAFE_TESTS = (
 )  # fmt: skip
 
 #: The tests (``x is ...``) templates may use.
-TESTS: dict[str, Callable[..., bool]] = {name: _JINJA_TESTS[name] for name in _SAFE_TESTS}
+TESTS: dict[str, Callable[..., Any]] = {n: _JINJA_TESTS[n] for n in _SAFE_TESTS}  # type: ignore[misc]

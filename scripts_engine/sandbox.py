@@ -214,7 +214,7 @@ class ScriptSandbox(ImmutableSandboxedEnvironment):
             try:
                 return obj[argument]
             except IndexError:
-                return self.undefined(obj=obj, name=argument)
+                return self.undefined(obj=obj, name=str(argument))
         if isinstance(obj, StrictUndefined):
             return obj
         raise SecurityError(f"a {type(obj).__name__} value cannot be indexed in a template")

@@ -175,6 +175,7 @@ class TemplatePack:
         Raises:
             ScriptRenderError: no template at any level.
         """
+        candidates: tuple[str, ...]
         if profile_id is not None:
             candidates = (f"profiles/{profile_id}/{stage_path}", f"tags/{lead}/{stage_path}")
         else:
