@@ -78,6 +78,14 @@ def train_default(
 
 
 def _engine(settings: Settings, model_path: Path | None) -> Engine:
+    """The engine with the saved model; the default model is trained first if there is none."""
+    if model_path is None and not settings.resolved_model_path.exists():
+        click.echo(
+            f"no model at {settings.resolved_model_path}: training the default one first "
+            "(`scripts-engine train`) ...",
+            err=True,
+        )
+        train_default(settings, quiet=True)
     return Engine.load(settings, model_path=model_path)
 
 

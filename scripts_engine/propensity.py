@@ -43,7 +43,8 @@ from scripts_engine.features import Batch
 from scripts_engine.grid import Grid
 from scripts_engine.tags import compile_rule_tag
 
-FORMAT_VERSION = 1
+#: Bumped whenever the pickled classes change shape: older files are refused, not misread.
+FORMAT_VERSION = 2
 
 
 class PropensityModel(ClassifierMixin, BaseEstimator):
@@ -125,8 +126,9 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-        if self.compiled_ is not None and len(self.classes_) == 2:
-            p = self.compiled_.predict_proba1(np.asarray(X, dtype=np.float64))
+        compiled = getattr(self, "compiled_", None)
+        if compiled is not None and len(self.classes_) == 2:
+            p = compiled.predict_proba1(np.asarray(X, dtype=np.float64))
             return np.column_stack([1.0 - p, p])
         return self.model_.predict_proba(X)
 
@@ -398,6 +400,11 @@ def load(path: Path, grid: Grid) -> TrainedModel:
         raise ModelError(
             f"{path}: the model file was altered after it was saved (its sha256 does not match "
             "the manifest); refusing to load it. Run `scripts-engine train` to fit a new one"
+        )
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: saved by another version of scripts-engine (model format "
+            f"{manifest.get('format')}, this one reads {FORMAT_VERSION}); run `scripts-engine train` again"
         )
     saved = manifest.get("versions", {}).get("scikit-learn", "")
     if saved.split(".")[:2] != sklearn.__version__.split(".")[:2]:

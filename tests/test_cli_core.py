@@ -118,10 +118,17 @@ def test_errors_are_one_clear_line(state: Settings, tmp_path: Path) -> None:
     assert "grid.yaml, line" in res.stderr and "not valid YAML" in res.stderr
 
 
-def test_no_model_says_how_to_fix(tmp_path: Path) -> None:
+def test_missing_explicit_model_says_how_to_fix(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         main,
-        ["score", str(DEMO_CSV), "-o", str(tmp_path / "o.csv")],
+        [
+            "score",
+            str(DEMO_CSV),
+            "-o",
+            str(tmp_path / "o.csv"),
+            "--model",
+            str(tmp_path / "m.joblib"),
+        ],
         obj=Settings(state_dir=tmp_path / "empty"),
     )
     assert res.exit_code == 2

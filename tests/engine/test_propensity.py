@@ -86,3 +86,7 @@ def test_manifest_tampering_with_versions_is_refused(
     prop.manifest_path(copy).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="scikit-learn 0.24.2"):
         prop.load(copy, grid)
+    manifest["format"] = 1
+    prop.manifest_path(copy).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="model format 1"):
+        prop.load(copy, grid)
