@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,32 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds one synthesis job may take before its worker is replaced and the "
         "job retried once.",
+    )
+
+    db_busy_timeout_ms: int = Field(
+        default=15_000,
+        ge=0,
+        description="SQLite: how long a writer waits for the write lock before failing (ms).",
+    )
+    db_pool_size: int = Field(
+        default=20, ge=1, le=200, description="Database connections per engine in one process."
+    )
+    campaign_chunk_size: int = Field(
+        default=100, ge=1, le=10_000, description="Customers per campaign build chunk."
+    )
+    service_synthesis: Literal["pool", "inline"] = Field(
+        default="pool",
+        description="Where the service synthesises audio: 'pool' (worker processes, with "
+        "timeouts; see synth_workers) or 'inline' (in the service process).",
+    )
+    api_docs: bool = Field(
+        default=True, description="Serve the interactive API docs at /docs and /redoc."
+    )
+    log_json: bool = Field(
+        default=True, description="Service logs as one JSON object a line (personal data masked)."
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 2**20, ge=1024, description="Largest customer file the import accepts."
     )
 
     @property

@@ -1,0 +1,117 @@
+"""The app factory: ``create_app(settings)`` wires settings, storage, engine and routes.
+
+The lifespan builds everything once: it opens the database and applies the migrations, loads
+the scorer, the renderer, the voice catalog and the compliance gate, starts the synthesis
+workers and the campaign builder (which resumes unfinished builds), and stops them on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI
+
+from api import errors
+from api.deps import Services, utcnow
+from api.observability import Metrics, RequestMiddleware
+from api.routes import ROUTERS
+from scripts_engine.audiostore import AudioStore
+from scripts_engine.campaigns import Builder, Toolkit
+from scripts_engine.config import Settings, get_settings
+from scripts_engine.db.migrate import upgrade
+from scripts_engine.db.session import open_database
+from scripts_engine.gate import CallingRules, Gate
+from scripts_engine.propensity import read_manifest
+from scripts_engine.render import Renderer
+from scripts_engine.scoring import Engine
+from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
+from scripts_engine.voice import get_catalog
+
+DESCRIPTION = """\
+Persona-tailored call scripts and dialect audio for outbound diallers.
+
+**Authentication**: `Authorization: Bearer <api key>` on every `/v1` route (create keys with
+`scripts-engine keys create --role ROLE`). Roles: `admin` (keys, customers, campaigns),
+`dialler` (claim calls, report outcomes, fetch audio), `writer` (render, score, synthesise),
+`qa` (read scores, scripts, call records and statistics).
+
+**Errors** have one shape: `{ok: false, status, code, message, errors: [{field, error}],
+request_id}`.
+
+**The dialler loop**: `POST /v1/campaigns/{id}/calls/claim` leases calls that passed the
+compliance gate just now (consent, opt-out, refusal cool-down, calling window in the customer's
+time zone, frequency caps); dial before `window.not_after`; then
+`POST /v1/calls/{id}/outcome` with an `Idempotency-Key` header.
+"""
+
+
+def build_services(settings: Settings, clock: Callable[[], datetime]) -> Services:
+    db = open_database(settings)
+    upgrade(db)
+    engine = Engine.load(settings)
+    try:
+        model_version = str(read_manifest(settings.resolved_model_path).get("model_sha256", ""))
+    except Exception:  # noqa: BLE001 - the version is informative only
+        model_version = ""
+    renderer = Renderer(settings.personas_dir, grid=engine.grid)
+    voices = get_catalog(settings.voices_dir)
+    synth: Any
+    if settings.service_synthesis == "pool":
+        synth = SynthesisPool(settings.synth_workers, timeout=settings.synth_timeout_s)
+    else:
+        synth = Pyttsx3Synthesizer(timeout=settings.synth_timeout_s)
+    store = AudioStore(settings.resolved_audio_dir, catalog=voices, synth=synth)
+    toolkit = Toolkit(engine, renderer, voices, store, model_version=model_version)
+    gate = Gate(CallingRules.load(settings.personas_dir))
+    metrics = Metrics()
+    builder = Builder(db, toolkit)
+    return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
+                    metrics=metrics, clock=clock, synth=synth)  # fmt: skip
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    start_builder: bool = True,
+) -> FastAPI:
+    """The service. ``clock`` gives the time the gate uses (tests pin it); without
+    ``start_builder`` campaigns are only planned (tests build chunks themselves)."""
+    settings = settings or get_settings()
+    metrics_holder: dict[str, Metrics] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, clock)
+        services.metrics = metrics_holder["m"]
+        if not start_builder:
+            services.builder = None
+        app.state.services = services
+        if services.builder is not None:
+            services.builder.start()
+        try:
+            yield
+        finally:
+            if services.builder is not None:
+                services.builder.stop()
+            if isinstance(services.synth, SynthesisPool):
+                services.synth.close()
+            services.db.dispose()
+
+    app = FastAPI(
+        title="scripts-engine",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+    )
+    metrics_holder["m"] = Metrics()
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
+    return app

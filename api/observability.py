@@ -1,0 +1,149 @@
+"""Metrics, request ids and structured logs with personal data masked (COMPLIANCE.md CR-33).
+
+- Prometheus metrics live in a registry per app (tests build many apps): requests and
+  latencies by route template, campaign progress, synthesis work and failures, gate decisions
+  by rule.
+- :class:`RequestMiddleware` (plain ASGI, cheap) gives every request an id (``X-Request-ID``),
+  times it, counts it and writes one access-log line: method, route template, status,
+  duration and the key's public prefix. Never the query string or a body.
+- :class:`JsonFormatter` writes one JSON object a line; :func:`mask` replaces mobile numbers,
+  ID numbers and card numbers in every message and field: ``138****1234``,
+  ``1****************X``, first 6 and last 4 digits of a card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_MOBILE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+_ID = re.compile(r"(?<![\dA-Za-z])(\d)(\d{16})([\dXx])(?![\dA-Za-z])")
+_CARD = re.compile(r"(?<!\d)(\d{6})(\d{6,9})(\d{4})(?!\d)")
+
+log = logging.getLogger("scripts_engine.api.access")
+
+
+def mask(text: str) -> str:
+    """``text`` with mobiles, ID numbers and card numbers masked."""
+    text = _ID.sub(lambda m: m.group(1) + "*" * 16 + m.group(3), text)
+    text = _CARD.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    return _MOBILE.sub(lambda m: (m.group(1) or "") + m.group(2) + "****" + m.group(4), text)
+
+
+_STD = set(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, with personal data masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": mask(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _STD and not key.startswith("_"):
+                out[key] = mask(value) if isinstance(value, str) else value
+        if record.exc_info:
+            out["exc"] = mask(self.formatException(record.exc_info))
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class MaskingFilter(logging.Filter):
+    """For plain-text handlers: mask the formatted message in place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask(record.getMessage()), None
+        return True
+
+
+def configure_logging(*, json_logs: bool, level: int = logging.INFO) -> None:
+    """Our loggers and uvicorn's write through one masked handler (idempotent)."""
+    handler = logging.StreamHandler()
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.addFilter(MaskingFilter())
+    for name in ("scripts_engine", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # ours logs the route, not the URL
+
+
+class Metrics:
+    """The app's Prometheus metrics."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=r)  # fmt: skip
+        self.latency = Histogram(
+            "http_request_duration_seconds", "Request latency by route", ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )  # fmt: skip
+        self.campaign = Gauge("campaign_customers", "Campaign build progress in customers",
+                              ["campaign", "state"], registry=r)  # fmt: skip
+        self.gate = Counter("gate_decisions_total", "Claim-time gate decisions by rule",
+                            ["rule", "allowed"], registry=r)  # fmt: skip
+        self.synth_segments = Gauge("synthesis_segments_total",
+                                    "Segments synthesised by the service's audio store",
+                                    registry=r)  # fmt: skip
+        self.synth_queue = Gauge("synthesis_queue_chunks", "Campaign chunks waiting to build",
+                                 registry=r)  # fmt: skip
+        self.synth_failures = Counter("synthesis_failures_total",
+                                      "Campaign chunks whose build failed", registry=r)  # fmt: skip
+        self.workers_replaced = Gauge("synthesis_workers_replaced",
+                                      "Synthesis workers killed and replaced", registry=r)  # fmt: skip
+
+
+class RequestMiddleware:
+    """Request id, timing, metrics and the access log, as plain ASGI."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status)).inc()
+            self.metrics.latency.labels(method, path).observe(elapsed)
+            log.info(
+                "request",
+                extra={"request_id": rid, "method": method, "route": path, "status": status,
+                       "duration_ms": round(elapsed * 1000, 2),
+                       "key": scope.get("state", {}).get("key_prefix")},
+            )  # fmt: skip

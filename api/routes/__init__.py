@@ -1,0 +1,10 @@
+"""The routers, in the order the OpenAPI lists them."""
+
+from api.routes import audio, calls, campaigns, customers, health, keys, scripts, stats, voices
+
+ROUTERS = (
+    health.router, keys.router, customers.router, scripts.router, campaigns.router,
+    calls.router, audio.router, voices.router, stats.router,
+)  # fmt: skip
+
+__all__ = ["ROUTERS"]

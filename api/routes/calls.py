@@ -1,0 +1,71 @@
+"""Calls: report an outcome (idempotent), read a call's audit record."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from sqlalchemy import select
+
+from api.deps import Analyst, Dialler, Now, ServicesDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
+from scripts_engine.db import repository as repo
+from scripts_engine.db.models import GateDecision
+from scripts_engine.outcomes import outcome_public, record_outcome
+
+router = APIRouter(prefix="/v1/calls", tags=["calls"], responses=ERROR_RESPONSES)
+IdemKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required: a unique key per outcome (a UUID). The same key and body "
+        "replays the first answer; the same key with another body is a 409.",
+        max_length=255,
+    ),
+]
+
+
+@router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201)
+def report_outcome(
+    call_id: str, body: OutcomeIn, principal: Dialler, services: ServicesDep, now: Now,
+    response: Response, idempotency_key: IdemKey = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Report what happened on a leased call. An opt-out stops every campaign's calls to the
+    customer at once; a refusal stops them for 180 days."""
+    if not idempotency_key or not idempotency_key.strip():
+        raise ApiError(400, "send an Idempotency-Key header (a UUID per outcome)",
+                       code="idempotency_key_missing")  # fmt: skip
+    answer = record_outcome(
+        db=services.db, call_id=call_id, api_key_id=principal.key_id,
+        idem_key=idempotency_key.strip(), body=body.model_dump(mode="json"), now=now,
+        refusal_days=services.gate.rules.refusal_cooldown_days,
+    )  # fmt: skip
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.status_code = answer.status_code
+    return answer.body
+
+
+@router.get("/{call_id}", response_model=CallRecordOut)
+def get_call(call_id: str, _: Analyst, services: ServicesDep) -> dict[str, Any]:
+    """The call's full record: script, audit record, audio, gate decisions, outcome."""
+    with services.db.read() as session:
+        call = repo.get_call(session=session, call_id=call_id)
+        if call is None:
+            raise ApiError(404, f"no call '{call_id}'")
+        outcome = repo.get_outcome(session=session, call_id=call_id)
+        decisions = session.scalars(
+            select(GateDecision).where(GateDecision.call_id == call_id).order_by(GateDecision.id)
+        ).all()
+        return {
+            "id": call.id, "campaign_id": call.campaign_id, "customer_id": call.customer_id,
+            "group": call.group, "profile_id": call.profile_id, "status": call.status,
+            "claims": call.claims, "script": call.script, "record": call.record,
+            "audio": call.audio,
+            "decisions": [
+                {"at": d.at, "allowed": d.allowed, "rule": d.rule, "checks": d.checks,
+                 "ruleset": d.ruleset, "api_key_id": d.api_key_id} for d in decisions
+            ],
+            "outcome": outcome_public(outcome) if outcome is not None else None,
+        }  # fmt: skip

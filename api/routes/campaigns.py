@@ -1,0 +1,131 @@
+"""Campaigns: start one (built in the background), follow its progress, claim its calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import Admin, Dialler, Now, Reader, ServicesDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.routes.scripts import profile_out
+from api.schemas import (
+    CampaignAccepted,
+    CampaignCreate,
+    CampaignOut,
+    ClaimRequest,
+    ClaimResponse,
+)
+from scripts_engine.campaigns import start_campaign
+from scripts_engine.claims import ClaimedCall, claim_calls
+from scripts_engine.db import repository as repo
+from scripts_engine.db.models import Campaign
+from scripts_engine.errors import VoiceUnavailable
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES)
+
+
+def campaign_out(services: ServicesDep, c: Campaign) -> CampaignOut:
+    with services.db.read() as session:
+        by_profile = repo.profile_counts(session=session, campaign_id=c.id)
+        calls = repo.status_counts(session=session, campaign_id=c.id)
+    return CampaignOut.model_validate(
+        {"id": c.id, "name": c.name, "status": c.status, "options": c.options,
+         "progress": {"total": c.total, "done": c.done, "failed": c.failed},
+         "by_profile": by_profile, "calls": calls, "created_at": c.created_at}
+    )  # fmt: skip
+
+
+@router.post("", response_model=CampaignAccepted, status_code=202)
+def create_campaign(
+    body: CampaignCreate, principal: Admin, services: ServicesDep, now: Now, response: Response
+) -> CampaignAccepted:
+    """Plan a campaign; it is built in the background, in chunks (follow it with GET)."""
+    if body.voice != "auto":
+        try:
+            services.toolkit.voices.get(body.voice)
+        except VoiceUnavailable as exc:
+            raise ApiError(
+                422, str(exc), errors=[{"field": "body.voice", "error": str(exc)}]
+            ) from None
+    with services.db.read() as session:
+        if body.customers == "all":
+            ids = repo.all_customer_ids(session=session)
+        else:
+            ids = list(dict.fromkeys(body.customers))
+            found = repo.get_customers(session=session, customer_ids=ids)
+            unknown = [
+                {"field": f"body.customers[{i}]", "error": f"no customer '{cid}'"}
+                for i, cid in enumerate(body.customers) if cid not in found
+            ][:50]  # fmt: skip
+            if unknown:
+                raise ApiError(422, "unknown customers", errors=unknown)
+    options = body.model_dump(mode="json", exclude={"name", "customers"})
+    options["customers"] = "all" if body.customers == "all" else len(ids)
+    campaign_id = start_campaign(
+        db=services.db, name=body.name, options=options, customer_ids=ids,
+        chunk_size=services.settings.campaign_chunk_size, created_by=principal.key_id, now=now,
+    )  # fmt: skip
+    if services.builder is not None:
+        services.builder.wake()
+    response.headers["Location"] = f"/v1/campaigns/{campaign_id}"
+    return CampaignAccepted(id=campaign_id, status="building" if ids else "ready")
+
+
+@router.get("", response_model=list[CampaignOut])
+def list_campaigns(_: Reader, services: ServicesDep) -> list[CampaignOut]:
+    """The latest campaigns, newest first."""
+    with services.db.read() as session:
+        rows = repo.list_campaigns(session=session)
+    return [campaign_out(services, c) for c in rows]
+
+
+@router.get("/{campaign_id}", response_model=CampaignOut)
+def get_campaign(campaign_id: str, _: Reader, services: ServicesDep) -> CampaignOut:
+    """Status, progress `{total, done, failed}`, calls per profile and per state."""
+    with services.db.read() as session:
+        c = repo.get_campaign(session=session, campaign_id=campaign_id)
+    if c is None:
+        raise ApiError(404, f"no campaign '{campaign_id}'")
+    return campaign_out(services, c)
+
+
+def claimed_out(request: Request, item: ClaimedCall) -> dict[str, Any]:
+    call = item.call
+    base = str(request.base_url).rstrip("/")
+    audio = {
+        fmt: f"{base}/v1/audio/{a['sha256']}.{a['ext']}"
+        for fmt, a in (call.record.get("audio") or {}).items()
+    }
+    scoring = call.record.get("scoring")
+    persona = bool(call.script.get("persona"))
+    return {
+        "id": call.id, "campaign_id": call.campaign_id, "customer_id": call.customer_id,
+        "phone": request.state.phones.get(call.customer_id),
+        "group": call.group,
+        "profile": profile_out(scoring["profile"]) if scoring and persona else None,
+        "script": call.script, "audio": audio,
+        "window": {"not_before": request.state.now, "not_after": item.not_after},
+        "lease_until": item.lease_until,
+    }  # fmt: skip
+
+
+@router.post("/{campaign_id}/calls/claim", response_model=ClaimResponse)
+def claim(
+    campaign_id: str, body: ClaimRequest, principal: Dialler, services: ServicesDep, now: Now,
+    request: Request,
+) -> dict[str, Any]:  # fmt: skip
+    """Lease up to `limit` ready calls to this dialler; each call passed the compliance gate
+    just now. Report each with `POST /v1/calls/{id}/outcome` before `window.not_after`."""
+    result = claim_calls(
+        db=services.db, gate=services.gate, campaign_id=campaign_id,
+        api_key_id=principal.key_id, limit=body.limit, lease_seconds=body.lease_seconds, now=now,
+    )  # fmt: skip
+    for d in result.decisions:
+        services.metrics.gate.labels(d.rule, str(d.allowed).lower()).inc()
+    ids = [c.call.customer_id for c in result.calls]
+    with services.db.read() as session:
+        rows = repo.get_customers(session=session, customer_ids=ids)
+    request.state.phones = {cid: r.phone for cid, r in rows.items()}
+    request.state.now = now
+    return {"calls": [claimed_out(request, c) for c in result.calls], "next_due": result.next_due}

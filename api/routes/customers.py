@@ -1,0 +1,116 @@
+"""Customers: upsert a JSON list, or import a CSV or Parquet file. Per-row errors; a rejected
+row changes nothing, the good rows are stored in one transaction."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, File, UploadFile
+
+from api.deps import Admin, Analyst, Now, ServicesDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.schemas import CustomerRecord, UpsertResult
+from scripts_engine.db import repository as repo
+from scripts_engine.db.session import write_transaction
+from scripts_engine.errors import DataError
+from scripts_engine.features import LoadResult, load_customers
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=ERROR_RESPONSES)
+_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "pq": ".parquet", "txt": ".csv"}
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(record, default=str, ensure_ascii=False))
+
+
+def _store(
+    services: ServicesDep, loaded: LoadResult, now: Any, rejected: list[dict[str, Any]]
+) -> UpsertResult:
+    batch = loaded.batch
+    records = [_plain(batch.record(i)) for i in range(len(batch))]
+    write_transaction(
+        services.db, lambda s: repo.upsert_customers(session=s, records=records, now=now)
+    )
+    rejected.sort(key=lambda r: r["row"])
+    return UpsertResult.model_validate(
+        {"accepted": len(records), "rejected": rejected, "ignored": loaded.ignored}
+    )
+
+
+@router.post("", response_model=UpsertResult)
+def upsert_customers(
+    records: Annotated[list[CustomerRecord], Body(max_length=10_000)],
+    _: Admin,
+    services: ServicesDep,
+    now: Now,
+) -> UpsertResult:
+    """Insert or replace customers by `customer_id`; answers which rows were rejected."""
+    pre, keep, positions = [], [], []
+    for i, rec in enumerate(records):
+        cid = rec.get("customer_id")
+        if cid is None or isinstance(cid, bool) or not str(cid).strip():
+            pre.append({"row": i + 1, "field": "customer_id", "error": "missing customer_id"})
+        else:
+            keep.append(rec)
+            positions.append(i + 1)
+    try:
+        loaded = load_customers(keep, services.toolkit.engine.grid) if keep else None
+    except DataError as exc:
+        raise ApiError(422, str(exc), code="bad_data") from None
+    if loaded is None:
+        return UpsertResult(accepted=0, rejected=pre)  # type: ignore[arg-type]
+    for e in loaded.errors:  # rows of the kept list -> rows of the request
+        row = positions[e.row - 1] if 0 < e.row <= len(positions) else e.row
+        pre.append({"row": row, "field": e.field, "error": e.error})
+    return _store(services, loaded, now, pre)
+
+
+@router.post("/import", response_model=UpsertResult)
+def import_customers(
+    file: Annotated[UploadFile, File(description="A .csv or .parquet file of customers.")],
+    _: Admin,
+    services: ServicesDep,
+    now: Now,
+) -> UpsertResult:
+    """Upsert customers from a CSV or Parquet upload (the format comes from the file name)."""
+    name = (file.filename or "").lower()
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    if ext not in _SUFFIX:
+        ctype = (file.content_type or "").lower()
+        ext = "parquet" if "parquet" in ctype else "csv" if "csv" in ctype else ""
+    if ext not in _SUFFIX:
+        raise ApiError(415, "upload a .csv or .parquet file", code="unsupported_media_type")
+    limit = services.settings.max_upload_bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{_SUFFIX[ext]}"
+        size = 0
+        with path.open("wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the file is larger than {limit} bytes")
+                out.write(chunk)
+        try:
+            loaded = load_customers(path, services.toolkit.engine.grid)
+        except DataError as exc:
+            raise ApiError(422, str(exc).replace(str(path), file.filename or "upload"),
+                           code="bad_data") from None  # fmt: skip
+        except Exception:  # a file the readers cannot parse at all
+            raise ApiError(
+                422, "the file cannot be read as CSV or Parquet", code="bad_data"
+            ) from None
+    rejected = [{"row": e.row, "field": e.field, "error": e.error} for e in loaded.errors]
+    return _store(services, loaded, now, rejected)
+
+
+@router.get("/{customer_id}", response_model=dict[str, Any])
+def get_customer(customer_id: str, _: Analyst, services: ServicesDep) -> dict[str, Any]:
+    """One stored customer's record."""
+    with services.db.read() as session:
+        row = repo.get_customer(session=session, customer_id=customer_id)
+    if row is None:
+        raise ApiError(404, f"no customer '{customer_id}'")
+    return row.record

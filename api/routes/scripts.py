@@ -1,0 +1,90 @@
+"""Scoring and script rendering: records in, profiles and scripts out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import Author, Now, ServicesDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
+from scripts_engine.db import repository as repo
+from scripts_engine.errors import DataError, PersonaNotFound
+from scripts_engine.features import Batch, load_customers
+from scripts_engine.scoring import Engine
+
+router = APIRouter(prefix="/v1", tags=["scoring and scripts"], responses=ERROR_RESPONSES)
+OPT_OUT = "the customer opted out of profiling (PIPL art. 24): not scored"
+
+
+def profile_out(profile: dict[str, Any]) -> dict[str, Any]:
+    return {"name": profile["name_zh"], **profile}
+
+
+def _load(engine: Engine, records: list[dict[str, Any]]) -> tuple[Batch, list[dict[str, Any]]]:
+    try:
+        loaded = load_customers(records, engine.grid)
+    except DataError as exc:
+        raise ApiError(422, str(exc), code="bad_data") from None
+    errors = [{"row": e.row, "field": e.field, "error": e.error} for e in loaded.errors]
+    return loaded.batch, errors
+
+
+@router.post("/score", response_model=ScoreResponse)
+def score(body: ScoreRequest, _: Author, services: ServicesDep) -> dict[str, Any]:
+    """Tag scores, hits and the persona profile of each customer, with the reason."""
+    engine = services.toolkit.engine
+    batch, rejected = _load(engine, [dict(c) for c in body.customers])
+    opt = [bool(batch.value("profiling_opt_out", i)) for i in range(len(batch))]
+    for i, flag in enumerate(opt):
+        if flag:
+            rejected.append({"row": int(batch.rows[i]), "field": "profiling_opt_out",
+                             "error": OPT_OUT})  # fmt: skip
+    keep = batch.take([i for i, f in enumerate(opt) if not f])
+    results = []
+    if len(keep):
+        scored = engine.score(keep)
+        for i in range(len(keep)):
+            e = scored.explain(i)
+            results.append({**e, "profile": profile_out(e["profile"]), "reason": e["reason_zh"]})
+    rejected.sort(key=lambda r: r["row"])
+    return {"results": results, "rejected": rejected}
+
+
+@router.post("/scripts/render", response_model=ScriptOut)
+def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> dict[str, Any]:
+    """Render one customer's script (stored by `customer_id`, or inline as `customer`)."""
+    if (body.customer is None) == (body.customer_id is None):
+        raise ApiError(422, "give exactly one of customer and customer_id",
+                       errors=[{"field": "body.customer", "error": "customer or customer_id"}])  # fmt: skip
+    tk = services.toolkit
+    if body.customer_id is not None:
+        with services.db.read() as session:
+            row = repo.get_customer(session=session, customer_id=body.customer_id)
+        if row is None:
+            raise ApiError(404, f"no customer '{body.customer_id}'")
+        records = [row.record]
+    else:
+        records = [dict(body.customer or {})]
+    batch, errors = _load(tk.engine, records)
+    if errors or not len(batch):
+        raise ApiError(422, "the customer is not valid", errors=[
+            {"field": f"body.customer.{e['field']}", "error": e["error"]} for e in errors
+        ])  # fmt: skip
+    if body.profile_id is not None:
+        try:
+            tk.engine.profiles.get(body.profile_id)
+        except PersonaNotFound as exc:
+            raise ApiError(422, str(exc), errors=[{"field": "body.profile_id",
+                                                   "error": str(exc)}]) from None  # fmt: skip
+    record = batch.record(0)
+    tags, profile_id = None, body.profile_id
+    if not record.get("profiling_opt_out"):
+        e = tk.engine.score(batch).explain(0)
+        tags, profile_id = e["tags"], profile_id or e["profile"]["id"]
+    script = tk.renderer.render_script(
+        record, profile_id, tags, channel=body.channel, moment=body.moment,
+        as_of=body.as_of or now.date(),
+    )  # fmt: skip
+    return script.to_dict()

@@ -1,0 +1,282 @@
+"""Request and response models of the dialler contract (DESIGN.md), separate from the ORM.
+
+Request models forbid unknown fields (a typo or a mass-assignment attempt is a 422, never
+silently ignored). Examples here become the OpenAPI examples.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from scripts_engine.audio import FORMATS
+from scripts_engine.context import MOMENTS
+
+Scalar = str | int | float | bool | None
+CustomerRecord = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Scalar],
+    Field(
+        description="One customer: the grid's scoring fields plus the contact and consent "
+        "fields (customer_id, name, gender, phone, province, city, timezone, consent, "
+        "profiling_opt_out, risk_rating, birthday, maturity_date).",
+        max_length=80,
+        examples=[
+            {"customer_id": "C001", "name": "王芳", "gender": "F", "phone": "13800001234",
+             "province": "广东", "city": "广州", "timezone": "Asia/Shanghai", "consent": True,
+             "risk_rating": "R3", "age": 45, "job": "management", "marital": "married",
+             "education": "tertiary", "default": "no", "balance": 12000, "housing": "yes",
+             "loan": "no", "contact": "cellular", "day": 5, "month": "may", "campaign": 1,
+             "pdays": -1, "previous": 0, "poutcome": "unknown"}
+        ],
+    ),
+]  # fmt: skip
+Channel = Literal["call", "wechat", "sms"]
+Moment = Literal[MOMENTS + ("auto",)]  # type: ignore[valid-type]
+AudioFormatName = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RowErrorOut(BaseModel):
+    row: int = Field(description="1-based position of the record in the request or file.")
+    field: str
+    error: str
+
+
+class UpsertResult(BaseModel):
+    accepted: int = Field(description="Customers inserted or replaced.")
+    rejected: list[RowErrorOut] = Field(description="Rejected rows (they changed nothing).")
+    ignored: dict[str, str] = Field(default_factory=dict, description="Columns not used, why.")
+
+
+class ScoreRequest(_In):
+    customers: list[CustomerRecord] = Field(min_length=1, max_length=1000)
+
+
+class ProfileOut(BaseModel):
+    id: str = Field(examples=["P07"])
+    name: str = Field(description="The profile's name (Chinese).")
+    name_zh: str
+    name_en: str
+    tags: list[str]
+    match: Literal["full", "partial"]
+    substituted: list[str]
+
+
+class ScoreItem(BaseModel):
+    customer_id: str
+    tags: dict[str, float] = Field(description="Score per tag, in [0, 1].")
+    hits: list[str] = Field(description="Tags at or above their threshold.")
+    inferred: list[str] = Field(description="Tags inferred because their inputs were missing.")
+    profile: ProfileOut
+    reason: str = Field(description="Why this profile (Chinese).")
+    reason_en: str
+
+
+class ScoreResponse(BaseModel):
+    results: list[ScoreItem]
+    rejected: list[RowErrorOut]
+
+
+class SegmentOut(BaseModel):
+    stage: str
+    key: str
+    text: str
+    template: str = Field(description="The template that made the segment.")
+    version: str = Field(description="The template's content hash.")
+
+
+class ScriptOut(BaseModel):
+    id: str = Field(description="Hash of the script's inputs: same inputs, same id.")
+    customer_id: str | None
+    profile_id: str | None
+    persona: bool = Field(description="False for the generic (control / opt-out) script.")
+    channel: Channel
+    moment: str
+    style: str
+    offer: str
+    close: str
+    as_of: str
+    pack_version: str
+    segments: list[SegmentOut]
+    text: str = Field(description="The spoken main path, one segment a line.")
+    speech: str = Field(description="The same for a speech engine (escaped, with pauses).")
+
+
+class RenderRequest(_In):
+    customer: CustomerRecord | None = Field(default=None, description="An inline customer.")
+    customer_id: Id | None = Field(default=None, description="Or a stored customer's id.")
+    channel: Channel = "call"
+    moment: Moment = "none"  # type: ignore[valid-type]
+    profile_id: Annotated[str, StringConstraints(max_length=16)] | None = Field(
+        default=None, description="Render for this profile instead of the scored one."
+    )
+    as_of: date | None = Field(default=None, description="The script's date (default today).")
+
+
+class CampaignCreate(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        examples=["May deposits"]
+    )
+    customers: list[Id] | Literal["all"] = Field(
+        default="all", description='Customer ids, or "all" stored customers.', max_length=200_000
+    )
+    channel: Channel = "call"
+    moment: Moment = "none"  # type: ignore[valid-type]
+    voice: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="auto", description='"auto" (by province and city) or a voice id.'
+    )
+    min_hits: int = Field(default=5, ge=0, le=8, description="Fewest tag hits to be called.")
+    holdout_pct: float = Field(
+        default=0.0, ge=0, le=50, description="Percent of customers in the control group."
+    )
+    audio_formats: list[AudioFormatName] = Field(  # type: ignore[valid-type]
+        default=["wav8k"], min_length=1, max_length=7
+    )
+    as_of: date | None = Field(default=None, description="Scripts' date (default: today).")
+
+
+class Progress(BaseModel):
+    total: int
+    done: int
+    failed: int
+
+
+class CampaignOut(BaseModel):
+    id: str = Field(examples=["C-3f2a9c0d1e2b4a5f"])
+    name: str
+    status: Literal["building", "ready", "failed"]
+    progress: Progress
+    by_profile: dict[str, int] = Field(description="Calls per profile (generic: none).")
+    calls: dict[str, int] = Field(description="Calls per state: ready, leased, blocked, done.")
+    options: dict[str, Any]
+    created_at: datetime
+
+
+class CampaignAccepted(BaseModel):
+    id: str
+    status: str
+
+
+class ClaimRequest(_In):
+    limit: int = Field(default=1, ge=1, le=100, description="Most calls to lease.")
+    lease_seconds: int = Field(default=300, ge=10, le=3600, description="Lease length.")
+
+
+class Window(BaseModel):
+    not_before: datetime
+    not_after: datetime = Field(description="Dial before this (window end or lease end).")
+
+
+class ClaimedCallOut(BaseModel):
+    id: str = Field(examples=["K-0a1b2c3d4e5f60718293a4b5"])
+    campaign_id: str
+    customer_id: str
+    phone: str | None
+    group: Literal["model", "control"]
+    profile: ProfileOut | None
+    script: ScriptOut
+    audio: dict[str, str] = Field(description="Audio URL per format.")
+    window: Window
+    lease_until: datetime
+
+
+class ClaimResponse(BaseModel):
+    calls: list[ClaimedCallOut]
+    next_due: datetime | None = Field(
+        default=None, description="With no calls: when the next blocked call becomes due."
+    )
+
+
+class OutcomeIn(_In):
+    status: Literal["connected", "no_answer", "busy", "voicemail", "failed"]
+    converted: bool = False
+    intent_grade: Literal["A", "B", "C", "D"] | None = None
+    opt_out: bool = Field(default=False, description="Stop all marketing calls (at once).")
+    refused: bool = Field(default=False, description="Declined: no calls for 180 days.")
+    duration_s: float | None = Field(default=None, ge=0, le=86_400)
+    notes: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"status": "connected", "converted": True,
+                                         "intent_grade": "A", "duration_s": 74.5}]},
+    )  # fmt: skip
+
+
+class OutcomeOut(BaseModel):
+    id: int
+    call_id: str
+    campaign_id: str
+    status: str
+    converted: bool
+    intent_grade: str | None
+    opt_out: bool
+    refused: bool
+    duration_s: float | None
+    notes: str | None
+    recorded_at: str
+
+
+class CallRecordOut(BaseModel):
+    id: str
+    campaign_id: str
+    customer_id: str
+    group: str
+    profile_id: str | None
+    status: str
+    claims: int
+    script: dict[str, Any]
+    record: dict[str, Any] = Field(description="The audit record: why and how (see README).")
+    audio: dict[str, str]
+    decisions: list[dict[str, Any]] = Field(description="Every gate decision, oldest first.")
+    outcome: OutcomeOut | None
+
+
+class KeyCreate(_In):
+    role: Literal["admin", "dialler", "writer", "qa"]
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class KeyOut(BaseModel):
+    id: int
+    prefix: str
+    role: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown once, stored only as a hash.")
+
+
+class VoiceOut(BaseModel):
+    id: str
+    label: str
+    language: str
+    provinces: list[str]
+    cities: list[str]
+
+
+class SynthesizeRequest(_In):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    voice: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "auto"
+    format: AudioFormatName = "wav8k"  # type: ignore[valid-type]
+
+
+class AudioOut(BaseModel):
+    sha256: str
+    url: str
+    format: str
+    duration_s: float
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

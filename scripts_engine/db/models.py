@@ -1,0 +1,233 @@
+"""SQLAlchemy 2 typed ORM models: the service's record of customers, campaigns and calls.
+
+Every table is written through :mod:`scripts_engine.db.repository`; routes never query. Times
+are stored as timezone-aware UTC. JSON columns hold engine output as it was at the time (tag
+scores, the rendered script, the context snapshot), so a call record can be replayed later
+even after the model or the templates changed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC (SQLite keeps no zone: it is re-attached)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class ApiKey(Base):
+    """An API key: only its public prefix and the sha256 of its secret are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Customer(Base):
+    """A customer as the bank sent it (validated), with the scores from the last upsert."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record: Mapped[dict[str, Any]]
+    phone: Mapped[str | None] = mapped_column(String(32))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    profiling_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class Block(Base):
+    """A suppression: an opt-out (no end) or a refusal (until a date), from an outcome."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_customer", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # opt_out | refusal
+    since: Mapped[datetime]
+    until: Mapped[datetime | None]
+    call_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Campaign(Base):
+    """A campaign: its options, status and progress (the sum of its done chunks)."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    options: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # building | ready | failed
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Chunk(Base):
+    """One planned chunk of a campaign build; ``attempt`` fences late duplicate results."""
+
+    __tablename__ = "campaign_chunks"
+
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_ids: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
+
+
+class Call(Base):
+    """One planned call: who, with what script and audio, why (the audit record), and state."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
+        Index("ix_calls_claim", "campaign_id", "status", "not_before"),
+        Index("ix_calls_customer", "customer_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    chunk: Mapped[int] = mapped_column(Integer)
+    group: Mapped[str] = mapped_column(String(8))  # model | control
+    profile_id: Mapped[str | None] = mapped_column(String(16))
+    script: Mapped[dict[str, Any]]
+    record: Mapped[dict[str, Any]]
+    audio: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
+    not_before: Mapped[datetime | None]
+    leased_by: Mapped[int | None] = mapped_column(Integer)
+    lease_until: Mapped[datetime | None]
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class Attempt(Base):
+    """A call attempt handed to a dialler: what the frequency cap counts, across campaigns."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_customer_day", "customer_id", "local_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    local_day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD in the customer's zone
+
+
+class GateDecision(Base):
+    """One claim-time compliance evaluation: the deciding rule and every check made."""
+
+    __tablename__ = "gate_decisions"
+    __table_args__ = (Index("ix_gate_call", "call_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    rule: Mapped[str] = mapped_column(String(32))
+    checks: Mapped[list[Any]]
+    ruleset: Mapped[str] = mapped_column(String(16))
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Outcome(Base):
+    """A dialler's result for one call (one per call)."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(40), unique=True)
+    campaign_id: Mapped[str] = mapped_column(String(40), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    converted: Mapped[bool] = mapped_column(Boolean, default=False)
+    intent_grade: Mapped[str | None] = mapped_column(String(1))
+    opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    notes: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class IdempotencyKey(Base):
+    """The first answer to an idempotent request, replayed for the same key and body."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class AudioFile(Base):
+    """A prompt file in the audio folder, addressed by the sha256 of its bytes."""
+
+    __tablename__ = "audio_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    format: Mapped[str] = mapped_column(String(16))
+    ext: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))  # relative to the audio folder
+    content_type: Mapped[str] = mapped_column(String(40))
+    size: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,312 @@
+"""Repository: plain functions with keyword-only arguments over the ORM models.
+
+No business rules here (the gate, the claim and the outcome rules live in their modules);
+callers own the transaction (``with db.write.begin() as session``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from scripts_engine.db.models import (
+    ApiKey,
+    AudioFile,
+    Block,
+    Call,
+    Campaign,
+    Chunk,
+    Customer,
+    Outcome,
+)
+
+ROLES = ("admin", "dialler", "writer", "qa")
+KEY_PREFIX = "se"
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _locking(session: Session, stmt: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+    """``FOR UPDATE`` on PostgreSQL; SQLite's IMMEDIATE transactions already serialise."""
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=skip_locked)
+    return stmt
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def hash_secret(secret: str) -> str:
+    """sha256 of a key's secret part (keys are 256-bit random: no slow hash needed)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_api_key(*, session: Session, role: str, name: str, now: datetime) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the plaintext key (shown once, never stored)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role '{role}'; use one of {', '.join(ROLES)}")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey(
+        prefix=prefix, secret_hash=hash_secret(secret), role=role, name=name, created_at=now
+    )
+    session.add(row)
+    session.flush()
+    return row, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def authenticate(*, session: Session, key: str) -> ApiKey | None:
+    """The live key matching ``key`` (constant-time compare), or None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, hash_secret(parts[2])):
+        return None
+    return row
+
+
+def revoke_api_key(*, session: Session, ident: str, now: datetime) -> ApiKey | None:
+    """Revoke by id or prefix (or a whole key); returns the key, None if unknown."""
+    prefix = ident.split("_")[1] if ident.startswith(f"{KEY_PREFIX}_") else ident
+    stmt = select(ApiKey).where(ApiKey.prefix == prefix)
+    if ident.isdigit():
+        stmt = select(ApiKey).where((ApiKey.id == int(ident)) | (ApiKey.prefix == ident))
+    row = session.scalar(stmt)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = now
+    return row
+
+
+def list_api_keys(*, session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+# --- customers ------------------------------------------------------------------------------
+
+
+def upsert_customers(*, session: Session, records: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Insert or replace customers by ``customer_id``; returns how many were written."""
+    if not records:
+        return 0
+    rows = [
+        {
+            "customer_id": str(r["customer_id"]),
+            "record": r,
+            "phone": r.get("phone"),
+            "timezone": r.get("timezone"),
+            "consent": bool(r.get("consent") or False),
+            "profiling_opt_out": bool(r.get("profiling_opt_out") or False),
+            "updated_at": now,
+        }
+        for r in records
+    ]
+    insert = _insert(session)
+    for start in range(0, len(rows), 500):
+        stmt = insert(Customer).values(rows[start : start + 500])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Customer.customer_id],
+            set_={
+                c: stmt.excluded[c]
+                for c in ("record", "phone", "timezone", "consent", "profiling_opt_out")
+            }
+            | {"updated_at": stmt.excluded.updated_at},
+        )
+        session.execute(stmt)
+    return len(rows)
+
+
+def get_customer(*, session: Session, customer_id: str) -> Customer | None:
+    return session.get(Customer, customer_id)
+
+
+def get_customers(*, session: Session, customer_ids: Iterable[str]) -> dict[str, Customer]:
+    ids = list(customer_ids)
+    out: dict[str, Customer] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        for row in session.scalars(select(Customer).where(Customer.customer_id.in_(part))):
+            out[row.customer_id] = row
+    return out
+
+
+def lock_customers(*, session: Session, customer_ids: Iterable[str]) -> None:
+    """Row-lock customers in id order (PostgreSQL), so concurrent claims and outcomes for the
+    same customer run one after another and never deadlock."""
+    ids = sorted(set(customer_ids))
+    if ids and session.get_bind().dialect.name == "postgresql":
+        stmt = select(Customer.customer_id).where(Customer.customer_id.in_(ids))
+        session.execute(stmt.order_by(Customer.customer_id).with_for_update())
+
+
+def all_customer_ids(*, session: Session) -> list[str]:
+    return list(session.scalars(select(Customer.customer_id).order_by(Customer.customer_id)))
+
+
+def count_customers(*, session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Customer)) or 0)
+
+
+def active_blocks(
+    *, session: Session, customer_ids: Iterable[str], now: datetime
+) -> dict[str, list[Block]]:
+    ids = list(customer_ids)
+    out: dict[str, list[Block]] = {}
+    stmt = select(Block).where(
+        Block.customer_id.in_(ids), (Block.until.is_(None)) | (Block.until > now)
+    )
+    for row in session.scalars(stmt):
+        out.setdefault(row.customer_id, []).append(row)
+    return out
+
+
+# --- campaigns and chunks ----------------------------------------------------------------------
+
+
+def create_campaign(
+    *,
+    session: Session,
+    campaign_id: str,
+    name: str,
+    options: dict[str, Any],
+    chunks: Sequence[Sequence[str]],
+    created_by: int | None,
+    now: datetime,
+) -> Campaign:
+    row = Campaign(
+        id=campaign_id, name=name, options=options, status="building" if chunks else "ready",
+        total=sum(len(c) for c in chunks), done=0, failed=0, created_by=created_by,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    session.add_all(
+        Chunk(campaign_id=campaign_id, index=i, customer_ids=list(ids), updated_at=now)
+        for i, ids in enumerate(chunks)
+    )
+    return row
+
+
+def get_campaign(*, session: Session, campaign_id: str) -> Campaign | None:
+    return session.get(Campaign, campaign_id)
+
+
+def list_campaigns(*, session: Session, limit: int = 100) -> list[Campaign]:
+    stmt = select(Campaign).order_by(Campaign.created_at.desc()).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def pending_chunks(*, session: Session) -> list[tuple[str, int]]:
+    """Chunks not done or failed yet, oldest campaign first."""
+    stmt = (
+        select(Chunk.campaign_id, Chunk.index)
+        .join(Campaign, Campaign.id == Chunk.campaign_id)
+        .where(Chunk.status == "pending")
+        .order_by(Campaign.created_at, Chunk.campaign_id, Chunk.index)
+    )
+    return [(c, i) for c, i in session.execute(stmt)]
+
+
+def pending_chunks_of(*, session: Session, campaign_id: str) -> int:
+    stmt = select(func.count()).where(Chunk.campaign_id == campaign_id, Chunk.status == "pending")
+    return int(session.scalar(stmt.select_from(Chunk)) or 0)
+
+
+def get_chunk(
+    *, session: Session, campaign_id: str, index: int, lock: bool = False
+) -> Chunk | None:
+    stmt = select(Chunk).where(Chunk.campaign_id == campaign_id, Chunk.index == index)
+    return session.scalar(_locking(session, stmt) if lock else stmt)
+
+
+def insert_calls(*, session: Session, calls: Sequence[dict[str, Any]]) -> None:
+    """Insert call rows; a call that already exists (same campaign and customer) is kept."""
+    if not calls:
+        return
+    stmt = _insert(session)(Call).values(list(calls))
+    session.execute(stmt.on_conflict_do_nothing())
+
+
+def insert_audio_files(*, session: Session, files: Sequence[dict[str, Any]]) -> None:
+    if not files:
+        return
+    unique = list({f["sha256"]: f for f in files}.values())
+    stmt = _insert(session)(AudioFile).values(unique)
+    session.execute(stmt.on_conflict_do_nothing())
+
+
+def get_audio_file(*, session: Session, sha256: str) -> AudioFile | None:
+    return session.get(AudioFile, sha256)
+
+
+def profile_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
+    stmt = (
+        select(Call.profile_id, func.count())
+        .where(Call.campaign_id == campaign_id)
+        .group_by(Call.profile_id)
+    )
+    return {str(p or "generic"): int(n) for p, n in session.execute(stmt)}
+
+
+def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
+    stmt = (
+        select(Call.status, func.count())
+        .where(Call.campaign_id == campaign_id)
+        .group_by(Call.status)
+    )
+    return {str(s): int(n) for s, n in session.execute(stmt)}
+
+
+# --- calls and outcomes -----------------------------------------------------------------------
+
+
+def claim_candidates(
+    *, session: Session, campaign_id: str, now: datetime, limit: int
+) -> list[Call]:
+    """Calls that may be handed out now: ready (and due), or leased with the lease expired.
+
+    On PostgreSQL the rows are locked, skipping rows another claim holds, so two concurrent
+    claims never see the same call."""
+    ready = (Call.status == "ready") & ((Call.not_before.is_(None)) | (Call.not_before <= now))
+    expired = (Call.status == "leased") & (Call.lease_until < now)
+    stmt = (
+        select(Call)
+        .where(Call.campaign_id == campaign_id, ready | expired)
+        .order_by(Call.id)
+        .limit(limit)
+    )
+    return list(session.scalars(_locking(session, stmt, skip_locked=True)))
+
+
+def next_due(*, session: Session, campaign_id: str) -> datetime | None:
+    """When the earliest waiting call of the campaign becomes due again."""
+    stmt = select(func.min(Call.not_before)).where(
+        Call.campaign_id == campaign_id, Call.status == "ready"
+    )
+    return session.scalar(stmt)
+
+
+def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | None:
+    stmt = select(Call).where(Call.id == call_id)
+    return session.scalar(_locking(session, stmt) if lock else stmt)
+
+
+def get_outcome(*, session: Session, call_id: str) -> Outcome | None:
+    return session.scalar(select(Outcome).where(Outcome.call_id == call_id))
+
+
+def release_lease(*, session: Session, call_id: str, status: str) -> None:
+    session.execute(update(Call).where(Call.id == call_id).values(status=status, lease_until=None))

@@ -1,0 +1,211 @@
+"""The claim-time compliance gate (COMPLIANCE.md 5 A): may this customer be called now?
+
+Rules and limits come from the ``calling`` section of ``personas/compliance.yaml``. The gate
+is a pure function of the customer's facts, the suppressions in force, the attempts already
+made and the time: the caller (the claim, :mod:`scripts_engine.claims`) reads those under a
+lock and records the :class:`Decision`. It fails closed: a missing consent is a refusal, an
+unreadable time zone or any error is a block.
+
+Checks, in order (every one is evaluated and recorded; the first failure decides):
+
+====================  =======  ================================================================
+rule                  id       blocks when
+====================  =======  ================================================================
+``consent``           CR-01    no marketing-call consent (missing counts as no)
+``opt_out``           CR-03    an opt-out outcome, ever (until re-consent: not modelled here)
+``refusal``           CR-02    a refusal less than ``refusal_cooldown_days`` ago
+``window``            CR-04    outside the calling window in the customer's time zone
+``daily_cap``         CR-05    ``max_attempts_per_day`` attempts already on the local day
+``weekly_cap``        CR-05    ``max_attempts_per_7_days`` attempts in the last 7 local days
+====================  =======  ================================================================
+
+Blocks by ``consent`` and ``opt_out`` are final for the call; the others say when to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from scripts_engine.compliance import Calling, load_rules
+
+RULE_IDS = {
+    "consent": "CR-01",
+    "opt_out": "CR-03",
+    "refusal": "CR-02",
+    "window": "CR-04",
+    "daily_cap": "CR-05",
+    "weekly_cap": "CR-05",
+    "gate_error": "CR-00",
+}
+FINAL_RULES = frozenset({"consent", "opt_out", "gate_error"})
+
+
+@dataclass(frozen=True)
+class CallingRules:
+    """The dial-time limits, with a content hash recorded beside every decision."""
+
+    consent_required: bool = True
+    start: time = time(9, 0)
+    end: time = time(21, 0)
+    default_timezone: str = "Asia/Shanghai"
+    max_per_day: int = 1
+    max_per_7_days: int = 3
+    refusal_cooldown_days: int = 180
+    version: str = "default"
+
+    @classmethod
+    def from_calling(cls, calling: Calling) -> CallingRules:
+        w = calling.window
+        blob = json.dumps(calling.model_dump(mode="json"), sort_keys=True)
+        if not w.get("end_exclusive", True):
+            raise ValueError("calling.window.end_exclusive must be true")
+        return cls(
+            consent_required=calling.consent_required,
+            start=time.fromisoformat(str(w.get("start", "09:00"))),
+            end=time.fromisoformat(str(w.get("end", "21:00"))),
+            default_timezone=str(w.get("default_timezone", "Asia/Shanghai")),
+            max_per_day=calling.max_attempts_per_day,
+            max_per_7_days=calling.max_attempts_per_7_days,
+            refusal_cooldown_days=calling.refusal_cooldown_days,
+            version=hashlib.sha256(blob.encode()).hexdigest()[:12],
+        )
+
+    @classmethod
+    def load(cls, personas_dir: Path) -> CallingRules:
+        """The rules of ``<personas_dir>/compliance.yaml``."""
+        return cls.from_calling(load_rules(personas_dir / "compliance.yaml").calling)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the gate needs to know about one customer at claim time."""
+
+    customer_id: str
+    consent: bool | None
+    timezone: str | None
+    opted_out: bool = False
+    refused_until: datetime | None = None
+    attempt_days: Sequence[date] = ()  # local days of earlier attempts (any campaign)
+
+
+@dataclass(frozen=True)
+class Check:
+    rule: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "id": RULE_IDS[self.rule], "passed": self.passed,
+                "detail": self.detail}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's answer: allowed or not, the deciding rule, every check, and the timing."""
+
+    allowed: bool
+    rule: str  # the first failed check, or "allowed"
+    checks: tuple[Check, ...]
+    final: bool = False  # a block that no waiting lifts (for this call)
+    retry_at: datetime | None = None  # when a temporary block lifts (UTC)
+    local_day: date | None = None
+    window_end: datetime | None = None  # when today's window closes (UTC)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def checks_json(self) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in self.checks]
+
+
+class Gate:
+    """Evaluates :class:`Subject` s against :class:`CallingRules`."""
+
+    def __init__(self, rules: CallingRules):
+        self.rules = rules
+
+    def zone(self, name: str | None) -> ZoneInfo:
+        return ZoneInfo(name or self.rules.default_timezone)
+
+    def local_day(self, now: datetime, tz: str | None) -> date:
+        return now.astimezone(self.zone(tz)).date()
+
+    def _at(self, day: date, t: time, zone: ZoneInfo) -> datetime:
+        return datetime.combine(day, t, tzinfo=zone).astimezone(UTC)
+
+    def next_window_start(
+        self, now: datetime, zone: ZoneInfo, *, from_day: date | None = None
+    ) -> datetime:
+        """The first moment at or after ``now``, on or after ``from_day``, inside the window."""
+        day = from_day or now.astimezone(zone).date()
+        for _ in range(366):
+            if now < self._at(day, self.rules.end, zone):
+                return max(self._at(day, self.rules.start, zone), now)
+            day += timedelta(days=1)
+        raise ValueError("the calling window never opens")
+
+    def evaluate(self, subject: Subject, now: datetime) -> Decision:
+        """Decide for ``subject`` at ``now`` (timezone-aware). Never raises: errors block."""
+        try:
+            return self._evaluate(subject, now)
+        except Exception as exc:  # fail closed, and say why
+            check = Check("gate_error", False, f"{type(exc).__name__}: {exc}")
+            return Decision(False, "gate_error", (check,), final=True)
+
+    def _evaluate(self, s: Subject, now: datetime) -> Decision:
+        r = self.rules
+        checks: list[Check] = []
+        retry: list[datetime] = []
+        consent_ok = bool(s.consent) or not r.consent_required
+        checks.append(Check("consent", consent_ok, "consent on file" if consent_ok
+                            else "no marketing-call consent (missing counts as refusal)"))  # fmt: skip
+        checks.append(Check("opt_out", not s.opted_out,
+                            "opted out" if s.opted_out else "no opt-out"))  # fmt: skip
+        refused = s.refused_until is not None and s.refused_until > now
+        checks.append(Check("refusal", not refused, f"refused; blocked until "
+                            f"{s.refused_until:%Y-%m-%d}" if refused else "no refusal in force"))  # fmt: skip
+        if refused and s.refused_until is not None:
+            retry.append(s.refused_until)
+
+        zone = self.zone(s.timezone)
+        local = now.astimezone(zone)
+        day = local.date()
+        in_window = r.start <= local.time() < r.end
+        window_end = self._at(day, r.end, zone)
+        checks.append(Check("window", in_window, f"local time {local:%H:%M} ({zone.key}); window "
+                            f"{r.start:%H:%M}-{r.end:%H:%M}"))  # fmt: skip
+        if not in_window:
+            retry.append(self.next_window_start(now, zone))
+
+        today = sum(1 for d in s.attempt_days if d == day)
+        week_days = sorted(d for d in s.attempt_days if day - timedelta(days=6) <= d <= day)
+        day_ok = today < r.max_per_day
+        week_ok = len(week_days) < r.max_per_7_days
+        checks.append(Check("daily_cap", day_ok, f"{today} of {r.max_per_day} attempts today"))
+        checks.append(Check("weekly_cap", week_ok,
+                            f"{len(week_days)} of {r.max_per_7_days} attempts in 7 days"))  # fmt: skip
+        if not day_ok:
+            retry.append(self.next_window_start(now, zone, from_day=day + timedelta(days=1)))
+        if not week_ok:
+            # the oldest counted attempt leaves the 7-day span on its day + 7
+            free = week_days[len(week_days) - r.max_per_7_days] + timedelta(days=7)
+            retry.append(self.next_window_start(now, zone, from_day=max(free, day)))
+
+        failed = [c for c in checks if not c.passed]
+        if not failed:
+            return Decision(True, "allowed", tuple(checks), local_day=day, window_end=window_end)
+        final = any(c.rule in FINAL_RULES for c in failed)
+        return Decision(
+            False,
+            failed[0].rule,
+            tuple(checks),
+            final=final,
+            retry_at=None if final else max(retry),
+            local_day=day,
+            window_end=window_end,
+        )

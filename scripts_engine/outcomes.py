@@ -1,0 +1,196 @@
+"""Outcomes: what happened on a call, reported once, with Stripe-style idempotency keys.
+
+:func:`record_outcome` runs in one write transaction: look up the ``(api key, idempotency
+key)`` pair; if it was seen, replay the first answer when the body is the same (a fingerprint
+of the canonical body) or refuse with :class:`Conflict` when it differs; otherwise check the
+call (it must have been leased to this key, and have no outcome yet), store the outcome, close
+the call, add the suppression an opt-out or a refusal asks for, and store the answer under the
+key, all or nothing. Two identical requests racing: on SQLite the second waits for the first
+(IMMEDIATE transactions) and replays; on PostgreSQL the second's insert hits the unique index
+after the first commits, its transaction is rolled back and it runs again, replaying. Either
+way there is one effect.
+
+An opt-out blocks the customer in every campaign from the next claim on (the claim reads the
+suppressions under the customer's row lock). A refusal blocks for ``refusal_cooldown_days``.
+
+:func:`profile_stats` aggregates outcomes per profile and group (model vs control): the loop
+that lets the selection learn which profiles convert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scripts_engine.db import repository as repo
+from scripts_engine.db.errors import Conflict, NotFound
+from scripts_engine.db.models import Block, Call, IdempotencyKey, Outcome
+from scripts_engine.db.session import Database, write_transaction
+
+STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
+GRADES = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class OutcomeAnswer:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a request body."""
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def outcome_public(row: Outcome) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "call_id": row.call_id,
+        "campaign_id": row.campaign_id,
+        "status": row.status,
+        "converted": row.converted,
+        "intent_grade": row.intent_grade,
+        "opt_out": row.opt_out,
+        "refused": row.refused,
+        "duration_s": row.duration_s,
+        "notes": row.notes,
+        "recorded_at": row.created_at.isoformat(),
+    }
+
+
+def _record(
+    session: Session,
+    *,
+    call_id: str,
+    api_key_id: int,
+    idem_key: str,
+    body: dict[str, Any],
+    now: datetime,
+    refusal_days: int,
+) -> OutcomeAnswer:
+    digest = fingerprint({"call_id": call_id, **body})
+    seen = session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == idem_key
+        )
+    )
+    if seen is not None:
+        if seen.request_hash != digest:
+            raise Conflict(
+                "this Idempotency-Key was used with another request body",
+                code="idempotency_key_reused",
+            )
+        return OutcomeAnswer(seen.status_code, seen.response, True)
+    call = repo.get_call(session=session, call_id=call_id, lock=True)
+    if call is None:
+        raise NotFound(f"no call '{call_id}'")
+    if call.leased_by != api_key_id:
+        raise Conflict("this call is not leased to this API key", code="call_not_leased")
+    if repo.get_outcome(session=session, call_id=call_id) is not None:
+        raise Conflict("this call already has an outcome", code="outcome_exists")
+    repo.lock_customers(session=session, customer_ids=[call.customer_id])
+    row = Outcome(
+        call_id=call.id, campaign_id=call.campaign_id, customer_id=call.customer_id,
+        status=body["status"], converted=bool(body.get("converted")),
+        intent_grade=body.get("intent_grade"), opt_out=bool(body.get("opt_out")),
+        refused=bool(body.get("refused")), duration_s=body.get("duration_s"),
+        notes=body.get("notes"), api_key_id=api_key_id, created_at=now,
+    )  # fmt: skip
+    session.add(row)
+    call.status, call.lease_until = "done", None
+    if row.opt_out:
+        session.add(Block(customer_id=call.customer_id, kind="opt_out", since=now, until=None,
+                          call_id=call.id))  # fmt: skip
+    if row.refused:
+        until = now + timedelta(days=refusal_days)
+        session.add(Block(customer_id=call.customer_id, kind="refusal", since=now, until=until,
+                          call_id=call.id))  # fmt: skip
+    session.flush()
+    answer = outcome_public(row)
+    session.add(
+        IdempotencyKey(
+            api_key_id=api_key_id, key=idem_key, request_hash=digest, status_code=201,
+            response=answer, created_at=now,
+        )
+    )  # fmt: skip
+    session.flush()
+    return OutcomeAnswer(201, answer, False)
+
+
+def record_outcome(
+    *,
+    db: Database,
+    call_id: str,
+    api_key_id: int,
+    idem_key: str,
+    body: dict[str, Any],
+    now: datetime,
+    refusal_days: int,
+) -> OutcomeAnswer:
+    """Store one outcome (see the module docstring); replays are answered from the store.
+
+    Raises:
+        NotFound: no such call.
+        Conflict: key reused with another body; call not leased to this key; outcome exists.
+    """
+
+    def run(session: Session) -> OutcomeAnswer:
+        return _record(
+            session, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key, body=body,
+            now=now, refusal_days=refusal_days,
+        )  # fmt: skip
+
+    for attempt in range(3):
+        try:
+            return write_transaction(db, run)
+        except IntegrityError:  # a concurrent twin committed first: run again to replay it
+            if attempt == 2:
+                raise Conflict(
+                    "a request with this Idempotency-Key is in progress", code="in_flight"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def profile_stats(*, session: Session, campaign_id: str | None = None) -> dict[str, Any]:
+    """Outcomes per profile and group: calls, connected, converted, conversion rate; and the
+    model group's lift over the control group."""
+    connected = func.sum(case((Outcome.status == "connected", 1), else_=0))
+    converted = func.sum(case((Outcome.converted.is_(True), 1), else_=0))
+    stmt = (
+        select(Call.profile_id, Call.group, func.count(Outcome.id), connected, converted)
+        .join(Outcome, Outcome.call_id == Call.id)
+        .group_by(Call.profile_id, Call.group)
+        .order_by(Call.profile_id, Call.group)
+    )
+    if campaign_id is not None:
+        stmt = stmt.where(Call.campaign_id == campaign_id)
+    rows, groups = [], {"model": [0, 0], "control": [0, 0]}
+    for pid, group, n, conn, conv in session.execute(stmt):
+        n, conn, conv = int(n), int(conn or 0), int(conv or 0)
+        rows.append({"profile_id": pid, "group": group, "outcomes": n, "connected": conn,
+                     "converted": conv, "conversion_rate": round(conv / n, 4) if n else 0.0})  # fmt: skip
+        groups.setdefault(group, [0, 0])
+        groups[group][0] += n
+        groups[group][1] += conv
+    rates = {g: (c / n if n else None) for g, (n, c) in groups.items()}
+    lift = None
+    if rates.get("model") is not None and rates.get("control"):
+        lift = round(rates["model"] / rates["control"], 4)  # type: ignore[operator]
+    return {
+        "campaign_id": campaign_id,
+        "profiles": rows,
+        "groups": {
+            g: {"outcomes": n, "converted": c, "conversion_rate": rates[g]}
+            for g, (n, c) in groups.items()
+        },  # fmt: skip
+        "lift": lift,
+    }
