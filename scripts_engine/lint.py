@@ -47,8 +47,8 @@ SAMPLE_CUSTOMERS: tuple[dict[str, Any], ...] = (
 )  # fmt: skip
 SAMPLE_SCORES: tuple[dict[str, float], ...] = (
     {"silver": 1.0, "affluent": 0.9, "debt_free": 0.8, "warm": 0.7, "timing": 0.6,
-     "mobile": 0.5, "propensity": 0.4, "young": 0.0},
-    {"young": 1.0, "mobile": 1.0, "propensity": 0.5, "debt_free": 0.5, "timing": 0.3,
+     "mobile": 0.5, "propensity": 0.4, "educated": 1.0},
+    {"educated": 0.3, "mobile": 1.0, "propensity": 0.5, "debt_free": 0.5, "timing": 0.3,
      "warm": 0.2, "affluent": 0.1, "silver": 0.0},
     {},
 )  # fmt: skip

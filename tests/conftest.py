@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 from scripts_engine import propensity as prop
 from scripts_engine.config import ROOT, Settings
@@ -14,6 +16,14 @@ from scripts_engine.scoring import Engine
 
 TRAIN_CSV = ROOT / "data" / "bank-marketing" / "bank-train.csv"
 DEMO_CSV = ROOT / "data" / "demo" / "customers.csv"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_native_pool() -> Iterator[None]:
+    """One OpenMP/BLAS thread per process: the boosted-tree fits otherwise spin-wait against
+    every other process on a 2-core machine and run several times slower."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -76,8 +76,8 @@ def test_temperament_changes_length(styles: Styles) -> None:
 
 
 def test_closes_and_calendar(styles: Styles) -> None:
-    assert styles.choose_close(["silver", "young"]) == "appointment"
-    assert styles.choose_close(["young", "mobile"]) == "sms"
+    assert styles.choose_close(["silver", "educated"]) == "appointment"
+    assert styles.choose_close(["educated", "mobile"]) == "sms"
     assert styles.choose_close(["debt_free", "mobile"]) == "wechat"
     assert styles.choose_close(["debt_free", "timing"]) == "transfer"
     assert styles.choose_close(None) == "transfer"

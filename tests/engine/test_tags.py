@@ -46,9 +46,10 @@ def _score(engine: Engine, grid: Grid, **changes):  # type: ignore[no-untyped-de
         ({"age": 61}, "silver", 1.0),
         ({"job": "retired"}, "silver", 1.0),
         ({"age": 57}, "silver", 0.6),
-        ({"age": 22}, "young", 1.0),
-        ({"job": "student", "age": 40}, "young", 1.0),
-        ({"age": 33}, "young", 0.5),
+        ({"education": "tertiary"}, "educated", 1.0),
+        ({"education": "secondary"}, "educated", 0.3),
+        ({"education": "primary"}, "educated", 0.0),
+        ({"education": "unknown"}, "educated", 0.0),
         ({"housing": "no", "loan": "no"}, "debt_free", 1.0),
         ({"housing": "no"}, "debt_free", 0.5),
         ({"housing": "no", "loan": "no", "default": "yes"}, "debt_free", 0.0),
@@ -83,7 +84,7 @@ def test_scores_in_unit_interval_on_real_customers(engine: Engine, train_batch) 
 def test_missing_inputs_are_inferred_and_flagged(engine: Engine, grid: Grid, train_batch) -> None:  # type: ignore[no-untyped-def]
     scores, res = _score(engine, grid, balance=None, age=None)
     flagged = {grid.tag_names[j] for j in np.flatnonzero(res.tags.inferred[0])}
-    assert flagged == {"affluent", "silver", "young", "propensity"}
+    assert flagged == {"affluent", "silver", "propensity"}
     assert all(0.0 <= scores[t] <= 1.0 for t in flagged)
     explained = res.explain(0)
     assert set(explained["inferred"]) == flagged
