@@ -1,4 +1,6 @@
-# scripts-engine: the engine and its data in one image.
+# scripts-engine: the engine, its data and the REST service in one image.
+#   docker build -t scripts-engine . && docker run -p 8000:8000 scripts-engine
+#   docker exec <container> scripts-engine keys create --role dialler
 # Dependencies are installed before the code is copied, so a code change rebuilds only the
 # last layers. Runs as a non-root user; state (model, audio, database) lives in /app/var.
 FROM python:3.11-slim
@@ -31,4 +33,6 @@ RUN pip install --no-deps . \
     && chown app:app /app/var
 
 USER app
-CMD ["scripts-engine", "demo"]
+EXPOSE 8000
+# the same as `make run`, listening on every interface of the container
+CMD ["scripts-engine", "serve", "--demo", "--host", "0.0.0.0", "--port", "8000"]

@@ -12,8 +12,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# the service: migrate, load the shipped customers, train if needed, plan a demo campaign,
+# serve the API with its docs on 127.0.0.1:8000 (it prints how to get a key)
 run: $(BIN)/.installed
-	$(BIN)/scripts-engine demo
+	$(BIN)/scripts-engine serve --demo
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

@@ -52,7 +52,7 @@ class JsonFormatter(logging.Formatter):
             "msg": mask(record.getMessage()),
         }
         for key, value in vars(record).items():
-            if key not in _STD and not key.startswith("_"):
+            if key not in _STD and not key.startswith("_") and key != "color_message":
                 out[key] = mask(value) if isinstance(value, str) else value
         if record.exc_info:
             out["exc"] = mask(self.formatException(record.exc_info))

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scripts_engine.cli_core",
     "scripts_engine.cli_voice",
     "scripts_engine.cli_scripts",
+    "scripts_engine.cli_service",
 )
 
 

@@ -1,0 +1,197 @@
+"""Service commands: ``serve``, ``keys create|list|revoke``, ``db upgrade``, ``campaign``.
+
+``serve --demo`` is what ``make run`` does: migrate, train the model if there is none, load
+the shipped demo customers, plan a demo campaign (built in the background by the server),
+then serve the API with its interactive docs on 127.0.0.1 and say how to get a key.
+The web layer is imported only inside ``serve`` (the engine never imports it at module level).
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from scripts_engine.config import Settings, get_settings
+from scripts_engine.db import repository as repo
+from scripts_engine.db.migrate import upgrade
+from scripts_engine.db.session import Database, open_database, write_transaction
+
+DEMO_CAMPAIGN = "Demo: shipped customers"
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj if isinstance(ctx.obj, Settings) else get_settings()
+
+
+def _db(settings: Settings) -> Database:
+    db = open_database(settings)
+    upgrade(db)
+    return db
+
+
+def register(group: click.Group) -> None:
+    group.add_command(serve)
+    group.add_command(keys)
+    group.add_command(db_group)
+    group.add_command(campaign)
+
+
+def ensure_model(settings: Settings) -> None:
+    """Train the default model if there is none, or if the saved one no longer fits."""
+    from scripts_engine.cli_core import train_default
+    from scripts_engine.errors import ModelError
+    from scripts_engine.scoring import Engine
+
+    try:
+        Engine.load(settings)
+        return
+    except ModelError as exc:
+        click.echo(f"{exc}\ntraining on the shipped UCI data (a few minutes) ...")
+    train_default(settings, quiet=True)
+
+
+def prepare_demo(settings: Settings, db: Database) -> str | None:
+    """Train if needed, load the demo customers, plan the demo campaign (once)."""
+    from scripts_engine.campaigns import start_campaign
+    from scripts_engine.features import load_customers
+    from scripts_engine.grid import load_grid
+
+    now = datetime.now(UTC)
+    with db.read() as session:
+        have = repo.count_customers(session=session)
+        existing = [c for c in repo.list_campaigns(session=session) if c.name == DEMO_CAMPAIGN]
+    if not have:
+        grid = load_grid(settings.personas_dir / "grid.yaml")
+        loaded = load_customers(settings.demo_customers_file, grid)
+        import json
+
+        records = [json.loads(json.dumps(loaded.batch.record(i), default=str))
+                   for i in range(len(loaded.batch))]  # fmt: skip
+        write_transaction(db, lambda s: repo.upsert_customers(session=s, records=records, now=now))
+        click.echo(f"loaded {len(records)} demo customers from {settings.demo_customers_file}")
+    if existing:
+        return existing[0].id
+    with db.read() as session:
+        ids = repo.all_customer_ids(session=session)
+    options = {"channel": "call", "moment": "auto", "voice": "auto", "min_hits": 5,
+               "holdout_pct": 10.0, "audio_formats": ["wav8k"], "customers": "all"}  # fmt: skip
+    return start_campaign(db=db, name=DEMO_CAMPAIGN, options=options, customer_ids=ids,
+                          chunk_size=settings.campaign_chunk_size, created_by=None, now=now)  # fmt: skip
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", is_flag=True, help="Load the demo customers and plan a demo campaign.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) -> None:
+    """Serve the dialler REST API (migrates the database first)."""
+    settings = _settings(ctx)
+    db = _db(settings)
+    ensure_model(settings)
+    demo_id = prepare_demo(settings, db) if demo else None
+    db.dispose()
+    uvicorn: Any = importlib.import_module("uvicorn")
+    observability: Any = importlib.import_module("api.observability")
+    main: Any = importlib.import_module("api.main")
+    observability.configure_logging(json_logs=settings.log_json)
+    base = f"http://{host}:{port}"
+    click.echo(f"\nscripts-engine API on {base}  (interactive docs: {base}/docs)")
+    click.echo("get a key:   scripts-engine keys create --role dialler   (admin|dialler|writer|qa)")
+    if demo_id:
+        click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
+    click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")
+    if workers > 1:
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_config=None, access_log=False)  # fmt: skip
+    else:
+        uvicorn.run(main.create_app(settings), host=host, port=port, log_config=None,
+                    access_log=False)  # fmt: skip
+
+
+@click.group()
+def keys() -> None:
+    """API keys: create (shown once), list, revoke."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(repo.ROLES))
+@click.option("--name", default="", help="Who or what uses the key.")
+@click.pass_context
+def keys_create(ctx: click.Context, role: str, name: str) -> None:
+    """Create a key and print it (only its hash is stored: keep it now)."""
+    db = _db(_settings(ctx))
+    now = datetime.now(UTC)
+    key = write_transaction(
+        db, lambda s: repo.create_api_key(session=s, role=role, name=name, now=now)[1]
+    )
+    db.dispose()
+    click.echo(key)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """Every key's prefix, role, name and state."""
+    db = _db(_settings(ctx))
+    with db.read() as session:
+        for k in repo.list_api_keys(session=session):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            click.echo(f"{k.id:>4}  {k.prefix}  {k.role:<8} {state:<18} {k.name}")
+    db.dispose()
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@click.pass_context
+def keys_revoke(ctx: click.Context, prefix: str) -> None:
+    """Revoke a key by prefix (or id); effective for the next request."""
+    db = _db(_settings(ctx))
+    now = datetime.now(UTC)
+    found = write_transaction(
+        db, lambda s: repo.revoke_api_key(session=s, ident=prefix, now=now) is not None
+    )
+    db.dispose()
+    if not found:
+        raise click.ClickException(f"no key '{prefix}'")
+    click.echo(f"revoked {prefix}")
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database."""
+
+
+@db_group.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply the migrations (the server does this on start too)."""
+    settings = _settings(ctx)
+    _db(settings).dispose()
+    click.echo("database is up to date")
+
+
+@click.group()
+def campaign() -> None:
+    """Campaigns without the server."""
+
+
+@campaign.command("status")
+@click.argument("campaign_id", required=False)
+@click.pass_context
+def campaign_status(ctx: click.Context, campaign_id: str | None) -> None:
+    """Progress of one campaign, or of the latest ones."""
+    db = _db(_settings(ctx))
+    with db.read() as session:
+        rows = repo.list_campaigns(session=session)
+        for c in rows:
+            if campaign_id and c.id != campaign_id:
+                continue
+            counts = repo.status_counts(session=session, campaign_id=c.id)
+            click.echo(f"{c.id}  {c.status:<9} {c.done}/{c.total} done, {c.failed} failed  "
+                       f"calls {counts}  {c.name}")  # fmt: skip
+    db.dispose()
