@@ -77,7 +77,7 @@ def train_default(
     return model
 
 
-def _engine(settings: Settings, model_path: Path | None) -> Engine:
+def load_engine(settings: Settings, model_path: Path | None = None) -> Engine:
     """The engine with the saved model; the default model is trained first if there is none."""
     if model_path is None and not settings.resolved_model_path.exists():
         click.echo(
@@ -162,7 +162,7 @@ def score(
     Streams in chunks, so files larger than memory work.
     """
     settings = _settings(ctx)
-    engine = _engine(settings, model_path)
+    engine = load_engine(settings, model_path)
     fmt = source_format(file)
     out_fmt = source_format(output)
     total = _count_rows(file, fmt)
@@ -242,7 +242,7 @@ def evaluate(
             grid, loaded.batch, folds=cv_folds, random_state=settings.random_state
         )
     else:
-        engine = _engine(settings, model_path)
+        engine = load_engine(settings, model_path)
         result = engine.score(loaded.batch)
         tag = next(t for t, s in grid.tags.items() if s.kind == "propensity")
         y = prop.target_vector(grid, loaded.batch, tag)
@@ -292,7 +292,7 @@ def demo(ctx: click.Context, retrain: bool) -> None:
         model = train_default(settings)
         auc = model.metadata["cross_validation"]["propensity"]["auc"]
         click.echo(f"model saved to {settings.resolved_model_path}; cross-validated AUC {auc:.4f}")
-    engine = _engine(settings, None)
+    engine = load_engine(settings)
     path = settings.demo_customers_file
     loaded = load_customers(path, engine.grid, outcomes=True)
     report_rejects(str(path), loaded.errors, {}, fmt="csv")

@@ -105,9 +105,9 @@ def render(
     day: date = as_of.date() if as_of else date.today()
     scores: Any = None
     try:
-        from scripts_engine.scoring import Engine
+        from scripts_engine.cli_core import load_engine
 
-        scores = Engine.load(settings).score(batch.take(slice(0, n)))
+        scores = load_engine(settings).score(batch.take(slice(0, n)))
     except (ModelError, FileNotFoundError, ScriptsEngineError) as exc:
         if profile is None and not generic:
             raise ModelError(

@@ -242,11 +242,11 @@ def customer_scripts(
         raise SynthesisError(
             "synth --customers needs the script renderer (scripts_engine.render); use synth TEXT"
         ) from None
+    from scripts_engine.cli_core import load_engine
     from scripts_engine.errors import ScriptsEngineError
     from scripts_engine.features import load_customers
-    from scripts_engine.scoring import Engine
 
-    engine = Engine.load(settings)
+    engine = load_engine(settings)
     loaded = load_customers(customers, engine.grid)
     for error in loaded.errors[:20]:
         click.secho(f"{customers}: {error}", fg="red", err=True)
