@@ -112,6 +112,9 @@ def error_response(
         errors=[FieldError(**e) for e in errors or []],
         request_id=getattr(request.state, "request_id", None),
     )
+    headers = dict(headers or {})
+    if body.request_id:
+        headers["X-Request-ID"] = body.request_id  # also on 500s, sent outside the middleware
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

@@ -1,0 +1,119 @@
+"""One error shape everywhere: validation (with the field path), 401/403/404/405/409/415/422,
+engine errors and crashes (no stack trace reaches a client); a failed request writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import auth, demo_records
+
+SHAPE = {"ok", "status", "code", "message", "errors", "request_id"}
+
+
+def check(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    body = r.json()
+    assert r.status_code == status, r.text
+    assert set(body) == SHAPE and body["ok"] is False and body["status"] == status
+    assert body["request_id"] == r.headers["x-request-id"]
+    if code:
+        assert body["code"] == code
+    assert "Traceback" not in r.text and 'File "' not in r.text
+    return dict(body)
+
+
+def test_router_errors(client: TestClient) -> None:
+    check(client.get("/v1/nowhere"), 404, "not_found")
+    check(client.put("/healthz"), 405, "method_not_allowed")
+    check(client.get("/v1/campaigns"), 401, "unauthorized")
+
+
+def test_validation_errors_name_the_field(client: TestClient, keys: dict[str, str]) -> None:
+    h = auth(keys["admin"])
+    body = check(client.post("/v1/campaigns", json={"name": "x", "min_hits": 9}, headers=h), 422)
+    assert body["errors"][0]["field"] == "body.min_hits"
+    body = check(
+        client.post("/v1/campaigns", json={"name": "x", "status": "ready"}, headers=h), 422
+    )
+    assert body["errors"][0]["field"] == "body.status"  # mass assignment refused
+    body = check(client.post("/v1/score", json={"customers": [{"age": [1]}]}, headers=h), 422)
+    assert body["errors"][0]["field"].startswith("body.customers[0].age")
+    check(client.post("/v1/score", content=b"{not json", headers=h), 422, "validation_error")
+    body = check(client.post("/v1/campaigns", json={"name": "x", "customers": ["ghost"]},
+                             headers=h), 422)  # fmt: skip
+    assert body["errors"] == [{"field": "body.customers[0]", "error": "no customer 'ghost'",
+                               "row": None}]  # fmt: skip
+
+
+def test_render_errors(client: TestClient, keys: dict[str, str]) -> None:
+    h = auth(keys["writer"])
+    check(client.post("/v1/scripts/render", json={}, headers=h), 422)
+    check(client.post("/v1/scripts/render", json={"customer_id": "ghost"}, headers=h), 404)
+    bad = {"customer": {"customer_id": "c1", "age": "old"}}
+    body = check(client.post("/v1/scripts/render", json=bad, headers=h), 422)
+    assert body["errors"][0]["field"] == "body.customer.age"
+    rec = demo_records(1)[0]
+    body = check(client.post("/v1/scripts/render", json={"customer": rec, "profile_id": "P-ZZ"},
+                             headers=h), 422)  # fmt: skip
+    assert body["errors"][0]["field"] == "body.profile_id"
+
+
+def test_outcome_errors_and_nothing_written(client: TestClient, keys: dict[str, str]) -> None:
+    h = {**auth(keys["dialler"]), "Idempotency-Key": "k1"}
+    check(client.post("/v1/calls/K-x/outcome", json={"status": "connected"},
+                      headers=auth(keys["dialler"])), 400, "idempotency_key_missing")  # fmt: skip
+    check(client.post("/v1/calls/K-x/outcome", json={"status": "connected"}, headers=h), 404)
+    check(client.post("/v1/calls/K-x/outcome", json={"status": "maybe"}, headers=h), 422)
+
+
+def test_customer_rows_rejected_change_nothing(client: TestClient, keys: dict[str, str]) -> None:
+    h = auth(keys["admin"])
+    good, bad = demo_records(2)
+    bad = {**bad, "age": "not a number"}
+    r = client.post("/v1/customers", json=[good, bad], headers=h)
+    assert r.status_code == 200
+    assert r.json()["accepted"] == 1
+    assert r.json()["rejected"] == [{"row": 2, "field": "age", "error": "expected a number, got "
+                                     "'not a number'"}]  # fmt: skip
+    q = auth(keys["qa"])
+    assert client.get(f"/v1/customers/{good['customer_id']}", headers=q).status_code == 200
+    check(client.get(f"/v1/customers/{bad['customer_id']}", headers=q), 404)
+
+
+def test_import_csv_and_parquet(client: TestClient, keys: dict[str, str], tmp_path: Any) -> None:
+    import pandas as pd
+
+    h = auth(keys["admin"])
+    frame = pd.DataFrame(demo_records(4))
+    frame.loc[3, "balance"] = "lots"
+    csv_bytes = frame.to_csv(index=False).encode()
+    r = client.post("/v1/customers/import", files={"file": ("c.csv", csv_bytes)}, headers=h)
+    assert r.status_code == 200 and r.json()["accepted"] == 3
+    assert [e["field"] for e in r.json()["rejected"]] == ["balance"]
+    path = tmp_path / "c.parquet"
+    frame.drop(index=3).to_parquet(path)
+    r = client.post("/v1/customers/import", files={"file": ("c.parquet", path.read_bytes())},
+                    headers=h)  # fmt: skip
+    assert r.status_code == 200 and r.json()["accepted"] == 3
+    check(client.post("/v1/customers/import", files={"file": ("c.exe", b"MZ")}, headers=h), 415)
+    check(client.post("/v1/customers/import", files={"file": ("c.parquet", b"nope")}, headers=h),
+          422, "bad_data")  # fmt: skip
+
+
+def test_a_crash_is_a_generic_500(client: TestClient, keys: dict[str, str]) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    real = services.toolkit.engine
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("secret internals /etc/passwd")
+
+    services.toolkit.engine = Broken()
+    try:
+        r = client.post("/v1/score", json={"customers": demo_records(1)},
+                        headers=auth(keys["qa"]))  # fmt: skip
+    finally:
+        services.toolkit.engine = real
+    body = check(r, 500, "internal_error")
+    assert "secret" not in r.text and "passwd" not in body["message"]
