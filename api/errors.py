@@ -20,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError as SQLDataError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scripts_engine.db.errors import Busy, Conflict, NotFound
@@ -163,6 +165,16 @@ def install(app: FastAPI) -> None:
         status, code = _engine_status(exc)
         headers = {"Retry-After": "1"} if status == 503 else None
         return error_response(request, status, str(exc), code=code, headers=headers)
+
+    @app.exception_handler(SQLDataError)
+    async def _sql_data(request: Request, exc: SQLDataError) -> JSONResponse:
+        # a value the database cannot store (a NUL character, say): the transaction rolled back
+        return error_response(request, 422, "a value cannot be stored (invalid characters?)",
+                              code="invalid_value")  # fmt: skip
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        return error_response(request, 409, "the request conflicts with stored data")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter
 
 from api.deps import Author, Now, ServicesDep
@@ -41,7 +42,7 @@ def score(body: ScoreRequest, _: Author, services: ServicesDep) -> dict[str, Any
         if flag:
             rejected.append({"row": int(batch.rows[i]), "field": "profiling_opt_out",
                              "error": OPT_OUT})  # fmt: skip
-    keep = batch.take([i for i, f in enumerate(opt) if not f])
+    keep = batch.take(np.array([i for i, f in enumerate(opt) if not f], dtype=np.int64))
     results = []
     if len(keep):
         scored = engine.score(keep)

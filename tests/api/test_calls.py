@@ -1,0 +1,117 @@
+"""Leases, the gate at claim time over HTTP, the audit record, and personal data in logs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.observability import JsonFormatter, mask
+from tests.api.conftest import Clock, auth, demo_records
+from tests.api.server import build_now
+
+
+def setup_campaign(client: TestClient, keys: dict[str, str], n: int, **opts: Any) -> str:
+    admin = auth(keys["admin"])
+    recs = [r for r in demo_records(n + 5) if r.get("consent") == "true"][:n]
+    assert client.post("/v1/customers", json=recs, headers=admin).json()["accepted"] == n
+    r = client.post("/v1/campaigns", json={"name": "c", "min_hits": 0, **opts}, headers=admin)
+    build_now(client.app)  # type: ignore[arg-type]
+    return str(r.json()["id"])
+
+
+def claim(client: TestClient, key: str, cid: str, **body: Any) -> list[dict[str, Any]]:
+    r = client.post(f"/v1/campaigns/{cid}/calls/claim", json=body, headers=auth(key))
+    assert r.status_code == 200, r.text
+    return list(r.json()["calls"])
+
+
+def test_expired_lease_returns_the_call(client: TestClient, keys: dict[str, str], clock: Clock):
+    other = client.post("/v1/keys", json={"role": "dialler"}, headers=auth(keys["admin"]))
+    d2 = other.json()["key"]
+    cid = setup_campaign(client, keys, 1)
+    (call,) = claim(client, keys["dialler"], cid, lease_seconds=60)
+    assert claim(client, d2, cid) == []  # leased
+    clock.advance(seconds=61)
+    assert claim(client, d2, cid) == []  # back in the pool, but today's attempt was made
+    clock.advance(days=1)
+    (again,) = claim(client, d2, cid)
+    assert again["id"] == call["id"]
+    late = client.post(f"/v1/calls/{call['id']}/outcome", json={"status": "busy"},
+                       headers={**auth(keys["dialler"]), "Idempotency-Key": "late"})  # fmt: skip
+    assert late.status_code == 409 and late.json()["code"] == "call_not_leased"
+
+
+def test_outside_the_window_nothing_is_handed_out(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    cid = setup_campaign(client, keys, 2)
+    clock.advance(hours=12)  # 22:00 in Shanghai
+    r = client.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 5},
+                    headers=auth(keys["dialler"]))  # fmt: skip
+    assert r.json()["calls"] == [] and r.json()["next_due"].startswith("2026-05-13T01:00")
+    clock.advance(hours=11)  # 09:00 next day
+    calls = claim(client, keys["dialler"], cid, limit=5)
+    assert len(calls) == 2
+    assert all(c["window"]["not_after"] <= c["lease_until"] for c in calls)
+
+
+def test_opt_out_blocks_the_next_claim_in_every_campaign(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    cid = setup_campaign(client, keys, 1)
+    r = client.post("/v1/campaigns", json={"name": "b", "min_hits": 0},
+                    headers=auth(keys["admin"]))  # fmt: skip
+    build_now(client.app)  # type: ignore[arg-type]
+    (call,) = claim(client, keys["dialler"], cid)
+    h = {**auth(keys["dialler"]), "Idempotency-Key": "o1"}
+    body = {"status": "connected", "opt_out": True}
+    assert client.post(f"/v1/calls/{call['id']}/outcome", json=body, headers=h).status_code == 201
+    clock.advance(days=3)
+    assert claim(client, keys["dialler"], r.json()["id"]) == []
+    rec = client.get(f"/v1/campaigns/{r.json()['id']}", headers=auth(keys["qa"])).json()
+    assert rec["calls"] == {"blocked": 1}
+
+
+def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("scripts_engine")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    real = services.toolkit.engine
+
+    class Leaky:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("customer 13812345678, id 110101199003071234, card 6222021234567890")
+
+    try:
+        cid = setup_campaign(client, keys, 3)
+        calls = claim(client, keys["dialler"], cid, limit=3)
+        assert calls and calls[0]["phone"]  # the dialler gets the number, the log does not
+        services.toolkit.engine = Leaky()
+        client.post("/v1/score", json={"customers": demo_records(1)}, headers=auth(keys["qa"]))
+    finally:
+        services.toolkit.engine = real
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    text = stream.getvalue()
+    assert '"route": "/v1/campaigns/{campaign_id}/calls/claim"' in text
+    assert "13812345678" not in text and "138****5678" in text
+    assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", text)
+    assert not re.search(r"(?<!\d)\d{17}[\dXx](?!\d)", text)
+    assert not re.search(r"(?<!\d)\d{16,19}(?!\d)", text)
+
+
+def test_mask() -> None:
+    assert mask("call 13812345678 now") == "call 138****5678 now"
+    assert mask("+86 13812345678") == "+86 138****5678"
+    assert mask("id 11010119900307123X") == "id 1****************X"
+    assert mask("card 6222021234567890") == "card 622202******7890"
+    assert mask("order 20260512") == "order 20260512"
