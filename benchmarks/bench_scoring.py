@@ -41,8 +41,7 @@ from scripts_engine import propensity as prop  # noqa: E402
 from scripts_engine.features import Batch, load_customers  # noqa: E402
 from scripts_engine.grid import Grid, load_grid  # noqa: E402
 from scripts_engine.profiles import ProfileCatalog  # noqa: E402
-from scripts_engine.scoring import CHUNK, Engine  # noqa: E402
-from scripts_engine.tags import RuleTags  # noqa: E402
+from scripts_engine.scoring import Engine  # noqa: E402
 
 
 def best_of(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
@@ -64,22 +63,9 @@ def draw(batch: Batch, n: int, seed: int = 0) -> Batch:
 # --- 1. rule tags + selection --------------------------------------------------------------
 
 
-def engine_rules(
-    engine: Engine, rules: RuleTags, batch: Batch, prop_scores: np.ndarray
-) -> np.ndarray:
-    """The engine's own path: rule tags into the score matrix, then selection, chunked."""
-    out = np.empty(len(batch), dtype=np.int16)
-    j_prop = engine.model_tags[0]
-    for s in range(0, len(batch), CHUNK):
-        part = batch.take(slice(s, s + CHUNK))
-        n = len(part)
-        scores = np.zeros((n, 8), dtype=np.float32)
-        missing = np.zeros((n, 8), dtype=np.bool_)
-        rules.score_into(part, scores, missing)
-        scores[:, j_prop] = prop_scores[s : s + n]
-        hits = scores >= engine.thresholds
-        out[s : s + n] = engine.profiles.assign(scores, hits, engine.policy).profile_index
-    return out
+def engine_rules(engine: Engine, batch: Batch, prop_scores: np.ndarray) -> np.ndarray:
+    """The engine's own path: rule tags and selection, with the propensity column given."""
+    return engine.score(batch, model_scores={"propensity": prop_scores}).assignment.profile_index
 
 
 def sql_for(grid: Grid) -> str:
@@ -267,7 +253,6 @@ def main() -> None:
     with threadpool_limits(1):
         model = prop.train(grid, real, cv_folds=0)
     engine = Engine(grid, model)
-    rules = RuleTags(grid)
     batch = draw(real, args.rows)
     n = len(batch)
     results: dict[str, float] = {"rows": n}
@@ -275,8 +260,8 @@ def main() -> None:
     with threadpool_limits(1):
         # the propensity column is an input of selection; give every contender the same one
         prop_scores = engine.score_tags(batch).scores[:, engine.model_tags[0]].copy()
-        ours = engine_rules(engine, rules, batch, prop_scores)
-        t_ours = best_of(lambda: engine_rules(engine, rules, batch, prop_scores))
+        ours = engine_rules(engine, batch, prop_scores)
+        t_ours = best_of(lambda: engine_rules(engine, batch, prop_scores))
         frame = frame_of(batch, prop_scores)
         t_duck, duck_sum = duckdb_rules(grid, frame, engine.profiles)
         assert duck_sum == int(ours.astype(np.int64).sum()), "DuckDB picked different profiles"

@@ -34,6 +34,9 @@ if njit is not None:
     @njit(cache=True, nogil=True)
     def _walk(
         X: np.ndarray,
+        col_map: np.ndarray,
+        recode: np.ndarray,
+        lut: np.ndarray,
         roots: np.ndarray,
         feature: np.ndarray,
         threshold: np.ndarray,
@@ -51,12 +54,21 @@ if njit is not None:
         out: np.ndarray,
     ) -> None:
         n = X.shape[0]
+        n_features = col_map.shape[0]
+        row = np.empty(n_features, dtype=np.float64)
         for i in range(n):
+            # the row as the trees saw it when fitted: columns re-ordered, categories re-coded
+            for f in range(n_features):
+                v = X[i, col_map[f]]
+                if recode[f] and not np.isnan(v):
+                    c = np.int64(v)
+                    v = lut[f, c] if 0 <= c < lut.shape[1] and c == v else np.nan
+                row[f] = v
             total = baseline
             for t in range(roots.shape[0]):
                 node = roots[t]
                 while not is_leaf[node]:
-                    v = X[i, feature[node]]
+                    v = row[feature[node]]
                     if np.isnan(v):
                         go_left = missing_left[node]
                     elif is_cat[node]:
@@ -97,18 +109,21 @@ class CompiledForest:
     known_bitsets: npt.NDArray[np.uint32]
     known_row: npt.NDArray[np.int64]
     baseline: float
-    preprocessor: Any = None
+    col_map: npt.NDArray[np.int64]
+    recode: npt.NDArray[np.bool_]
+    lut: npt.NDArray[np.float64]
 
     def predict_proba1(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Probability of the positive class for each row of ``X`` (float64, NaN = missing)."""
         if njit is None:  # pragma: no cover
             raise RuntimeError("numba is not available")
-        if self.preprocessor is not None:  # categories re-encoded and moved first, as when fitted
-            X = self.preprocessor.transform(X)
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty(X.shape[0], dtype=np.float64)
         _walk(
             X,
+            self.col_map,
+            self.recode,
+            self.lut,
             self.roots,
             self.feature,
             self.threshold,
@@ -171,8 +186,42 @@ def _flatten(model: Any) -> CompiledForest:
         known_bitsets=np.ascontiguousarray(np.asarray(known, dtype=np.uint32).reshape(-1, 8)),
         known_row=np.asarray(f_idx_map, dtype=np.int64),
         baseline=float(np.asarray(model._baseline_prediction).ravel()[0]),
-        preprocessor=getattr(model, "_preprocessor", None),
+        **_input_mapping(model),
     )
+
+
+def _input_mapping(model: Any) -> dict[str, np.ndarray]:
+    """How the fitted trees' columns come from the input columns.
+
+    With categorical features, scikit-learn puts an ordinal encoder in front of the trees
+    (categories first, each re-coded to 0..k-1 in sorted order, unseen ones missing).
+    """
+    pre = getattr(model, "_preprocessor", None)
+    n_in = int(model.n_features_in_)
+    if pre is None:
+        return {
+            "col_map": np.arange(n_in, dtype=np.int64),
+            "recode": np.zeros(n_in, dtype=np.bool_),
+            "lut": np.full((n_in, 1), np.nan),
+        }
+    columns = {name: np.asarray(cols) for name, _, cols in pre.transformers_}
+    cat_cols = np.flatnonzero(columns["encoder"])
+    num_cols = np.flatnonzero(columns["numerical"])
+    encoder = pre.named_transformers_["encoder"]
+    if not (np.isnan(encoder.unknown_value) and np.isnan(encoder.encoded_missing_value)):
+        raise ValueError("unexpected ordinal encoder settings")
+    col_map = np.concatenate([cat_cols, num_cols]).astype(np.int64)
+    recode = np.zeros(len(col_map), dtype=np.bool_)
+    recode[: len(cat_cols)] = True
+    lut = np.full((len(col_map), 256), np.nan)
+    for k, cats in enumerate(encoder.categories_):
+        for code, raw in enumerate(np.asarray(cats, dtype=np.float64)):
+            if np.isnan(raw):
+                continue
+            if raw != int(raw) or not 0 <= raw < 256:
+                raise ValueError("category codes must be integers in 0..255")
+            lut[k, int(raw)] = code
+    return {"col_map": col_map, "recode": recode, "lut": lut}
 
 
 def compile_forest(model: Any, X_check: npt.NDArray[np.float64]) -> CompiledForest | None:

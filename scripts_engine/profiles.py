@@ -61,11 +61,19 @@ class TopScoringHits:
     def choose(
         self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
     ) -> npt.NDArray[np.bool_]:
-        n_tags = scores.shape[1]
-        # hit keys in [2, 3], miss keys in [0, 1): score / threshold is in [0, 1) for a miss.
-        # Tag-major (T, N) contiguous rows keep the pairwise comparisons vectorised and fast.
-        key = np.where(hits, 2.0 + scores, scores / self.thresholds).astype(np.float32)
-        key_t = np.ascontiguousarray(key.T)
+        chosen: npt.NDArray[np.bool_] = self.choose_t(
+            np.ascontiguousarray(scores.T), np.ascontiguousarray(hits.T), k
+        ).T
+        return chosen
+
+    def choose_t(
+        self, scores_t: npt.NDArray[np.float32], hits_t: npt.NDArray[np.bool_], k: int
+    ) -> npt.NDArray[np.bool_]:
+        """:meth:`choose` on tag-major (T, N) arrays, the layout the engine scores in."""
+        n_tags = scores_t.shape[0]
+        thr = self.thresholds[:, None]
+        # hit keys in [2, 3], miss keys in [0, 1): score / threshold is in [0, 1) for a miss
+        key_t = np.where(hits_t, scores_t + np.float32(2.0), scores_t / thr).astype(np.float32)
         # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins. Each pair
         # (i < j) is compared once: i beats j when key_i >= key_j, otherwise j beats i. So
         # rank[i] starts at the number of later tags and loses one for each it beats.
@@ -77,8 +85,8 @@ class TopScoringHits:
                 i_wins = np.greater_equal(key_t[i], key_t[j]).view(np.uint8)
                 rank[j] += i_wins
                 rank[i] -= i_wins
-        chosen: npt.NDArray[np.bool_] = np.less(rank, k).T
-        return chosen
+        chosen_t: npt.NDArray[np.bool_] = np.less(rank, k)
+        return chosen_t
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,18 @@ class ProfileCatalog:
             raise PersonaNotFound(
                 f"no persona profile '{profile_id}'; ids look like {self.profiles[0].id}"
             ) from None
+
+    def from_chosen_t(self, chosen_t: npt.NDArray[np.bool_]) -> npt.NDArray[np.int16]:
+        """Profile index of each column of a tag-major (T, N) chosen-tags mask."""
+        mask = np.zeros(chosen_t.shape[1], dtype=np.int64)
+        for j in range(chosen_t.shape[0]):
+            mask |= chosen_t[j].astype(np.int64) << j
+        out = self._lut[mask]
+        if (out < 0).any():
+            raise ValueError(
+                "a selection policy chose a number of tags other than the profile size"
+            )
+        return out
 
     def from_chosen(self, chosen: npt.NDArray[np.bool_]) -> npt.NDArray[np.int16]:
         """Profile index of each row of an (N, T) chosen-tags mask."""

@@ -7,6 +7,7 @@ the arrays stay in the CPU cache; every step inside a chunk is a numpy operation
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,65 +80,97 @@ class Engine:
         grid = load_grid(settings.personas_dir / "grid.yaml")
         return cls(grid, prop.load(model_path or settings.resolved_model_path, grid))
 
-    def score_tags(self, batch: Batch) -> TagScores:
-        """Tag scores, hits and inference flags for a whole batch (chunked)."""
-        n, t = len(batch), len(self.grid.tags)
-        scores = np.zeros((n, t), dtype=np.float32)
-        missing = np.zeros((n, t), dtype=np.bool_)
-        for start in range(0, n, CHUNK):
-            part = batch.take(slice(start, start + CHUNK)) if n > CHUNK else batch
-            s, m = self._score_chunk(part)
-            scores[start : start + len(part)] = s
-            missing[start : start + len(part)] = m
-        return TagScores(scores=scores, hits=scores >= self.thresholds, inferred=missing)
+    def score_tags(
+        self, batch: Batch, *, model_scores: Mapping[str, np.ndarray] | None = None
+    ) -> TagScores:
+        """Tag scores, hits and inference flags for a whole batch (no profiles)."""
+        return self._run(batch, model_scores, select=False)[0]
 
-    def score(self, batch: Batch) -> ScoreResult:
-        """Tags and profiles for a batch."""
-        tags = self.score_tags(batch)
-        assignment = self.assign(tags)
+    def score(
+        self, batch: Batch, *, model_scores: Mapping[str, np.ndarray] | None = None
+    ) -> ScoreResult:
+        """Tags and profiles for a batch.
+
+        Args:
+            batch: validated customers.
+            model_scores: scores of model tags computed elsewhere (tag name to an array of
+                one score per customer), used instead of the fitted model's.
+        """
+        tags, assignment = self._run(batch, model_scores, select=True)
+        assert assignment is not None
         return ScoreResult(engine=self, batch=batch, tags=tags, assignment=assignment)
 
     def assign(self, tags: TagScores) -> Assignment:
-        parts = [
-            self.profiles.assign(tags.scores[s : s + CHUNK], tags.hits[s : s + CHUNK], self.policy)
-            for s in range(0, max(len(tags.scores), 1), CHUNK)
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        return Assignment(
-            profile_index=np.concatenate([p.profile_index for p in parts]),
-            chosen=np.concatenate([p.chosen for p in parts]),
-            substituted=np.concatenate([p.substituted for p in parts]),
-            policy=self.policy.name,
-        )
+        """Profiles for scores computed elsewhere (N, T)."""
+        return self.profiles.assign(tags.scores, tags.hits, self.policy)
 
-    def _score_chunk(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    def _run(
+        self, batch: Batch, model_scores: Mapping[str, np.ndarray] | None, *, select: bool
+    ) -> tuple[TagScores, Assignment | None]:
         n, t = len(batch), len(self.grid.tags)
-        scores = np.zeros((n, t), dtype=np.float32)
-        missing = np.zeros((n, t), dtype=np.bool_)
-        self.rules.score_into(batch, scores, missing)
-        if self.model_tags and self.model is None:
-            raise ScorerNotFitted(
-                "the propensity tag needs a fitted model; run `scripts-engine train`"
-            )
+        scores = np.empty((n, t), dtype=np.float32)
+        missing = np.empty((n, t), dtype=np.bool_)
+        hits = np.empty((n, t), dtype=np.bool_)
+        chosen = np.empty((n, t), dtype=np.bool_) if select else None
+        index = np.empty(n, dtype=np.int16) if select else None
+        thr = self.thresholds[:, None]
+        choose_t = getattr(self.policy, "choose_t", None)
+        k = self.profiles.k
+        for start in range(0, n, CHUNK):
+            part = batch.take(slice(start, start + CHUNK)) if n > CHUNK else batch
+            stop = start + len(part)
+            given = {name: v[start:stop] for name, v in (model_scores or {}).items()}
+            s_t, m_t = self._score_chunk(part, given)
+            h_t = s_t >= thr
+            scores[start:stop] = s_t.T
+            missing[start:stop] = m_t.T
+            hits[start:stop] = h_t.T
+            if chosen is not None and index is not None:
+                if choose_t is not None:
+                    c_t = choose_t(s_t, h_t, k)
+                else:
+                    c_t = np.ascontiguousarray(self.policy.choose(s_t.T, h_t.T, k).T)
+                chosen[start:stop] = c_t.T
+                index[start:stop] = self.profiles.from_chosen_t(c_t)
+        tags = TagScores(scores=scores, hits=hits, inferred=missing)
+        if chosen is None or index is None:
+            return tags, None
+        assignment = Assignment(
+            profile_index=index, chosen=chosen, substituted=chosen & ~hits, policy=self.policy.name
+        )
+        return tags, assignment
+
+    def _score_chunk(
+        self, batch: Batch, given: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tag-major (T, n) scores and missing-input flags of one chunk."""
+        n, t = len(batch), len(self.grid.tags)
+        scores_t = np.zeros((t, n), dtype=np.float32)
+        missing_t = np.zeros((t, n), dtype=np.bool_)
+        self.rules.score_into(batch, scores_t, missing_t)
         model = self.model
-        if model is None:
-            return scores, missing
         for j in self.model_tags:
             name = self.grid.tag_names[j]
-            feats = model.features[name]
-            X = prop.design_matrix(batch, feats)
-            scores[:, j] = model.propensity[name].predict_proba(X)[:, 1]
+            if name in given:
+                scores_t[j] = given[name]
+                continue
+            if model is None:
+                raise ScorerNotFitted(
+                    f"the {name} tag needs a fitted model; run `scripts-engine train`"
+                )
+            X = prop.design_matrix(batch, model.features[name])
+            scores_t[j] = model.propensity[name].predict_proba(X)[:, 1]
             # the boosted trees route missing values down learned branches: inferred, and said so
-            missing[:, j] = np.isnan(X).any(axis=1)
+            missing_t[j] = np.isnan(X).any(axis=1)
+        if model is None:
+            return scores_t, missing_t
         for j in self.rules.index:
-            rows = np.flatnonzero(missing[:, j])
+            rows = np.flatnonzero(missing_t[j])
             if rows.size:
-                name = self.grid.tag_names[j]
-                inf = model.inference[name]
+                inf = model.inference[self.grid.tag_names[j]]
                 X = prop.design_matrix(batch.take(rows), inf.features)
-                scores[rows, j] = np.clip(inf.estimator.predict(X), 0.0, 1.0)
-        return scores, missing
+                scores_t[j, rows] = np.clip(inf.estimator.predict(X), 0.0, 1.0)
+        return scores_t, missing_t
 
     # --- explanations -------------------------------------------------------------------
 
@@ -172,7 +205,9 @@ class Engine:
 
         chosen = [names.index(t) for t in profile.tags]
         chosen.sort(key=lambda j: (-int(hits[j]), -float(scores[j]), j))
-        hit_order = sorted((int(j) for j in np.flatnonzero(hits)), key=lambda j: (-float(scores[j]), j))
+        hit_order = sorted(
+            (int(j) for j in np.flatnonzero(hits)), key=lambda j: (-float(scores[j]), j)
+        )
         matched_zh = "、".join(fmt(j, True) for j in hit_order)
         matched_en = ", ".join(fmt(j, False) for j in hit_order)
         reason_zh = f"命中{len(hit_names)}/{len(names)}个标签" + (

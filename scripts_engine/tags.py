@@ -88,7 +88,7 @@ def _compile_rule(grid: Grid, rule: Rule) -> Callable[[Batch], Mask]:
     combine = np.logical_and if rule.all_ is not None else np.logical_or
 
     def match(b: Batch) -> Mask:
-        out = conds[0](b).copy()
+        out = conds[0](b)  # every condition returns a fresh array: safe to update in place
         for c in conds[1:]:
             combine(out, c(b), out=out)
         return out
@@ -114,12 +114,15 @@ def compile_rule_tag(grid: Grid, tag: TagSpec) -> Callable[[Batch], Scores]:
 
         return ramp
     if tag.kind == "qualitative":
-        rules = [(np.float32(r.score), _compile_rule(grid, r)) for r in tag.rules or ()]
+        # lowest score first: a later (higher) matching rule overwrites, so each row ends with
+        # the highest score among the rules it matches
+        ordered = sorted(tag.rules or (), key=lambda r: r.score)
+        rules = [(np.float32(r.score), _compile_rule(grid, r)) for r in ordered]
 
         def best_rule(b: Batch) -> Scores:
             out = np.zeros(len(b), dtype=np.float32)
             for score, match in rules:
-                np.maximum(out, np.where(match(b), score, np.float32(0)), out=out)
+                np.copyto(out, score, where=match(b))
             return out
 
         return best_rule
@@ -136,17 +139,17 @@ class RuleTags:
         self._fns = [compile_rule_tag(grid, grid.tags[n]) for n in self.names]
         self._inputs = [grid.tags[n].input_fields for n in self.names]
 
-    def score_into(self, batch: Batch, scores: Scores, missing: Mask) -> None:
-        """Fill the rule tags' columns of ``scores`` and of the missing-input mask."""
+    def score_into(self, batch: Batch, scores_t: Scores, missing_t: Mask) -> None:
+        """Fill the rule tags' rows of tag-major (T, N) ``scores_t`` and missing-input mask."""
         miss_cache: dict[str, Mask] = {}
         for j, fn, inputs in zip(self.index, self._fns, self._inputs, strict=True):
-            scores[:, j] = fn(batch)
-            m = np.zeros(len(batch), dtype=np.bool_)
+            scores_t[j] = fn(batch)
+            m = missing_t[j]
+            m[:] = False
             for f in inputs:
                 if f not in miss_cache:
                     miss_cache[f] = batch.missing(f)
                 m |= miss_cache[f]
-            missing[:, j] = m
             # a ramp over NaN gives NaN: leave 0 until inference fills it in
             if m.any():
-                scores[m, j] = 0.0
+                scores_t[j, m] = 0.0
