@@ -238,9 +238,14 @@ def evaluate(
     if len(loaded.batch) == 0:
         raise DataError(f"{file}: no usable rows to evaluate")
     if cv_folds:
-        result, y = cross_validated(
-            grid, loaded.batch, folds=cv_folds, random_state=settings.random_state
-        )
+        with tqdm(total=cv_folds, desc="cross-validate", unit="fold", file=sys.stderr) as bar:
+            result, y = cross_validated(
+                grid,
+                loaded.batch,
+                folds=cv_folds,
+                random_state=settings.random_state,
+                on_fold=bar.update,
+            )
     else:
         engine = load_engine(settings, model_path)
         result = engine.score(loaded.batch)

@@ -7,6 +7,7 @@ rate rise with every extra tag hit?
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,12 @@ def _rate(y: np.ndarray, sel: np.ndarray) -> float:
 
 
 def cross_validated(
-    grid: Grid, batch: Batch, *, folds: int = 5, random_state: int = 0
+    grid: Grid,
+    batch: Batch,
+    *,
+    folds: int = 5,
+    random_state: int = 0,
+    on_fold: Callable[[], None] | None = None,
 ) -> tuple[ScoreResult, npt.NDArray[np.int8]]:
     """Score every customer with models fitted on the *other* folds (out-of-fold).
 
@@ -96,6 +102,8 @@ def cross_validated(
         part = Engine(grid, model).score_tags(batch.take(test_idx))
         scores[test_idx] = part.scores
         inferred[test_idx] = part.inferred
+        if on_fold is not None:
+            on_fold()
     engine = Engine(grid)
     tags = TagScores(scores=scores, hits=scores >= engine.thresholds, inferred=inferred)
     result = ScoreResult(engine=engine, batch=batch, tags=tags, assignment=engine.assign(tags))
