@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scripts_engine import audio
+from scripts_engine._files import atomic_write
 from scripts_engine.audio import AudioFormat, get_format
 from scripts_engine.config import Settings
 from scripts_engine.errors import SynthesisError
@@ -42,32 +41,6 @@ from scripts_engine.voice import VoiceCatalog, VoiceProfile
 
 #: Silence between segments of one prompt.
 PAUSE_MS = 250
-
-
-def atomic_write(path: Path, chunks: bytes | Iterable[bytes]) -> None:
-    """Write ``path`` all-or-nothing: temp file in the same folder, fsync, rename, fsync folder.
-
-    Raises:
-        OSError: the write failed (the temporary file is removed; ``path`` is untouched).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the dialler runs as another user
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 @dataclass(frozen=True)

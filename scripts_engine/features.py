@@ -201,15 +201,18 @@ def _read(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         yield from _read_records(source, chunk_rows)
 
 
-def _read_records(records: Iterable[Mapping[str, Any]], chunk_rows: int) -> Iterator[Chunk]:
+def _chunked(
+    items: Iterable[tuple[int, Mapping[str, Any] | RowError]], chunk_rows: int
+) -> Iterator[Chunk]:
+    """Group (row number, record or the row's error) pairs into chunks."""
     buf: list[Mapping[str, Any]] = []
     rows: list[int] = []
     errors: list[RowError] = []
-    for n, rec in enumerate(records, start=1):
-        if not isinstance(rec, Mapping):
-            errors.append(RowError(n, "(record)", f"expected an object, got {type(rec).__name__}"))
+    for n, item in items:
+        if isinstance(item, RowError):
+            errors.append(item)
             continue
-        buf.append(rec)
+        buf.append(item)
         rows.append(n)
         if len(buf) >= chunk_rows:
             yield pd.DataFrame.from_records(buf), np.array(rows, dtype=np.int64), errors
@@ -217,55 +220,40 @@ def _read_records(records: Iterable[Mapping[str, Any]], chunk_rows: int) -> Iter
     if buf or errors:
         frame = pd.DataFrame.from_records(buf) if buf else pd.DataFrame()
         yield frame, np.array(rows, dtype=np.int64), errors
+
+
+def _read_records(records: Iterable[Mapping[str, Any]], chunk_rows: int) -> Iterator[Chunk]:
+    def items() -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+        for n, rec in enumerate(records, start=1):
+            if isinstance(rec, Mapping):
+                yield n, rec
+            else:
+                yield n, RowError(n, "(record)", f"expected an object, got {type(rec).__name__}")
+
+    return _chunked(items(), chunk_rows)
 
 
 def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    def records() -> Iterator[Any]:
+    def items() -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
         with path.open(encoding="utf-8-sig") as fh:
-            for line in fh:
+            for n, line in enumerate(fh, start=1):
                 text = line.strip()
                 if not text:
-                    yield _Blank
                     continue
                 try:
-                    yield json.loads(text)
+                    rec = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    yield _BadJson(exc.msg)
+                    yield n, RowError(n, "(line)", f"not valid JSON: {exc.msg}")
+                    continue
+                if isinstance(rec, dict):
+                    yield n, rec
+                else:
+                    yield (
+                        n,
+                        RowError(n, "(line)", f"expected a JSON object, got {type(rec).__name__}"),
+                    )
 
-    buf: list[Mapping[str, Any]] = []
-    rows: list[int] = []
-    errors: list[RowError] = []
-    for n, rec in enumerate(records(), start=1):
-        if rec is _Blank:
-            continue
-        if isinstance(rec, _BadJson):
-            errors.append(RowError(n, "(line)", f"not valid JSON: {rec.msg}"))
-            continue
-        if not isinstance(rec, dict):
-            errors.append(
-                RowError(n, "(line)", f"expected a JSON object, got {type(rec).__name__}")
-            )
-            continue
-        buf.append(rec)
-        rows.append(n)
-        if len(buf) >= chunk_rows:
-            yield pd.DataFrame.from_records(buf), np.array(rows, dtype=np.int64), errors
-            buf, rows, errors = [], [], []
-    if buf or errors:
-        frame = pd.DataFrame.from_records(buf) if buf else pd.DataFrame()
-        yield frame, np.array(rows, dtype=np.int64), errors
-
-
-class _BlankType:
-    pass
-
-
-_Blank = _BlankType()
-
-
-@dataclass
-class _BadJson:
-    msg: str
+    return _chunked(items(), chunk_rows)
 
 
 def _sniff_delimiter(header: str) -> str:

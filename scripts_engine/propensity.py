@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from scripts_engine._files import atomic_write
 from scripts_engine._forest import compile_forest
 from scripts_engine.errors import ModelError
 from scripts_engine.features import Batch
@@ -340,20 +339,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def manifest_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -367,8 +352,8 @@ def save(model: TrainedModel, path: Path) -> None:
     manifest["grid_digest"] = model.grid_digest
     manifest["model_file"] = path.name
     manifest["model_sha256"] = hashlib.sha256(blob).hexdigest()
-    _atomic_write(path, blob)
-    _atomic_write(manifest_path(path), json.dumps(manifest, indent=2).encode())
+    atomic_write(path, blob)
+    atomic_write(manifest_path(path), json.dumps(manifest, indent=2).encode())
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
