@@ -46,10 +46,8 @@ if njit is not None:
         is_leaf: np.ndarray,
         missing_left: np.ndarray,
         is_cat: np.ndarray,
-        bitset_row: np.ndarray,
-        left_bitsets: np.ndarray,
-        known_bitsets: np.ndarray,
-        known_row: np.ndarray,
+        cat_row: np.ndarray,
+        cat_left: np.ndarray,
         baseline: float,
         out: np.ndarray,
     ) -> None:
@@ -72,18 +70,8 @@ if njit is not None:
                     if np.isnan(v):
                         go_left = missing_left[node]
                     elif is_cat[node]:
-                        if v < 0:
-                            go_left = missing_left[node]
-                        else:
-                            c = np.int64(v)
-                            word = c >> 5
-                            bit = np.uint32(1) << np.uint32(c & 31)
-                            if c < 256 and left_bitsets[bitset_row[node], word] & bit:
-                                go_left = True
-                            elif c < 256 and known_bitsets[known_row[feature[node]], word] & bit:
-                                go_left = False
-                            else:
-                                go_left = missing_left[node]
+                        # the node's decision for every (re-coded) category, precomputed
+                        go_left = cat_left[cat_row[node], np.int64(v)]
                     else:
                         go_left = v <= threshold[node]
                     node = left[node] if go_left else right[node]
@@ -104,10 +92,8 @@ class CompiledForest:
     is_leaf: npt.NDArray[np.bool_]
     missing_left: npt.NDArray[np.bool_]
     is_cat: npt.NDArray[np.bool_]
-    bitset_row: npt.NDArray[np.int64]
-    left_bitsets: npt.NDArray[np.uint32]
-    known_bitsets: npt.NDArray[np.uint32]
-    known_row: npt.NDArray[np.int64]
+    cat_row: npt.NDArray[np.int64]
+    cat_left: npt.NDArray[np.bool_]
     baseline: float
     col_map: npt.NDArray[np.int64]
     recode: npt.NDArray[np.bool_]
@@ -133,10 +119,8 @@ class CompiledForest:
             self.is_leaf,
             self.missing_left,
             self.is_cat,
-            self.bitset_row,
-            self.left_bitsets,
-            self.known_bitsets,
-            self.known_row,
+            self.cat_row,
+            self.cat_left,
             self.baseline,
             out,
         )
@@ -179,15 +163,52 @@ def _flatten(model: Any) -> CompiledForest:
         bit_rows += raw.shape[0]
         total += len(nodes)
     left_bitsets = np.concatenate(bitsets) if bit_rows else np.zeros((1, 8), dtype=np.uint32)
+    known_bitsets = np.asarray(known, dtype=np.uint32).reshape(-1, 8)
+    flat = {k: np.concatenate(v) for k, v in parts.items()}
+    mapping = _input_mapping(model)
+    cat_row, cat_left = _category_decisions(flat, left_bitsets, known_bitsets, f_idx_map, mapping)
+    del flat["bitset_row"]
     return CompiledForest(
         roots=np.asarray(offsets, dtype=np.int64),
-        **{k: np.concatenate(v) for k, v in parts.items()},
-        left_bitsets=np.ascontiguousarray(left_bitsets, dtype=np.uint32),
-        known_bitsets=np.ascontiguousarray(np.asarray(known, dtype=np.uint32).reshape(-1, 8)),
-        known_row=np.asarray(f_idx_map, dtype=np.int64),
+        **flat,
+        cat_row=cat_row,
+        cat_left=cat_left,
         baseline=float(np.asarray(model._baseline_prediction).ravel()[0]),
-        **_input_mapping(model),
+        **mapping,
     )
+
+
+def _in_bitset(bits: np.ndarray, c: int) -> bool:
+    return bool(bits[c >> 5] & (np.uint32(1) << np.uint32(c & 31)))
+
+
+def _category_decisions(
+    flat: dict[str, np.ndarray],
+    left_bitsets: np.ndarray,
+    known_bitsets: np.ndarray,
+    f_idx_map: np.ndarray,
+    mapping: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each categorical node's direction for every category, as scikit-learn decides it:
+    in the node's left set: left; another category seen in training: right; unseen: the
+    missing-value direction."""
+    lut = mapping["lut"]
+    width = int(np.nanmax(lut)) + 1 if np.isfinite(lut).any() else 1
+    nodes = np.flatnonzero(flat["is_cat"] & ~flat["is_leaf"])
+    cat_row = np.zeros(len(flat["is_cat"]), dtype=np.int64)
+    cat_left = np.zeros((max(len(nodes), 1), width), dtype=np.bool_)
+    for r, node in enumerate(nodes):
+        cat_row[node] = r
+        left = left_bitsets[flat["bitset_row"][node]]
+        known = known_bitsets[f_idx_map[flat["feature"][node]]]
+        for c in range(width):
+            if _in_bitset(left, c):
+                cat_left[r, c] = True
+            elif _in_bitset(known, c):
+                cat_left[r, c] = False
+            else:
+                cat_left[r, c] = flat["missing_left"][node]
+    return cat_row, cat_left
 
 
 def _input_mapping(model: Any) -> dict[str, np.ndarray]:

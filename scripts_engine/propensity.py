@@ -43,7 +43,7 @@ from scripts_engine.grid import Grid
 from scripts_engine.tags import compile_rule_tag
 
 #: Bumped whenever the pickled classes change shape: older files are refused, not misread.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 class PropensityModel(ClassifierMixin, BaseEstimator):

@@ -108,10 +108,11 @@ class Engine:
         self, batch: Batch, model_scores: Mapping[str, np.ndarray] | None, *, select: bool
     ) -> tuple[TagScores, Assignment | None]:
         n, t = len(batch), len(self.grid.tags)
-        scores = np.empty((n, t), dtype=np.float32)
-        missing = np.empty((n, t), dtype=np.bool_)
-        hits = np.empty((n, t), dtype=np.bool_)
-        chosen = np.empty((n, t), dtype=np.bool_) if select else None
+        # tag-major (T, N) throughout; callers get (N, T) views of the same memory
+        scores = np.empty((t, n), dtype=np.float32)
+        missing = np.empty((t, n), dtype=np.bool_)
+        hits = np.empty((t, n), dtype=np.bool_)
+        chosen = np.empty((t, n), dtype=np.bool_) if select else None
         index = np.empty(n, dtype=np.int16) if select else None
         thr = self.thresholds[:, None]
         choose_t = getattr(self.policy, "choose_t", None)
@@ -121,22 +122,25 @@ class Engine:
             stop = start + len(part)
             given = {name: v[start:stop] for name, v in (model_scores or {}).items()}
             s_t, m_t = self._score_chunk(part, given)
-            h_t = s_t >= thr
-            scores[start:stop] = s_t.T
-            missing[start:stop] = m_t.T
-            hits[start:stop] = h_t.T
+            scores[:, start:stop] = s_t
+            missing[:, start:stop] = m_t
+            h_t = hits[:, start:stop]
+            np.greater_equal(s_t, thr, out=h_t)
             if chosen is not None and index is not None:
                 if choose_t is not None:
                     c_t = choose_t(s_t, h_t, k)
                 else:
                     c_t = np.ascontiguousarray(self.policy.choose(s_t.T, h_t.T, k).T)
-                chosen[start:stop] = c_t.T
+                chosen[:, start:stop] = c_t
                 index[start:stop] = self.profiles.from_chosen_t(c_t)
-        tags = TagScores(scores=scores, hits=hits, inferred=missing)
+        tags = TagScores(scores=scores.T, hits=hits.T, inferred=missing.T)
         if chosen is None or index is None:
             return tags, None
         assignment = Assignment(
-            profile_index=index, chosen=chosen, substituted=chosen & ~hits, policy=self.policy.name
+            profile_index=index,
+            chosen=chosen.T,
+            substituted=(chosen & ~hits).T,
+            policy=self.policy.name,
         )
         return tags, assignment
 
