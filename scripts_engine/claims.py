@@ -117,6 +117,7 @@ def _claim(
             )  # fmt: skip
             days.setdefault(call.customer_id, []).append(decision.local_day)
             not_after = min(decision.window_end, lease_until)
+            _ = call.script, call.record  # load the deferred columns the dialler gets
             claimed.append(ClaimedCall(call, decision, lease_until, not_after))
         else:
             call.lease_until = None  # leased_by stays: the last holder may still report

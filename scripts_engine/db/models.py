@@ -77,6 +77,9 @@ class Customer(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     consent: Mapped[bool] = mapped_column(Boolean, default=False)
     profiling_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: tag scores and profile from the upsert (None: opted out of profiling, or not scored)
+    scoring: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model_version: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime]
 
 
@@ -143,8 +146,9 @@ class Call(Base):
     chunk: Mapped[int] = mapped_column(Integer)
     group: Mapped[str] = mapped_column(String(8))  # model | control
     profile_id: Mapped[str | None] = mapped_column(String(16))
-    script: Mapped[dict[str, Any]]
-    record: Mapped[dict[str, Any]]
+    #: large: loaded only when used (a claim scans many rows, hands out few)
+    script: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     audio: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
     not_before: Mapped[datetime | None]

@@ -98,8 +98,16 @@ def list_api_keys(*, session: Session) -> list[ApiKey]:
 # --- customers ------------------------------------------------------------------------------
 
 
-def upsert_customers(*, session: Session, records: Sequence[dict[str, Any]], now: datetime) -> int:
-    """Insert or replace customers by ``customer_id``; returns how many were written."""
+def upsert_customers(
+    *,
+    session: Session,
+    records: Sequence[dict[str, Any]],
+    now: datetime,
+    scoring: Sequence[dict[str, Any] | None] | None = None,
+    model_version: str | None = None,
+) -> int:
+    """Insert or replace customers by ``customer_id`` (with their scores, when given);
+    returns how many were written."""
     if not records:
         return 0
     rows = [
@@ -110,9 +118,11 @@ def upsert_customers(*, session: Session, records: Sequence[dict[str, Any]], now
             "timezone": r.get("timezone"),
             "consent": bool(r.get("consent") or False),
             "profiling_opt_out": bool(r.get("profiling_opt_out") or False),
+            "scoring": scoring[i] if scoring is not None else None,
+            "model_version": model_version if scoring is not None else None,
             "updated_at": now,
         }
-        for r in records
+        for i, r in enumerate(records)
     ]
     insert = _insert(session)
     for start in range(0, len(rows), 500):
@@ -121,7 +131,15 @@ def upsert_customers(*, session: Session, records: Sequence[dict[str, Any]], now
             index_elements=[Customer.customer_id],
             set_={
                 c: stmt.excluded[c]
-                for c in ("record", "phone", "timezone", "consent", "profiling_opt_out")
+                for c in (
+                    "record",
+                    "phone",
+                    "timezone",
+                    "consent",
+                    "profiling_opt_out",
+                    "scoring",
+                    "model_version",
+                )  # fmt: skip
             }
             | {"updated_at": stmt.excluded.updated_at},
         )

@@ -11,9 +11,11 @@ PostgreSQL both are the same engine; row locks (``FOR UPDATE``) order concurrent
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +75,9 @@ class Database:
     read_engine: Engine
     write: sessionmaker[Session]
     read: sessionmaker[Session]
+    #: SQLite: writers of this process queue here, not in SQLite's busy handler (which sleeps
+    #: in steps of up to 100 ms); other processes still wait on the busy timeout
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,8 +132,9 @@ def write_transaction(db: Database, fn: Callable[[Session], T], *, retries: int 
     """
     for attempt in range(retries + 1):
         try:
-            with db.write() as session, session.begin():
-                return fn(session)
+            with db.write_lock if db.is_sqlite else nullcontext(), db.write() as session:
+                with session.begin():
+                    return fn(session)
         except OperationalError as exc:
             if not _retryable(exc):
                 raise

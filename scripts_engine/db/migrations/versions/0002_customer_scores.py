@@ -1,0 +1,28 @@
+"""customer scores
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23 14:09:01.501348
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("scoring", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("model_version", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_column("model_version")
+        batch_op.drop_column("scoring")
