@@ -49,14 +49,48 @@ class TopScoringHits:
     """Default policy: the ``k`` highest-scoring hits; short of hits, the nearest misses.
 
     A hit ranks above every miss; hits rank by score, misses by how close they come to their
-    threshold (score as a share of the threshold, so tags with different thresholds compare). Ties go to the tag earlier in the grid, so the choice is
-    a pure function of the scores.
+    threshold (score as a share of the threshold, so tags with different thresholds compare).
+    Misses equally close (typically several tags at 0) are told apart by ``affinity``: how
+    much more often each tag goes with the customer's hits than alone, a lift matrix fitted on
+    the training customers (相近标签: the similar tag, not just the next one in the file).
+    Remaining ties go to the tag earlier in the grid, so the choice is a pure function of the
+    scores.
+
+    Args:
+        thresholds: each tag's hit threshold, shape (T,).
+        affinity: optional (T, T) lift, ``affinity[j, i]`` = P(j hit | i hit) / P(j hit), and
+            its last use, the base hit rate of each tag for customers without hits.
+        base_rate: optional (T,) share of customers hitting each tag.
     """
 
     name = "top-scoring-hits"
+    #: weight of affinity in a miss's key: below any real difference in closeness
+    TIE_WEIGHT = np.float32(1e-3)
 
-    def __init__(self, thresholds: npt.ArrayLike):
+    def __init__(
+        self,
+        thresholds: npt.ArrayLike,
+        affinity: npt.ArrayLike | None = None,
+        base_rate: npt.ArrayLike | None = None,
+    ):
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self.affinity = None if affinity is None else np.asarray(affinity, dtype=np.float32)
+        self.base_rate = None if base_rate is None else np.asarray(base_rate, dtype=np.float32)
+
+    def _tie_break(self, hits_t: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32] | None:
+        """Per (tag, customer) similarity in [0, 1): mean lift to the customer's hits."""
+        if self.affinity is None or self.base_rate is None:
+            return None
+        counts = hits_t.sum(axis=0, dtype=np.float32)
+        sim = self.affinity @ hits_t.astype(np.float32)
+        np.divide(sim, np.maximum(counts, 1.0), out=sim)
+        # no hits at all: the tags most customers have are the nearest guess
+        none = counts == 0
+        if none.any():
+            sim[:, none] = self.base_rate[:, None]
+        peak = sim.max(axis=0, keepdims=True)
+        np.divide(sim, peak * np.float32(1.0001) + np.float32(1e-9), out=sim)
+        return sim
 
     def choose(
         self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
@@ -74,6 +108,9 @@ class TopScoringHits:
         thr = self.thresholds[:, None]
         # hit keys in [2, 3], miss keys in [0, 1): score / threshold is in [0, 1) for a miss
         key_t = np.where(hits_t, scores_t + np.float32(2.0), scores_t / thr).astype(np.float32)
+        tie = self._tie_break(hits_t)
+        if tie is not None:
+            key_t += np.where(hits_t, np.float32(0.0), tie * self.TIE_WEIGHT)
         # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins. Each pair
         # (i < j) is compared once: i beats j when key_i >= key_j, otherwise j beats i. So
         # rank[i] starts at the number of later tags and loses one for each it beats.

@@ -43,7 +43,7 @@ from scripts_engine.grid import Grid
 from scripts_engine.tags import compile_rule_tag
 
 #: Bumped whenever the pickled classes change shape: older files are refused, not misread.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 class PropensityModel(ClassifierMixin, BaseEstimator):
@@ -210,6 +210,9 @@ class TrainedModel:
     propensity: dict[str, PropensityModel]
     inference: dict[str, InferenceModel]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: lift between tags' hits on the training customers, (T, T), and each tag's hit rate
+    tag_affinity: np.ndarray | None = None
+    tag_base_rate: np.ndarray | None = None
 
     def check_grid(self, grid: Grid) -> None:
         """Refuse to score with a model fitted for another grid."""
@@ -302,13 +305,27 @@ def train(
         "inference_r2_in_sample": {k: round(v.r2, 4) for k, v in inference.items()},
         "versions": library_versions(),
     }
-    return TrainedModel(
+    trained = TrainedModel(
         grid_digest=model_digest(grid),
         features=features,
         propensity=propensity,
         inference=inference,
         metadata=metadata,
     )
+    trained.tag_affinity, trained.tag_base_rate = tag_affinity(grid, batch, trained)
+    return trained
+
+
+def tag_affinity(grid: Grid, batch: Batch, model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Lift between tags' hits on these customers: ``A[j, i] = P(j | i) / P(j)``, and P(j)."""
+    from scripts_engine.scoring import Engine  # scoring imports this module
+
+    hits = Engine(grid, model).score_tags(batch).hits.astype(np.float64)
+    rate = hits.mean(axis=0)
+    both = hits.T @ hits / max(len(hits), 1)  # P(j and i)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = both / np.outer(rate, rate)
+    return np.nan_to_num(lift, nan=0.0, posinf=0.0).astype(np.float32), rate.astype(np.float32)
 
 
 def target_vector(grid: Grid, batch: Batch, tag_name: str) -> npt.NDArray[np.int8]:

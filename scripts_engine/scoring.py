@@ -69,7 +69,11 @@ class Engine:
         self.grid = grid
         self.model = model
         self.profiles = ProfileCatalog(grid)
-        self.policy = policy or TopScoringHits(grid.thresholds)
+        self.policy = policy or TopScoringHits(
+            grid.thresholds,
+            affinity=getattr(model, "tag_affinity", None),
+            base_rate=getattr(model, "tag_base_rate", None),
+        )
         self.rules = RuleTags(grid)
         self.thresholds = np.asarray(grid.thresholds, dtype=np.float32)
         self.model_tags = [i for i, t in enumerate(grid.tags.values()) if t.kind == "propensity"]

@@ -73,7 +73,7 @@ def test_selection_properties(catalog: ProfileCatalog, grid: Grid, scores: np.nd
             closeness = scores[i] / thresholds
             subs = closeness[a.substituted[i]]
             rest = closeness[~hits[i] & ~a.chosen[i]]
-            assert subs.min() >= rest.max(initial=-1)
+            assert subs.min() >= rest.max(initial=-1) - TopScoringHits.TIE_WEIGHT
     # same input, same output
     again = catalog.assign(scores.copy(), hits.copy())
     assert (again.profile_index == a.profile_index).all()
@@ -103,3 +103,40 @@ def test_policy_is_replaceable(catalog: ProfileCatalog, grid: Grid) -> None:
     assert {catalog.profiles[i].id for i in a.profile_index} == {"P-DEFGH"}
     default = catalog.assign(scores, scores > 0.5, TopScoringHits(grid.thresholds))
     assert default.policy == "top-scoring-hits"
+
+
+def test_equally_close_misses_go_to_the_most_similar_tag(grid: Grid) -> None:
+    catalog = ProfileCatalog(grid)
+    t = len(grid.tags)
+    # tag 6 goes with tag 0 three times as often as chance; every other pair is independent
+    affinity = np.ones((t, t), dtype=np.float32)
+    affinity[6, 0] = affinity[0, 6] = 3.0
+    policy = TopScoringHits(grid.thresholds, affinity=affinity, base_rate=np.full(t, 0.2))
+    scores = np.zeros((1, t), dtype=np.float32)
+    scores[0, 0] = 1.0  # one hit (tag 0), every miss at 0
+    hits = scores >= np.asarray(grid.thresholds, dtype=np.float32)
+    a = catalog.assign(scores, hits, policy)
+    assert a.chosen[0, 6], "the tag most similar to the hit fills in first"
+    assert a.substituted[0].sum() == 4
+    # closeness still comes first: a miss nearer its threshold beats similarity
+    scores[0, 7] = 0.2
+    a = catalog.assign(scores, scores >= np.asarray(grid.thresholds, dtype=np.float32), policy)
+    assert a.chosen[0, 7] and a.chosen[0, 6]
+
+
+def test_trained_model_carries_tag_affinity(model) -> None:  # type: ignore[no-untyped-def]
+    assert model.tag_affinity.shape == (8, 8)
+    assert (model.tag_base_rate > 0).all() and (model.tag_base_rate < 1).all()
+    # silver and educated hardly go together in the bank's data; debt-free and silver do
+    names = [
+        "affluent",
+        "silver",
+        "educated",
+        "debt_free",
+        "warm",
+        "mobile",
+        "timing",
+        "propensity",
+    ]
+    silver, educated = names.index("silver"), names.index("educated")
+    assert model.tag_affinity[silver, educated] < 1.0
