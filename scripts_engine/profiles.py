@@ -76,21 +76,22 @@ class TopScoringHits:
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         self.affinity = None if affinity is None else np.asarray(affinity, dtype=np.float32)
         self.base_rate = None if base_rate is None else np.asarray(base_rate, dtype=np.float32)
+        self._tie_t = self._tie_table() if affinity is not None and base_rate is not None else None
 
-    def _tie_break(self, hits_t: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32] | None:
-        """Per (tag, customer) similarity in [0, 1): mean lift to the customer's hits."""
-        if self.affinity is None or self.base_rate is None:
-            return None
-        counts = hits_t.sum(axis=0, dtype=np.float32)
-        sim = self.affinity @ hits_t.astype(np.float32)
-        np.divide(sim, np.maximum(counts, 1.0), out=sim)
-        # no hits at all: the tags most customers have are the nearest guess
-        none = counts == 0
-        if none.any():
-            sim[:, none] = self.base_rate[:, None]
+    def _tie_table(self) -> npt.NDArray[np.float32]:
+        """(T, 2**T): for every set of hits, each missed tag's similarity to it, scaled into
+        [0, TIE_WEIGHT); hit tags get 0. Looked up per customer by their hit bitmask."""
+        assert self.affinity is not None and self.base_rate is not None
+        t = len(self.thresholds)
+        masks = np.arange(1 << t)
+        hits = ((masks[None, :] >> np.arange(t)[:, None]) & 1).astype(np.float32)  # (T, M)
+        counts = hits.sum(axis=0)
+        sim = self.affinity @ hits / np.maximum(counts, 1.0)
+        sim[:, counts == 0] = self.base_rate[:, None]  # no hits: the most common tags
+        sim[hits > 0] = 0.0
         peak = sim.max(axis=0, keepdims=True)
-        np.divide(sim, peak * np.float32(1.0001) + np.float32(1e-9), out=sim)
-        return sim
+        table = sim / (peak * np.float32(1.0001) + np.float32(1e-9)) * self.TIE_WEIGHT
+        return np.ascontiguousarray(table, dtype=np.float32)
 
     def choose(
         self, scores: npt.NDArray[np.float32], hits: npt.NDArray[np.bool_], k: int
@@ -108,9 +109,11 @@ class TopScoringHits:
         thr = self.thresholds[:, None]
         # hit keys in [2, 3], miss keys in [0, 1): score / threshold is in [0, 1) for a miss
         key_t = np.where(hits_t, scores_t + np.float32(2.0), scores_t / thr).astype(np.float32)
-        tie = self._tie_break(hits_t)
-        if tie is not None:
-            key_t += np.where(hits_t, np.float32(0.0), tie * self.TIE_WEIGHT)
+        if self._tie_t is not None:
+            mask = np.zeros(key_t.shape[1], dtype=np.intp)
+            for j in range(n_tags):
+                mask |= hits_t[j].astype(np.intp) << j
+            key_t += self._tie_t[:, mask]
         # rank[j] = how many tags beat tag j; on equal keys the earlier tag wins. Each pair
         # (i < j) is compared once: i beats j when key_i >= key_j, otherwise j beats i. So
         # rank[i] starts at the number of later tags and loses one for each it beats.
