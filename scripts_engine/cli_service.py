@@ -49,7 +49,14 @@ def ensure_model(settings: Settings) -> None:
         Engine.load(settings)
         return
     except ModelError as exc:
-        click.echo(f"{exc}\ntraining on the shipped UCI data (a few minutes) ...")
+        why = (
+            "no model yet"
+            if not settings.resolved_model_path.exists()
+            else f"the saved model is not usable ({exc})"
+        )
+        click.echo(
+            f"{why}: training on the shipped UCI data (under a minute on an idle machine) ..."
+        )
     train_default(settings, quiet=True)
 
 
