@@ -15,7 +15,7 @@ from tqdm import tqdm
 from scripts_engine import propensity as prop
 from scripts_engine.config import Settings, get_settings
 from scripts_engine.demo import is_demo_row
-from scripts_engine.errors import DataError, RowError
+from scripts_engine.errors import DataError, ModelError, RowError
 from scripts_engine.evaluation import cross_validated, summarise
 from scripts_engine.features import LoadResult, iter_customers, load_customers, source_format
 from scripts_engine.grid import Grid, load_grid
@@ -78,15 +78,29 @@ def train_default(
 
 
 def load_engine(settings: Settings, model_path: Path | None = None) -> Engine:
-    """The engine with the saved model; the default model is trained first if there is none."""
-    if model_path is None and not settings.resolved_model_path.exists():
+    """The engine with the saved model.
+
+    The default model (no ``model_path``) is trained first when there is none or when the
+    saved one no longer fits (another grid, an older model format); an explicit file is
+    never replaced, its problem is reported.
+    """
+    if model_path is not None:
+        return Engine.load(settings, model_path=model_path)
+    try:
+        return Engine.load(settings)
+    except ModelError as exc:
+        why = (
+            "no model yet"
+            if not settings.resolved_model_path.exists()
+            else f"the saved model is not usable ({exc})"
+        )
         click.echo(
-            f"no model at {settings.resolved_model_path}: training the default one first "
-            "(`scripts-engine train`) ...",
+            f"{why}: training the default one on the shipped UCI data "
+            "(under a minute on an idle machine) ...",
             err=True,
         )
-        train_default(settings, quiet=True)
-    return Engine.load(settings, model_path=model_path)
+    train_default(settings, quiet=True)
+    return Engine.load(settings)
 
 
 def register(group: click.Group) -> None:

@@ -41,23 +41,9 @@ def register(group: click.Group) -> None:
 
 def ensure_model(settings: Settings) -> None:
     """Train the default model if there is none, or if the saved one no longer fits."""
-    from scripts_engine.cli_core import train_default
-    from scripts_engine.errors import ModelError
-    from scripts_engine.scoring import Engine
+    from scripts_engine.cli_core import load_engine
 
-    try:
-        Engine.load(settings)
-        return
-    except ModelError as exc:
-        why = (
-            "no model yet"
-            if not settings.resolved_model_path.exists()
-            else f"the saved model is not usable ({exc})"
-        )
-        click.echo(
-            f"{why}: training on the shipped UCI data (under a minute on an idle machine) ..."
-        )
-    train_default(settings, quiet=True)
+    load_engine(settings)
 
 
 def prepare_demo(settings: Settings, db: Database) -> str | None:

@@ -133,3 +133,14 @@ def test_missing_explicit_model_says_how_to_fix(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2
     assert "run `scripts-engine train`" in res.stderr
+
+
+def test_stale_default_model_is_retrained(state: Settings, tmp_path: Path) -> None:
+    manifest_file = prop.manifest_path(state.resolved_model_path)
+    manifest = json.loads(manifest_file.read_text())
+    manifest["format"] = 1  # saved by an older scripts-engine
+    manifest_file.write_text(json.dumps(manifest))
+    res = run(state, "score", str(DEMO_CSV), "-o", str(tmp_path / "o.csv"))
+    assert res.exit_code == 0, res.output
+    assert "the saved model is not usable" in res.stderr
+    assert prop.read_manifest(state.resolved_model_path)["format"] == prop.FORMAT_VERSION
