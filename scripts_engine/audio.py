@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import butter, resample_poly, sosfiltfilt
+from scipy.signal import butter, firwin, resample_poly, sosfiltfilt
 
 from scripts_engine.errors import SynthesisError
 
@@ -115,6 +115,16 @@ def _bandpass(rate: int) -> NDArray[np.float64]:
     return butter(4, [low, high], btype="bandpass", fs=rate, output="sos")
 
 
+@lru_cache(maxsize=8)
+def _resampling_filter(up: int, down: int) -> NDArray[np.float64]:
+    """The low-pass FIR that ``resample_poly`` designs by default (Kaiser, beta 5), made once
+    per rate pair: designing it took a fifth of the conditioning time."""
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps.setflags(write=False)
+    return taps
+
+
 def condition(pcm: bytes | Int16, src_rate: int, rate: int, *, peak_dbfs: float = -1.0) -> Int16:
     """Engine PCM -> trimmed, resampled, band-limited, peak-normalised int16 at ``rate``.
 
@@ -127,7 +137,8 @@ def condition(pcm: bytes | Int16, src_rate: int, rate: int, *, peak_dbfs: float 
         raise SynthesisError("the synthesised audio is silent")
     if rate != src_rate:
         g = gcd(rate, src_rate)
-        x = resample_poly(x, rate // g, src_rate // g)
+        up, down = rate // g, src_rate // g
+        x = resample_poly(x, up, down, window=_resampling_filter(up, down))
     if rate in _BANDS and x.size > 64:  # sosfiltfilt pads with ~30 samples each side
         x = sosfiltfilt(_bandpass(rate), x)
     peak = float(np.max(np.abs(x)))

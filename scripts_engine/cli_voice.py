@@ -175,10 +175,10 @@ def synthesize_customers(
 ) -> list[Path]:
     """Render each customer's call script and synthesise it with their region's voice.
 
-    Needs the script renderer (:mod:`scripts_engine.render`) and a fitted model.
+    Trains the default model first if there is none (as ``score`` does).
 
     Raises:
-        SynthesisError: the renderer is not available, or prompts failed twice.
+        SynthesisError: prompts failed twice.
         DataError: the customers file cannot be used.
     """
     from scripts_engine.speech import SynthesisPool
@@ -223,7 +223,10 @@ def synthesize_customers(
         out_dir / "manifest.json", json.dumps(report, ensure_ascii=False, indent=1).encode()
     )
     note = f"; {len(failures)} customers not rendered (see stderr)" if failures else ""
-    click.echo(f"{len(paths)} prompts in {out_dir} ({fmt}); manifest.json lists them{note}")
+    click.echo(
+        f"{len(paths)} prompts in {out_dir} ({fmt}, {store.synthesised} new segments "
+        f"synthesised); manifest.json lists them{note}"
+    )
     return paths
 
 
@@ -232,19 +235,11 @@ def customer_scripts(
 ) -> tuple[list[tuple[str, str | None, str | None, list[str]]], list[tuple[str, str]]]:
     """Score and render every customer in a file: ``(id, province, city, segment texts)``
     per customer, plus ``(id, error)`` for each customer whose script could not be rendered.
-
-    Raises:
-        SynthesisError: the script renderer is not available.
     """
-    try:
-        from scripts_engine.render import Renderer
-    except ImportError:
-        raise SynthesisError(
-            "synth --customers needs the script renderer (scripts_engine.render); use synth TEXT"
-        ) from None
     from scripts_engine.cli_core import load_engine
     from scripts_engine.errors import ScriptsEngineError
     from scripts_engine.features import load_customers
+    from scripts_engine.render import Renderer
 
     engine = load_engine(settings)
     loaded = load_customers(customers, engine.grid)

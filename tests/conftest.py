@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,13 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory, model: prop.TrainedMod
     path = tmp_path_factory.mktemp("model") / "model.joblib"
     prop.save(model, path)
     return path
+
+
+@pytest.fixture
+def state(tmp_path: Path, saved_model: Path) -> Settings:
+    """Settings whose state folder already holds the session's fitted model."""
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.state_dir.mkdir()
+    shutil.copy(saved_model, settings.resolved_model_path)
+    shutil.copy(prop.manifest_path(saved_model), prop.manifest_path(settings.resolved_model_path))
+    return settings

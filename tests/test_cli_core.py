@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,16 +13,6 @@ from scripts_engine import propensity as prop
 from scripts_engine.cli import main
 from scripts_engine.config import Settings
 from tests.conftest import DEMO_CSV, TRAIN_CSV
-
-
-@pytest.fixture
-def state(tmp_path: Path, saved_model: Path) -> Settings:
-    """Settings whose state folder already holds the session's fitted model."""
-    settings = Settings(state_dir=tmp_path / "state")
-    settings.state_dir.mkdir()
-    shutil.copy(saved_model, settings.resolved_model_path)
-    shutil.copy(prop.manifest_path(saved_model), prop.manifest_path(settings.resolved_model_path))
-    return settings
 
 
 def run(settings: Settings, *args: str):  # type: ignore[no-untyped-def]
