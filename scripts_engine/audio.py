@@ -71,6 +71,7 @@ FORMATS: dict[str, AudioFormat] = {
         AudioFormat("alaw-wav", ".wav", 8000, "alaw", True, "audio/wav"),
         AudioFormat("ulaw-wav", ".wav", 8000, "ulaw", True, "audio/wav"),
         AudioFormat("wav16k", ".wav", 16000, "pcm16", True, "audio/wav"),
+        AudioFormat("sln16", ".sln16", 16000, "pcm16", False, "audio/L16;rate=16000"),
     )
 }
 _BANDS = {8000: (300.0, 3400.0), 16000: (100.0, 7000.0)}

@@ -89,6 +89,8 @@ def _copy_out(stored: StoredAudio, out: Path) -> Path:
     """Copy a stored prompt (and its label sidecar) to ``out``, atomically."""
     if out.is_dir():
         out = out / f"{stored.key[:16]}-{stored.format}{stored.path.suffix}"
+    elif not out.suffix:  # diallers pick raw formats by extension: never write one without
+        out = out.with_name(out.name + stored.path.suffix)
     atomic_write(out, stored.path.read_bytes())
     if stored.label_path is not None:
         atomic_write(out.with_name(out.name + ".json"), stored.label_path.read_bytes())
@@ -102,7 +104,8 @@ def _copy_out(stored: StoredAudio, out: Path) -> Path:
 @click.option("--city", help="Choose the voice by the customer's city.")
 @click.option(
     "--format", "fmt", type=click.Choice(list(FORMATS)), default="wav8k", show_default=True,
-    help="wav8k for Asterisk .wav; sln/alaw/ulaw raw; alaw-wav/ulaw-wav for FreeSWITCH.",
+    help="wav8k for Asterisk .wav; sln/alaw/ulaw raw (sln16 for wideband); alaw-wav/ulaw-wav "
+    "for FreeSWITCH; wav16k for a browser preview.",
 )  # fmt: skip
 @click.option(
     "-o", "--output", "out", type=click.Path(path_type=Path), required=True,

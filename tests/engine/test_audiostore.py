@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,33 @@ def test_every_format_for_every_voice(
     rms_db = 20 * np.log10(np.sqrt(np.mean(x**2)) / 32768)
     assert rms_db > -30, rms_db
     assert np.max(np.abs(x)) < 32767 * 0.9  # -1 dBFS peak: no clipping
+    _sox_reads(stored.path, fmt, seconds)
+
+
+#: how sox is told what a raw file holds (it has no header; diallers know it by extension)
+SOX_RAW = {"pcm16": ["-t", "raw", "-e", "signed", "-b", "16"], "alaw": ["-t", "al"],
+           "ulaw": ["-t", "ul"]}  # fmt: skip
+SOX_ENCODING = {"pcm16": "16-bit Signed Integer PCM", "alaw": "8-bit A-law", "ulaw": "8-bit u-law"}
+
+
+def _sox_reads(path: Path, fmt: audio.AudioFormat, seconds: float) -> None:
+    """sox (what dialler admins check prompts with) reads the file as we wrote it: a WAV's
+    header says the rate, channels, encoding and length; a raw file decodes to our samples."""
+    if shutil.which("sox") is None:
+        pytest.skip("sox is not installed (.ci/run installs it)")
+    if fmt.wav:
+        run = subprocess.run(["sox", "--i", str(path)], capture_output=True, text=True, check=True)
+        pairs = (line.split(":", 1) for line in run.stdout.splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in pairs}
+        assert info["Channels"] == "1" and info["Sample Rate"] == str(fmt.rate), info
+        assert info["Sample Encoding"] == SOX_ENCODING[fmt.encoding], info
+        samples = int(info["Duration"].split("=")[1].split()[0])
+        assert abs(samples / fmt.rate - seconds) < 0.01, info
+        return
+    source = [*SOX_RAW[fmt.encoding], "-r", str(fmt.rate), "-c", "1", str(path)]
+    target = ["-t", "raw", "-e", "signed", "-b", "16", "-"]
+    run = subprocess.run(["sox", *source, *target], capture_output=True, check=True)
+    assert np.array_equal(np.frombuffer(run.stdout, "<i2"), _samples(path, fmt))
 
 
 def test_shared_segments_are_synthesised_once(store: AudioStore, catalog: VoiceCatalog) -> None:
@@ -205,6 +233,10 @@ def test_cli_synth_writes_each_format(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert "yue-female" in result.output and out.stat().st_size > 8000
         assert audio.FORMATS[fmt].wav or out.with_name(out.name + ".json").exists()
+    bare = runner.invoke(
+        main, ["synth", "你好。", "--format", "alaw", "-o", str(tmp_path / "bare")], obj=settings
+    )
+    assert bare.exit_code == 0 and (tmp_path / "bare.alaw").stat().st_size > 800, bare.output
     bad = runner.invoke(
         main, ["synth", "你好", "--voice", "nosuch", "-o", str(tmp_path / "x.wav")], obj=settings
     )
