@@ -218,20 +218,22 @@ def _whole(
     pool: SynthesisPool,
     scripts: list[tuple[list[str], VoiceProfile]],
     out: Path,
+    batch: int = 16,
 ) -> None:
-    jobs = [(text, voice) for texts, voice in scripts for text in texts]
-    spoken = [(catalog.speech_text(t, v), v) for t, v in jobs]
-    pcms = pool.synthesize_all(spoken)
-    fmt, pos = audio.FORMATS["wav8k"], 0
-    for i, (texts, voice) in enumerate(scripts):
-        parts = [audio.condition(p, ENGINE_RATE, 8000) for p in pcms[pos : pos + len(texts)]]
-        pos += len(texts)
-        data = audio.encode_samples(np.concatenate(parts), "pcm16")
-        label = audio.aigc_label(produce_id=f"whole-{i}")
-        atomic_write(
-            out / f"{i}.wav",
-            audio.wav_bytes(data, fmt, audio.wav_info(label, voice=voice.id, engine="")),
-        )
+    """Synthesise every customer's whole script, a few customers at a time (all of them at
+    once would hold hours of 22 kHz audio in memory)."""
+    fmt = audio.FORMATS["wav8k"]
+    for first in range(0, len(scripts), batch):
+        chunk = scripts[first : first + batch]
+        spoken = [(catalog.speech_text(t, v), v) for texts, v in chunk for t in texts]
+        pcms, pos = pool.synthesize_all(spoken), 0
+        for i, (texts, voice) in enumerate(chunk, start=first):
+            parts = [audio.condition(p, ENGINE_RATE, 8000) for p in pcms[pos : pos + len(texts)]]
+            pos += len(texts)
+            data = audio.encode_samples(np.concatenate(parts), "pcm16")
+            label = audio.aigc_label(produce_id=f"whole-{i}")
+            info = audio.wav_info(label, voice=voice.id, engine="")
+            atomic_write(out / f"{i}.wav", audio.wav_bytes(data, fmt, info))
 
 
 def bench_campaign(catalog: VoiceCatalog, n: int, workers: int) -> dict:

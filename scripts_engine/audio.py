@@ -6,10 +6,11 @@ bytes are FreeSWITCH's ``.PCMA`` / ``.PCMU``), ``alaw-wav`` / ``ulaw-wav`` (WAV 
 with a ``fact`` chunk, for FreeSWITCH/libsndfile; Asterisk rejects them) and ``wav16k`` (16 kHz
 PCM WAV for browser preview).
 
-Conditioning (:func:`condition`): trim leading and trailing silence, resample with
-``scipy.signal.resample_poly`` (22050 -> 8000 is 160/441), band-limit with a 4th-order
-Butterworth band-pass run forwards and backwards (300-3400 Hz at 8 kHz, 100-7000 Hz at 16 kHz),
-then normalise the peak to -1 dBFS so G.711 never clips.
+Conditioning (:func:`condition`): trim leading and trailing silence, resample with libsoxr
+(``soxr``, high quality: steep anti-aliasing, a quarter of the CPU time of scipy's polyphase
+``resample_poly``), band-limit with a 4th-order Butterworth band-pass (300-3400 Hz at 8 kHz,
+100-7000 Hz at 16 kHz; one causal pass: its phase shift is inaudible in speech, and running it
+backwards too doubled the cost), then normalise the peak to -1 dBFS so G.711 never clips.
 
 G.711 encoders follow the ITU-T G.191 software tools reference (``alaw_compress`` /
 ``ulaw_compress``: truncation, one's complement for negative samples) bit for bit. Note that
@@ -28,12 +29,12 @@ import json
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from math import gcd
 from typing import Literal
 
 import numpy as np
+import soxr
 from numpy.typing import NDArray
-from scipy.signal import butter, firwin, resample_poly, sosfiltfilt
+from scipy.signal import butter, sosfilt
 
 from scripts_engine.errors import SynthesisError
 
@@ -41,7 +42,7 @@ Encoding = Literal["pcm16", "alaw", "ulaw"]
 Int16 = NDArray[np.int16]
 
 #: Bump when conditioning or encoding changes what a file contains (part of cache keys).
-AUDIO_VERSION = "1"
+AUDIO_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -116,16 +117,6 @@ def _bandpass(rate: int) -> NDArray[np.float64]:
     return butter(4, [low, high], btype="bandpass", fs=rate, output="sos")
 
 
-@lru_cache(maxsize=8)
-def _resampling_filter(up: int, down: int) -> NDArray[np.float64]:
-    """The low-pass FIR that ``resample_poly`` designs by default (Kaiser, beta 5), made once
-    per rate pair: designing it took a fifth of the conditioning time."""
-    max_rate = max(up, down)
-    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
-    taps.setflags(write=False)
-    return taps
-
-
 def condition(pcm: bytes | Int16, src_rate: int, rate: int, *, peak_dbfs: float = -1.0) -> Int16:
     """Engine PCM -> trimmed, resampled, band-limited, peak-normalised int16 at ``rate``.
 
@@ -137,11 +128,9 @@ def condition(pcm: bytes | Int16, src_rate: int, rate: int, *, peak_dbfs: float 
     if x.size == 0:
         raise SynthesisError("the synthesised audio is silent")
     if rate != src_rate:
-        g = gcd(rate, src_rate)
-        up, down = rate // g, src_rate // g
-        x = resample_poly(x, up, down, window=_resampling_filter(up, down))
-    if rate in _BANDS and x.size > 64:  # sosfiltfilt pads with ~30 samples each side
-        x = sosfiltfilt(_bandpass(rate), x)
+        x = soxr.resample(x, src_rate, rate, quality="HQ")
+    if rate in _BANDS:
+        x = sosfilt(_bandpass(rate), x)
     peak = float(np.max(np.abs(x)))
     if peak <= 1e-6:
         raise SynthesisError("the synthesised audio is silent")
