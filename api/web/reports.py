@@ -1,0 +1,120 @@
+"""What the campaign page shows: the funnel, conversion by hit count and by profile, and the
+model group's lift over the control group with its 95% confidence interval.
+
+Computed here from the data the service already keeps (calls, their audit records, outcomes,
+:func:`scripts_engine.outcomes.profile_stats`). The writers-and-QA API adds
+``GET /v1/reports/...`` with the same figures; when its module lands, :func:`campaign_report`
+should call it and keep returning this shape (the templates read only this dict).
+
+Conversion is ``converted / calls with an outcome`` (every reported call counts, whether or
+not it connected). The lift is the ratio of the two groups' conversion rates (the relative
+risk); its interval is the usual log (Katz) interval from
+:func:`scipy.stats.contingency.relative_risk`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scipy.stats.contingency import relative_risk
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scripts_engine.db import repository as repo
+from scripts_engine.db.models import Call, Campaign, Outcome
+from scripts_engine.outcomes import profile_stats
+
+
+def _rate(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def lift_interval(
+    model_conv: int, model_n: int, control_conv: int, control_n: int, *, level: float = 0.95
+) -> dict[str, Any]:
+    """Model-vs-control lift (ratio of conversion rates) with its confidence interval.
+
+    ``status`` says why there is no figure: ``no_data`` (a group has no outcomes) or
+    ``no_conversions`` (a group has none: the ratio or its interval is unbounded)."""
+    out: dict[str, Any] = {
+        "model": {"outcomes": model_n, "converted": model_conv,
+                  "rate": _rate(model_conv, model_n)},
+        "control": {"outcomes": control_n, "converted": control_conv,
+                    "rate": _rate(control_conv, control_n)},
+        "lift": None, "low": None, "high": None, "level": level, "status": "ok",
+    }  # fmt: skip
+    if not model_n or not control_n:
+        out["status"] = "no_data"
+        return out
+    if not model_conv or not control_conv:
+        out["status"] = "no_conversions"
+        return out
+    rr = relative_risk(model_conv, model_n, control_conv, control_n)
+    ci = rr.confidence_interval(confidence_level=level)
+    out["lift"], out["low"], out["high"] = float(rr.relative_risk), float(ci.low), float(ci.high)
+    if not all(math.isfinite(v) for v in (out["lift"], out["low"], out["high"])):
+        out["status"] = "no_conversions"
+    return out
+
+
+def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Every figure of one campaign's page (see the module docstring)."""
+    cid = campaign.id
+    calls = int(session.scalar(select(func.count()).where(Call.campaign_id == cid)) or 0)
+    dialled = int(
+        session.scalar(select(func.count()).where(Call.campaign_id == cid, Call.claims > 0)) or 0
+    )
+    by_hits: dict[str, dict[str, int]] = {}
+    connected = converted = reported = 0
+    stmt = (
+        select(Call.record, Outcome.status, Outcome.converted)
+        .join(Outcome, Outcome.call_id == Call.id)
+        .where(Call.campaign_id == cid)
+    )
+    for record, status, conv in session.execute(stmt):
+        scoring = (record or {}).get("scoring")
+        key = str(len(scoring["hits"])) if scoring else "-"
+        cell = by_hits.setdefault(key, {"outcomes": 0, "converted": 0})
+        cell["outcomes"] += 1
+        cell["converted"] += int(bool(conv))
+        reported += 1
+        connected += int(status == "connected")
+        converted += int(bool(conv))
+    hits_rows = [
+        {"hits": k, **v, "rate": _rate(v["converted"], v["outcomes"])}
+        for k, v in sorted(by_hits.items(), key=lambda kv: (kv[0] == "-", kv[0]))
+    ]
+    stats = profile_stats(session=session, campaign_id=cid)
+    counts = repo.profile_counts(session=session, campaign_id=cid)
+    profiles: dict[str, dict[str, Any]] = {
+        p: {"profile_id": p, "calls": n, "outcomes": 0, "converted": 0}
+        for p, n in counts.items()
+    }
+    for row in stats["profiles"]:
+        pid = str(row["profile_id"] or "generic")
+        cell = profiles.setdefault(pid, {"profile_id": pid, "calls": 0, "outcomes": 0,
+                                         "converted": 0})  # fmt: skip
+        cell["outcomes"] += row["outcomes"]
+        cell["converted"] += row["converted"]
+    profile_rows = sorted(profiles.values(), key=lambda r: (-r["calls"], r["profile_id"]))
+    for r in profile_rows:
+        r["rate"] = _rate(r["converted"], r["outcomes"])
+    groups = stats["groups"]
+    model, control = groups.get("model", {}), groups.get("control", {})
+    lift = lift_interval(int(model.get("converted", 0)), int(model.get("outcomes", 0)),
+                         int(control.get("converted", 0)), int(control.get("outcomes", 0)))  # fmt: skip
+    return {
+        "funnel": [
+            {"stage": "planned", "count": campaign.total},
+            {"stage": "selected", "count": calls},
+            {"stage": "dialled", "count": dialled},
+            {"stage": "reported", "count": reported},
+            {"stage": "connected", "count": connected},
+            {"stage": "converted", "count": converted},
+        ],
+        "by_hits": hits_rows,
+        "by_profile": profile_rows,
+        "lift": lift,
+        "calls_by_status": repo.status_counts(session=session, campaign_id=cid),
+    }
