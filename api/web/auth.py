@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request, Response
 
@@ -45,6 +45,7 @@ LOGIN_CSRF_COOKIE = "se_login_csrf"
 MAX_AGE_S = 12 * 3600
 #: Roles that may sign in to the workspace (dialler keys are for machines).
 WEB_ROLES = ("admin", "writer", "qa")
+_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class SessionSigner:
         if not hmac.compare_digest(mac, self._mac(payload.encode())):
             return None
         try:
-            data = json.loads(base64.urlsafe_b64decode(payload.encode() + b"=" * (-len(payload) % 4)))
+            data = json.loads(
+                base64.urlsafe_b64decode(payload.encode() + b"=" * (-len(payload) % 4))
+            )
         except ValueError:
             return None
         if not isinstance(data, dict) or time.time() - float(data.get("t", 0)) > MAX_AGE_S:
@@ -131,14 +134,14 @@ def signer(request: Request) -> SessionSigner:
         services: Services = state.services
         existing = SessionSigner.for_state_dir(services.settings.state_dir)
         state.web_signer = existing
-    return existing  # type: ignore[no-any-return]
+    return cast(SessionSigner, existing)
 
 
 def current_user(request: Request) -> WebUser | None:
     """The signed-in user of this request, or None (no, bad, expired or revoked session)."""
-    cached = getattr(request.state, "web_user", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    cached = getattr(request.state, "web_user", _UNSET)
+    if cached is not _UNSET:
+        return cast("WebUser | None", cached)
     user = None
     data = signer(request).read(request.cookies.get(COOKIE))
     if data is not None:

@@ -34,7 +34,9 @@ DEFAULTS: dict[str, Any] = {"name": "", "customers": "", "channel": "call", "mom
                             "audio_formats": ["wav8k"]}  # fmt: skip
 
 
-def _form_context(services: ServicesDep, values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+def _form_context(
+    services: ServicesDep, values: dict[str, Any], errors: dict[str, str]
+) -> dict[str, Any]:
     with services.db.read() as session:
         campaigns = repo.list_campaigns(session=session)
     return {
@@ -61,7 +63,9 @@ async def create(request: Request, user: Manager, services: ServicesDep) -> Resp
     """Start a campaign from the form; errors come back next to their fields."""
     form = await request.form()
     check_csrf(request, user, str(form.get("csrf") or ""))
-    values = {k: str(form.get(k) or "").strip() for k in DEFAULTS if k != "audio_formats"}
+    values: dict[str, Any] = {
+        k: str(form.get(k) or "").strip() for k in DEFAULTS if k != "audio_formats"
+    }
     values["audio_formats"] = [str(v) for v in form.getlist("audio_formats")]
     ids = [c for c in values["customers"].replace(",", " ").split() if c]
     body_in: dict[str, Any] = {
@@ -114,7 +118,9 @@ def _progress(c: Any) -> dict[str, Any]:
 
 
 @router.get("/{campaign_id}")
-def campaign_page(request: Request, campaign_id: str, user: Viewer, services: ServicesDep) -> Response:
+def campaign_page(
+    request: Request, campaign_id: str, user: Viewer, services: ServicesDep
+) -> Response:
     """One campaign: progress while it builds, then the funnel, conversion and lift."""
     with services.db.read() as session:
         c = repo.get_campaign(session=session, campaign_id=campaign_id)

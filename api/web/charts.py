@@ -54,8 +54,15 @@ def horizontal_bars(
     """Bars growing to the right, one row each (the funnel)."""
     peak = max((v for _, v, _ in items), default=0.0) or 1.0
     return [
-        Bar(label, value, text, 0.0, round(i * row, 1), round(width * max(value, 0.0) / peak, 1),
-            round(row * 0.72, 1))  # fmt: skip
+        Bar(
+            label,
+            value,
+            text,
+            0.0,
+            round(i * row, 1),
+            round(width * max(value, 0.0) / peak, 1),
+            round(row * 0.72, 1),
+        )  # fmt: skip
         for i, (label, value, text) in enumerate(items)
     ]
 

@@ -89,11 +89,11 @@ def login(
             errors["key"] = "login.error.role"
     if errors or row is None:
         token = auth.login_csrf(request)
-        response = page(request, "login.html", {"next": _safe_next(next), "login_csrf": token,
+        failed = page(request, "login.html", {"next": _safe_next(next), "login_csrf": token,
                                                 "errors": errors}, user=None, status=422)  # fmt: skip
-        auth.set_login_csrf(request, response, token)
-        return response
-    response = RedirectResponse(_safe_next(next), status_code=303)
+        auth.set_login_csrf(request, failed, token)
+        return failed
+    response: Response = RedirectResponse(_safe_next(next), status_code=303)
     auth.set_session(request, response, row.id)
     response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/web")
     return response
@@ -131,7 +131,9 @@ def _tag_rows(services: ServicesDep) -> list[dict[str, Any]]:
 
 
 @router.get("/grid")
-def grid_page(request: Request, user: Anyone, services: ServicesDep, source: str = "outcomes") -> Response:
+def grid_page(
+    request: Request, user: Anyone, services: ServicesDep, source: str = "outcomes"
+) -> Response:
     """The eight tags and the 56 profiles: customers and conversion per profile, a heat map."""
     source = source if source in ("outcomes", "history") else "outcomes"
     engine = services.toolkit.engine
@@ -159,7 +161,9 @@ def grid_page(request: Request, user: Anyone, services: ServicesDep, source: str
 
 
 @router.get("/grid/{profile_id}")
-def profile_page(request: Request, profile_id: str, user: Anyone, services: ServicesDep) -> Response:
+def profile_page(
+    request: Request, profile_id: str, user: Anyone, services: ServicesDep
+) -> Response:
     """One profile: its tags, its customers and conversion, sample customers with reasons."""
     engine = services.toolkit.engine
     try:

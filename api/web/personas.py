@@ -59,7 +59,7 @@ def stored_profiles(services: Services) -> Scored:
     with _lock:
         hit = _cache.get("stored")
         if hit is not None and hit[0] == key:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
     engine = services.toolkit.engine
     with services.db.read() as session:
         records = list(
@@ -112,7 +112,7 @@ def history(services: Services) -> dict[str, Any]:
     """The shipped demo customers' real outcomes, by profile and by hit count (cached)."""
     with _lock:
         if "history" in _cache:
-            return _cache["history"]  # type: ignore[no-any-return]
+            return _cache["history"]
     engine = services.toolkit.engine
     path = services.settings.demo_customers_file
     loaded = load_customers(path, engine.grid, outcomes=True)

@@ -88,8 +88,7 @@ def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
     stats = profile_stats(session=session, campaign_id=cid)
     counts = repo.profile_counts(session=session, campaign_id=cid)
     profiles: dict[str, dict[str, Any]] = {
-        p: {"profile_id": p, "calls": n, "outcomes": 0, "converted": 0}
-        for p, n in counts.items()
+        p: {"profile_id": p, "calls": n, "outcomes": 0, "converted": 0} for p, n in counts.items()
     }
     for row in stats["profiles"]:
         pid = str(row["profile_id"] or "generic")
