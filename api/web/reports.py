@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from scipy.stats.contingency import relative_risk
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db import repository as repo
@@ -58,6 +58,18 @@ def lift_interval(
     return out
 
 
+def _sum(condition: Any) -> Any:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _hit_count(session: Session) -> Any:
+    """How many tags the call's customer hit, from its audit record, computed in the database
+    (NULL when the customer was not profiled): records are large, so they are not loaded."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.json_array_length(func.json_extract_path(Call.record, "scoring", "hits"))
+    return func.json_array_length(Call.record, "$.scoring.hits")
+
+
 def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
     """Every figure of one campaign's page (see the module docstring)."""
     cid = campaign.id
@@ -67,20 +79,21 @@ def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
     )
     by_hits: dict[str, dict[str, int]] = {}
     connected = converted = reported = 0
+    hits = _hit_count(session)
     stmt = (
-        select(Call.record, Outcome.status, Outcome.converted)
+        select(hits, func.count(), _sum(Outcome.status == "connected"), _sum(Outcome.converted))
         .join(Outcome, Outcome.call_id == Call.id)
         .where(Call.campaign_id == cid)
+        .group_by(hits)
     )
-    for record, status, conv in session.execute(stmt):
-        scoring = (record or {}).get("scoring")
-        key = str(len(scoring["hits"])) if scoring else "-"
+    for n_hits, n, conn, conv in session.execute(stmt):
+        key = "-" if n_hits is None else str(int(n_hits))
         cell = by_hits.setdefault(key, {"outcomes": 0, "converted": 0})
-        cell["outcomes"] += 1
-        cell["converted"] += int(bool(conv))
-        reported += 1
-        connected += int(status == "connected")
-        converted += int(bool(conv))
+        cell["outcomes"] += int(n)
+        cell["converted"] += int(conv or 0)
+        reported += int(n)
+        connected += int(conn or 0)
+        converted += int(conv or 0)
     hits_rows = [
         {"hits": k, **v, "rate": _rate(v["converted"], v["outcomes"])}
         for k, v in sorted(by_hits.items(), key=lambda kv: (kv[0] == "-", kv[0]))

@@ -114,3 +114,30 @@ def test_highlight_keeps_every_character_and_marks_jinja() -> None:
     assert "\n".join("".join(text for _, text in line) for line in lines) == source
     kinds = [k for line in lines for k, _ in line]
     assert kinds.count("expr") == 1 and kinds.count("stmt") == 2 and kinds.count("comment") == 1
+
+
+#: who may open each page (the others get the 403 page); everyone must sign in first
+PAGES = {
+    "/web/": {"admin", "writer", "qa"},
+    "/web/grid": {"admin", "writer", "qa"},
+    "/web/grid/P-ABCDE": {"admin", "writer", "qa"},
+    "/web/campaigns": {"admin", "qa"},
+    "/web/templates": {"admin", "writer", "qa"},
+    "/web/templates/call/opening": {"admin", "writer", "qa"},
+}
+
+
+def test_pages_by_role(live: Live) -> None:
+    with live.api() as anonymous:
+        for path in PAGES:
+            r = anonymous.get(path)
+            assert r.status_code == 303 and "/web/login" in r.headers["location"], path
+    for role in ("admin", "writer", "qa"):
+        with signed_in(live, role) as c:
+            for path, allowed in PAGES.items():
+                assert c.get(path).status_code == (200 if role in allowed else 403), (path, role)
+            home = c.get("/web/").text
+            token = re.search(r'name="csrf" value="([^"]+)"', home)
+            assert token is not None
+            r = c.post("/web/campaigns", data={"csrf": token.group(1), "name": "x"})
+            assert r.status_code == (422 if role == "admin" else 403)  # only admins create
