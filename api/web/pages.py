@@ -150,12 +150,16 @@ def grid_page(
         rows.append({"id": p.id, "name_zh": p.name_zh, "name_en": p.name_en,
                      "tags": set(p.tags), "customers": stored.counts.get(p.id, 0),
                      "rate": r.get("rate"), "outcomes": r.get("outcomes", 0)})  # fmt: skip
+    hist_hits = personas.history(services)["by_hits"]
+    by_hits = [{"hits": h, "customers": stored.hit_counts.get(h, 0),
+                "rate": hist_hits.get(str(h), {}).get("rate") if hist_hits.get(str(h), {}).get("customers") else None}
+               for h in range(len(engine.grid.tags) + 1)]  # fmt: skip
     peak_customers = max((r["customers"] for r in rows), default=0)
     peak_rate = max((r["rate"] or 0.0 for r in rows), default=0.0)
     return page(request, "grid.html", {
         "tags": _tag_rows(services), "rows": rows, "source": source,
         "peak_customers": peak_customers, "peak_rate": peak_rate,
-        "scored": stored.customers, "hit_counts": stored.hit_counts,
+        "scored": stored.customers, "by_hits": by_hits,
         "min_hits": engine.profiles.k,
     }, user=user)  # fmt: skip
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import func, select
@@ -40,7 +40,17 @@ class Scored:
 
 
 _lock = threading.Lock()
-_cache: dict[str, Any] = {}
+
+
+def _cache(services: Services) -> dict[str, Any]:
+    """The cache of one app (kept on its services: apps in one process differ in engine and
+    database)."""
+    with _lock:
+        cache = getattr(services, "_web_cache", None)
+        if cache is None:
+            cache = {}
+            setattr(services, "_web_cache", cache)  # noqa: B010 - not a declared field
+        return cast(dict[str, Any], cache)
 
 
 def _fingerprint(services: Services) -> tuple[Any, ...]:
@@ -56,8 +66,9 @@ def _fingerprint(services: Services) -> tuple[Any, ...]:
 def stored_profiles(services: Services) -> Scored:
     """Profiles of every stored customer (cached until a customer changes)."""
     key = _fingerprint(services)
+    cache = _cache(services)
     with _lock:
-        hit = _cache.get("stored")
+        hit = cache.get("stored")
         if hit is not None and hit[0] == key:
             return hit[1]
     engine = services.toolkit.engine
@@ -88,7 +99,7 @@ def stored_profiles(services: Services) -> Scored:
     scored = Scored(customers=len(records), counts=counts, hit_counts=hit_counts,
                     samples=samples)  # fmt: skip
     with _lock:
-        _cache["stored"] = (key, scored)
+        cache["stored"] = (key, scored)
     return scored
 
 
@@ -110,9 +121,10 @@ def outcome_rates(services: Services) -> dict[str, dict[str, Any]]:
 
 def history(services: Services) -> dict[str, Any]:
     """The shipped demo customers' real outcomes, by profile and by hit count (cached)."""
+    cache = _cache(services)
     with _lock:
-        if "history" in _cache:
-            return _cache["history"]
+        if "history" in cache:
+            return cast(dict[str, Any], cache["history"])
     engine = services.toolkit.engine
     path = services.settings.demo_customers_file
     loaded = load_customers(path, engine.grid, outcomes=True)
@@ -129,7 +141,7 @@ def history(services: Services) -> dict[str, Any]:
         "by_hits": summary["by_hits"],
     }
     with _lock:
-        _cache["history"] = out
+        cache["history"] = out
     return out
 
 
@@ -137,8 +149,3 @@ def mask_name(name: Any) -> str:
     """``王芳`` -> ``王*``; the surname is enough to tell samples apart."""
     text = str(name or "").strip()
     return text[:1] + "*" * max(len(text) - 1, 1) if text else "—"
-
-
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
