@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -79,8 +80,11 @@ def page(
     lang, from_url = i18n.pick(request)
     t = i18n.Translator(lang)
     path = request.url.path
+    other = "zh-CN" if lang == "en" else "en"
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    switch = f"{path}?{urlencode([*query, ('lang', other)])}"
     ctx = {
-        "t": t, "lang": lang, "user": user, "path": path,
+        "t": t, "lang": lang, "user": user, "path": path, "switch_url": switch,
         "nav": [n for n in NAV if user is not None and user.role in n.roles],
         "csrf": signer(request).csrf_token(user.nonce) if user is not None else "",
         **(context or {}),
