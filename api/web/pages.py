@@ -132,18 +132,21 @@ def _tag_rows(services: ServicesDep) -> list[dict[str, Any]]:
 
 @router.get("/grid")
 def grid_page(
-    request: Request, user: Anyone, services: ServicesDep, source: str = "outcomes"
+    request: Request, user: Anyone, services: ServicesDep, source: str | None = None
 ) -> Response:
-    """The eight tags and the 56 profiles: customers and conversion per profile, a heat map."""
-    source = source if source in ("outcomes", "history") else "outcomes"
+    """The eight tags and the 56 profiles: customers and conversion per profile, a heat map.
+
+    Conversion comes from call outcomes, or (``source=history``, and by default while no
+    outcome has been reported) from the demo customers' real history."""
     engine = services.toolkit.engine
     stored = personas.stored_profiles(services)
+    rates = personas.outcome_rates(services)
+    if source not in ("outcomes", "history"):
+        source = "outcomes" if rates else "history"
     if source == "history":
         hist = personas.history(services)
         rates = {p: {"rate": v["rate"], "outcomes": v["customers"]}
                  for p, v in hist["profiles"].items()}  # fmt: skip
-    else:
-        rates = personas.outcome_rates(services)
     rows = []
     for p in engine.profiles:
         r = rates.get(p.id, {})
