@@ -54,6 +54,8 @@ def test_sign_in_and_out(page: Any, live: Live) -> None:
     page.get_by_role("link", name="English").click()
     assert page.get_by_role("heading", level=1).inner_text() == "Persona grid"
     page.goto("/web/")
+    check_widths(page, "home-en")
+    page.goto("/web/")
     assert page.get_by_role("button", name="Sign out").is_visible()  # the choice is kept
     page.get_by_role("link", name="中文").click()
     page.get_by_role("button", name="退出登录").click()
@@ -194,7 +196,11 @@ def test_campaign_journey(page: Any, live: Live) -> None:
     assert page.locator("#by-profile tbody tr").count() >= 2
     check_widths(page, "campaign-report")
 
-    page.goto("/web/campaigns")
+    page.goto(f"/web/campaigns/{campaign_id}?lang=en")  # the same figures in English
+    assert page.locator("#by-hits h2").inner_text() == "Conversion by number of tags hit"
+    assert page.locator("#build-status").inner_text() == "ready"
+    shot(page, "campaign-report-en")
+    page.goto("/web/campaigns?lang=zh-CN")
     assert page.get_by_role("link", name=HOSTILE).count() == 1
     assert page.evaluate("() => window.__pwned") is None
     check_widths(page, "campaigns")
@@ -217,6 +223,7 @@ def test_revoking_the_key_ends_the_session(page: Any, live: Live) -> None:
 def test_template_browser(page: Any, live: Live) -> None:
     sign_in(page, live.keys["writer"], lang="en")
     page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Templates").click()
+    check_widths(page, "templates")
     page.get_by_role("link", name="call/opening", exact=True).click()
     assert page.locator("#lint-summary").inner_text() == "Lint found nothing."
     assert page.locator("ol.source .tok-expr").count() > 0
