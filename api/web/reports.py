@@ -1,5 +1,6 @@
 """What the campaign page shows: the funnel, conversion by hit count and by profile, and the
-model group's lift over the control group with its 95% confidence interval.
+model group's lift over the control group with its 95% confidence interval (as a ratio of
+the conversion rates and as their difference).
 
 Computed here from the data the service already keeps (calls, their audit records, outcomes,
 :func:`scripts_engine.outcomes.profile_stats`). The writers-and-QA API adds
@@ -9,7 +10,9 @@ should call it and keep returning this shape (the templates read only this dict)
 Conversion is ``converted / calls with an outcome`` (every reported call counts, whether or
 not it connected). The lift is the ratio of the two groups' conversion rates (the relative
 risk); its interval is the usual log (Katz) interval from
-:func:`scipy.stats.contingency.relative_risk`.
+:func:`scipy.stats.contingency.relative_risk`. The difference of the rates gets Newcombe's
+hybrid score interval (built from the two Wilson intervals), which stays defined when a group
+has no conversions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from scipy.stats import binomtest
 from scipy.stats.contingency import relative_risk
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -28,6 +32,19 @@ from scripts_engine.outcomes import profile_stats
 
 def _rate(num: int, den: int) -> float | None:
     return num / den if den else None
+
+
+def newcombe(
+    conv1: int, n1: int, conv0: int, n0: int, *, level: float = 0.95
+) -> tuple[float, float, float]:
+    """The difference of two conversion rates with Newcombe's hybrid score interval (from
+    the two Wilson intervals); defined even when a group has no conversions."""
+    p1, p0 = conv1 / n1, conv0 / n0
+    l1, u1 = binomtest(conv1, n1).proportion_ci(confidence_level=level, method="wilson")
+    l0, u0 = binomtest(conv0, n0).proportion_ci(confidence_level=level, method="wilson")
+    d = p1 - p0
+    return (d, d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2),
+            d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2))  # fmt: skip
 
 
 def lift_interval(
@@ -43,10 +60,14 @@ def lift_interval(
         "control": {"outcomes": control_n, "converted": control_conv,
                     "rate": _rate(control_conv, control_n)},
         "lift": None, "low": None, "high": None, "level": level, "status": "ok",
+        "difference": None, "diff_low": None, "diff_high": None,
     }  # fmt: skip
     if not model_n or not control_n:
         out["status"] = "no_data"
         return out
+    out["difference"], out["diff_low"], out["diff_high"] = newcombe(
+        model_conv, model_n, control_conv, control_n, level=level
+    )
     if not model_conv or not control_conv:
         out["status"] = "no_conversions"
         return out

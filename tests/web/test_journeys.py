@@ -187,6 +187,11 @@ def test_campaign_journey(page: Any, live: Live) -> None:
     control = [c for c in claimed if c["group"] == "control"]
     model_rate = sum(c["converted"] for c in model) / len(model)
     assert page.locator("#model-rate").inner_text() == f"{model_rate * 100:.1f}%"
+    if control:
+        control_rate = sum(c["converted"] for c in control) / len(control)
+        diff = f"{(model_rate - control_rate) * 100:+.1f}"
+        assert page.locator("#diff-value").inner_text() == diff
+        assert "95% 置信区间" in page.locator("#diff-ci").inner_text()
     if any(c["converted"] for c in control) and any(c["converted"] for c in model):
         control_rate = sum(c["converted"] for c in control) / len(control)
         assert page.locator("#lift-value").inner_text() == f"{model_rate / control_rate:.2f}×"

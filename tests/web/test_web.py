@@ -141,3 +141,19 @@ def test_pages_by_role(live: Live) -> None:
             assert token is not None
             r = c.post("/web/campaigns", data={"csrf": token.group(1), "name": "x"})
             assert r.status_code == (422 if role == "admin" else 403)  # only admins create
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [((56, 70, 48, 80), (0.2, 0.0524, 0.3339)), ((9, 10, 3, 10), (0.6, 0.1705, 0.8090))],
+    ids=["newcombe-1998-a", "newcombe-1998-b"],
+)
+def test_difference_interval_matches_newcombes_published_examples(
+    counts: tuple[int, int, int, int], expected: tuple[float, float, float]
+) -> None:
+    """Newcombe (1998), Statistics in Medicine 17:873-890, table II, method 10."""
+    out = lift_interval(*counts)
+    got = (out["difference"], out["diff_low"], out["diff_high"])
+    assert got == pytest.approx(expected, abs=5e-5)
+    zero = lift_interval(8, 16, 0, 7)  # no control conversion: no ratio, still a difference
+    assert zero["status"] == "no_conversions" and zero["diff_low"] < 0.5 < zero["diff_high"]
