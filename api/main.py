@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, web
 from api.deps import Services, utcnow
 from api.observability import Metrics, RequestMiddleware
 from api.routes import ROUTERS
@@ -113,5 +113,6 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    web.install(app)  # the web workspace under /web/
     app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
     return app

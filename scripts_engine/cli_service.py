@@ -94,7 +94,8 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     observability.configure_logging(json_logs=settings.log_json)
     base = f"http://{host}:{port}"
     click.echo(f"\nscripts-engine API on {base}  (interactive docs: {base}/docs)")
-    click.echo("get a key:   scripts-engine keys create --role dialler   (admin|dialler|writer|qa)")
+    click.echo(f"web workspace: {base}/web/  (sign in with an admin, writer or qa key)")
+    click.echo("get a key:   scripts-engine keys create --role admin   (admin|dialler|writer|qa)")
     if demo_id:
         click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
     click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")

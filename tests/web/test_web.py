@@ -1,0 +1,159 @@
+"""The workspace without a browser: sessions and CSRF, security headers, the catalogs, the
+lift's interval and the template highlighter."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.web import i18n
+from api.web.reports import lift_interval
+from api.web.templates_browser import highlight
+from tests.web.conftest import Live
+
+TEMPLATES = Path(i18n.__file__).parent / "templates"
+#: keys made at run time from a prefix and a value
+DYNAMIC = {
+    "status.": ("building", "ready", "failed"),
+    "role.": ("admin", "writer", "qa", "dialler"),
+    "kind.": ("quantitative", "qualitative", "propensity"),
+    "channel.": ("call", "wechat", "sms"),
+    "match.": ("full", "partial"),
+    "funnel.": ("planned", "selected", "dialled", "reported", "connected", "converted"),
+    "grid.source_help.": ("outcomes", "history"),
+    "campaign.lift_": ("no_data", "no_conversions"),
+    "moment.": ("maturity", "birthday", "holiday", "payday", "market_swing", "event", "none",
+                "auto"),
+}  # fmt: skip
+
+
+@contextmanager
+def signed_in(live: Live, role: str) -> Iterator[httpx.Client]:
+    with live.api() as c:
+        c.get("/web/login")
+        r = c.post("/web/login", data={"key": live.keys[role], "csrf": c.cookies["se_login_csrf"]})
+        assert r.status_code == 303 and r.headers["location"] == "/web/"
+        yield c
+
+
+def test_catalogs_have_the_same_keys_and_every_key_used() -> None:
+    zh, en = i18n.catalog("zh-CN"), i18n.catalog("en")
+    assert set(zh) == set(en)
+    used = set()
+    sources = [p.read_text(encoding="utf-8") for p in TEMPLATES.glob("*.html")]
+    sources += [p.read_text(encoding="utf-8") for p in TEMPLATES.parent.glob("*.py")]
+    for text in sources:
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_]+\.[\w.]*[a-z])["']""", text))
+        used |= set(re.findall(r"""["']((?:login\.error|error)\.[a-z_]+)(?<!\.html)["']""", text))
+    used |= {prefix + value for prefix, values in DYNAMIC.items() for value in values}
+    assert not used - set(zh), f"missing from the catalogs: {sorted(used - set(zh))}"
+    for key in zh:  # placeholders match between languages
+        assert set(re.findall(r"{(\w+)}", zh[key])) == set(re.findall(r"{(\w+)}", en[key])), key
+
+
+def test_sign_in_needs_the_form_token_and_a_live_key(live: Live) -> None:
+    with live.api() as c:
+        r = c.post("/web/login", data={"key": live.keys["admin"], "csrf": "x" * 32})
+        assert r.status_code == 422 and "登录表单已过期" in r.text
+        r = c.get("/web/grid")
+        assert r.status_code == 303 and r.headers["location"].startswith("/web/login?next=")
+
+
+def test_forms_need_the_csrf_token_and_a_cookie_cannot_be_forged(live: Live) -> None:
+    with signed_in(live, "admin") as c:
+        assert c.get("/web/").status_code == 200
+        r = c.post("/web/campaigns", data={"name": "no token"})
+        assert r.status_code == 403
+        assert c.post("/web/logout", data={}).status_code == 403
+        value = c.cookies["se_session"]
+        payload, mac = value.rsplit(".", 1)
+        forged = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + mac
+        with live.api() as other:
+            other.cookies.set("se_session", forged)
+            assert other.get("/web/").status_code == 303
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/web/").text)
+        assert token is not None
+        assert c.post("/web/logout", data={"csrf": token.group(1)}).status_code == 303
+        with live.api() as stale:  # the logged-out cookie no longer works
+            stale.cookies.set("se_session", value)
+            assert stale.get("/web/").status_code == 303
+
+
+def test_pages_send_security_headers(live: Live) -> None:
+    with signed_in(live, "qa") as c:
+        r = c.get("/web/grid")
+        assert r.status_code == 200
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert c.get("/web/templates/../../etc/passwd").status_code in (404, 400)
+        assert c.get("/web/grid/P-NOPE").status_code == 404
+
+
+def test_lift_interval_is_the_log_interval_of_the_risk_ratio() -> None:
+    out = lift_interval(30, 100, 10, 80)
+    rr = (30 / 100) / (10 / 80)
+    se = math.sqrt(1 / 30 - 1 / 100 + 1 / 10 - 1 / 80)
+    assert out["status"] == "ok"
+    assert out["lift"] == pytest.approx(rr)
+    assert out["low"] == pytest.approx(rr * math.exp(-1.959964 * se), rel=1e-5)
+    assert out["high"] == pytest.approx(rr * math.exp(1.959964 * se), rel=1e-5)
+    assert lift_interval(3, 10, 0, 10)["status"] == "no_conversions"
+    assert lift_interval(3, 10, 0, 0)["status"] == "no_data"
+
+
+def test_highlight_keeps_every_character_and_marks_jinja() -> None:
+    source = "您好，{{ customer.name }}\n{% if x %}是{% endif %}{# 注 #}\n"
+    lines = highlight(source)
+    assert "\n".join("".join(text for _, text in line) for line in lines) == source
+    kinds = [k for line in lines for k, _ in line]
+    assert kinds.count("expr") == 1 and kinds.count("stmt") == 2 and kinds.count("comment") == 1
+
+
+#: who may open each page (the others get the 403 page); everyone must sign in first
+PAGES = {
+    "/web/": {"admin", "writer", "qa"},
+    "/web/grid": {"admin", "writer", "qa"},
+    "/web/grid/P-ABCDE": {"admin", "writer", "qa"},
+    "/web/campaigns": {"admin", "qa"},
+    "/web/templates": {"admin", "writer", "qa"},
+    "/web/templates/call/opening": {"admin", "writer", "qa"},
+}
+
+
+def test_pages_by_role(live: Live) -> None:
+    with live.api() as anonymous:
+        for path in PAGES:
+            r = anonymous.get(path)
+            assert r.status_code == 303 and "/web/login" in r.headers["location"], path
+    for role in ("admin", "writer", "qa"):
+        with signed_in(live, role) as c:
+            for path, allowed in PAGES.items():
+                assert c.get(path).status_code == (200 if role in allowed else 403), (path, role)
+            home = c.get("/web/").text
+            token = re.search(r'name="csrf" value="([^"]+)"', home)
+            assert token is not None
+            r = c.post("/web/campaigns", data={"csrf": token.group(1), "name": "x"})
+            assert r.status_code == (422 if role == "admin" else 403)  # only admins create
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [((56, 70, 48, 80), (0.2, 0.0524, 0.3339)), ((9, 10, 3, 10), (0.6, 0.1705, 0.8090))],
+    ids=["newcombe-1998-a", "newcombe-1998-b"],
+)
+def test_difference_interval_matches_newcombes_published_examples(
+    counts: tuple[int, int, int, int], expected: tuple[float, float, float]
+) -> None:
+    """Newcombe (1998), Statistics in Medicine 17:873-890, table II, method 10."""
+    out = lift_interval(*counts)
+    got = (out["difference"], out["diff_low"], out["diff_high"])
+    assert got == pytest.approx(expected, abs=5e-5)
+    zero = lift_interval(8, 16, 0, 7)  # no control conversion: no ratio, still a difference
+    assert zero["status"] == "no_conversions" and zero["diff_low"] < 0.5 < zero["diff_high"]
