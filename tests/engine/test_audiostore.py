@@ -48,7 +48,7 @@ def _samples(path: Path, fmt: audio.AudioFormat) -> np.ndarray:
     return np.frombuffer(data, "<i2")
 
 
-@pytest.mark.parametrize("voice_id", ["cmn-female", "yue-female", "cmn-sichuan", "cmn-northeast"])
+@pytest.mark.parametrize("voice_id", sorted(load_voices(ROOT / "voices").profiles))
 @pytest.mark.parametrize("fmt_name", list(audio.FORMATS))
 def test_every_format_for_every_voice(
     store: AudioStore, catalog: VoiceCatalog, fmt_name: str, voice_id: str
