@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -435,6 +435,11 @@ class Renderer:
             raise TemplateLimitExceeded(f"the script is longer than {self.limits.max_script_chars}")
         findings = self.rules.check(segments, channel)
         if findings:
+            where = {
+                "profile": pid or "generic", "channel": channel, "moment": moment_kind,
+                "style": style_id, "customer": _clean(customer.get("customer_id"), 64) or None,
+            }  # fmt: skip
+            findings = [replace(f, **where) for f in findings]
             raise ScriptComplianceError(
                 "the rendered script breaks content rules: " + "; ".join(map(str, findings[:3])),
                 findings=tuple(findings),

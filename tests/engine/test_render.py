@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts_engine.compliance import Finding
 from scripts_engine.config import ROOT
 from scripts_engine.context import CHANNELS
 from scripts_engine.errors import ScriptComplianceError, ScriptRenderError, TemplateLimitExceeded
@@ -115,8 +116,18 @@ def test_wealth_only_when_suitable(renderer: Renderer) -> None:
 )
 def test_customer_value_cannot_inject(renderer: Renderer, name: str) -> None:
     customer = {**SAMPLE_CUSTOMERS[0], "name": name, "gender": None}
-    with pytest.raises(ScriptComplianceError):
+    with pytest.raises(ScriptComplianceError) as info:
         renderer.render_script(customer, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    first = info.value.findings[0]
+    assert isinstance(first, Finding) and first.code == "banned-phrase"
+    assert (first.profile, first.channel, first.stage, first.template) == (
+        "P-ABDEH",
+        "call",
+        "opening",
+        "call/opening",
+    )
+    assert first.version and first.moment == "none" and first.style and first.customer == "S-1"
+    assert "call/opening.j2@" in str(info.value) and "profile P-ABDEH" in str(info.value)
 
 
 def test_customer_markup_is_neutralised(renderer: Renderer) -> None:
