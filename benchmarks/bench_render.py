@@ -27,6 +27,7 @@ from typing import Any
 
 import jinja2
 
+from scripts_engine.composition import value_blocks
 from scripts_engine.config import ROOT
 from scripts_engine.features import load_customers
 from scripts_engine.filters import FILTERS
@@ -93,7 +94,7 @@ def main() -> None:
     for customer, profile, s in jobs:
         base, meta = no_memo.build_context(customer, profile, s, moment="auto", as_of=AS_OF)
         script = no_memo.render_script(customer, profile, s, moment="auto", as_of=AS_OF)
-        blocks = {b["tag"]: b for b in no_memo._blocks(meta["tags"])} if meta["tags"] else {}
+        blocks = {b["tag"]: b for b in value_blocks(no_memo.grid, meta["tags"], meta["hits"])}
         for seg in script.segments:
             variables = {**base, "block": blocks[seg.key]} if seg.key in blocks else base
             plan.append((plain_tpl[seg.template], variables))

@@ -53,13 +53,15 @@ def test_call_structure(renderer: Renderer) -> None:
     s = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
     stages = [seg.stage for seg in s.segments]
     assert stages[0] == "opening" and stages.count("value") == 5
+    # hits by score (propensity 0.4 reaches its 0.3 threshold), then the substituted warm
+    # (0.7 < 0.75) although it scores higher than propensity
     assert [seg.key for seg in s.segments if seg.stage == "value"] == [
         "silver",
         "affluent",
         "debt_free",
-        "warm",
         "propensity",
-    ]  # score order
+        "warm",
+    ]
     assert {seg.key for seg in s.segments if seg.stage == "objection"} >= {
         "busy",
         "not_interested",

@@ -1,0 +1,305 @@
+"""Segment assembly: which templates a script renders, in what order, rendered and memoised.
+
+A call is ``opening, moment`` + ``value`` (five blocks, or the generic one) + ``disclosure,
+close, signoff, objections``; WeChat is up to three messages; SMS one. Templates that see the
+same variables are rendered as a *group*. Each template resolves by the lookup order of
+:meth:`~scripts_engine.templates.TemplatePack.resolve` once per (group, profile, lead): that
+is the group's *plan*.
+
+Memoisation: a template of the dialect cannot bind names or call anything but ``range()``,
+so its output is a pure function of the context paths it reads
+(:func:`~scripts_engine.templates.dependencies`). A plan compiles those paths into one key
+function (``operator.itemgetter`` per context object), and a group's segments are memoised on
+(plan, values read); value blocks also on the tag order and hit flags, which determine every
+``block`` value. A template that binds names, or a value that cannot be a key (a list), is
+rendered every time. Memoised or not, the content rules run on every script's text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+
+from scripts_engine.context import OBJECTIONS, WECHAT_MESSAGES
+from scripts_engine.errors import ScriptRenderError, TemplateLimitExceeded
+from scripts_engine.sandbox import Limits, reset_steps
+from scripts_engine.script import Segment
+from scripts_engine.templates import PackTemplate, TemplatePack
+
+_LINES = re.compile(r"[ \t]*\n[ \t]*")
+_OBJ_REPR = re.compile(r"<[^<>]*>")
+#: (stage, key, stage path) of each template of a group
+Item = tuple[str, str, str]
+KeyFn = Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
+_CALL_TAIL: tuple[Item, ...] = (
+    ("disclosure", "disclosure", "call/disclosure"),
+    ("signoff", "signoff", "call/signoff"),
+    *(("objection", o, f"call/objection/{o}") for o in OBJECTIONS),
+)
+_WECHAT: tuple[Item, ...] = tuple(("wechat", n, f"chat/wechat/{n}") for n in WECHAT_MESSAGES)
+_SMS: tuple[Item, ...] = (("sms", "sms", "chat/sms"),)
+
+
+def _items(group: str, variant: Any) -> tuple[Item, ...]:
+    """The (stage, key, stage path) of each template of a group, in order."""
+    if group == "head":
+        return (
+            ("opening", "opening", "call/opening"),
+            ("moment", variant, f"call/moment/{variant}"),
+        )
+    if group == "value":
+        if variant is None:
+            return (("value", "generic", "call/value"),)
+        return tuple(("value", t, f"call/value/{t}") for t in variant)
+    if group == "tail":
+        return (_CALL_TAIL[0], ("close", variant, f"call/close/{variant}"), *_CALL_TAIL[1:])
+    return _WECHAT if group == "wechat" else _SMS
+
+
+def key_function(deps: Sequence[tuple[str, ...]] | None) -> KeyFn | None:
+    """A function giving the values at ``deps`` as one hashable key (``None``: not memoisable).
+
+    The key is ``None`` for a context without one of the paths, or with a list at one: the
+    real render then runs, and raises its clear error if a path is missing.
+    """
+    if deps is None:
+        return None
+    fields: dict[str, list[str]] = {}
+    deep: list[tuple[str, ...]] = []
+    for path in deps:
+        if len(path) == 2:
+            fields.setdefault(path[0], []).append(path[1])
+        else:
+            deep.append(path)
+    getters = tuple((top, itemgetter(*names)) for top, names in sorted(fields.items()))
+
+    def key(variables: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        try:
+            out = tuple([get(variables[top]) for top, get in getters])
+            for path in deep:
+                value: Any = variables
+                for part in path:
+                    value = value[part]
+                out += (value,)
+            hash(out)
+        except (KeyError, TypeError, IndexError):
+            return None
+        return out
+
+    return key
+
+
+class _Plan:
+    """A group's resolved templates and the key functions of what they read.
+
+    ``key`` reads everything the group's templates read but ``block``; ``template_keys``
+    what each template reads; ``block_keys`` the ``block`` fields each template reads.
+    """
+
+    __slots__ = ("items", "templates", "key", "template_keys", "block_keys")
+
+    def __init__(
+        self,
+        items: tuple[Item, ...],
+        templates: tuple[PackTemplate, ...],
+        key: KeyFn | None,
+        template_keys: tuple[KeyFn | None, ...],
+    ):
+        self.items = items
+        self.templates = templates
+        self.key = key
+        self.template_keys = template_keys
+        self.block_keys = tuple(_block_fields(t) for t in templates)
+
+
+def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
+    fields = sorted({p[1] for p in (tpl.deps or ()) if p[0] == "block" and len(p) == 2})
+    if not fields:
+        return lambda block: None
+    return itemgetter(*fields)
+
+
+def shared_deps(templates: Sequence[PackTemplate]) -> tuple[tuple[str, ...], ...] | None:
+    """What a group of templates reads, ``block`` left out (its values come with the order)."""
+    if any(t.deps is None for t in templates):
+        return None
+    return tuple(sorted({p for t in templates for p in (t.deps or ()) if p[0] != "block"}))
+
+
+class SegmentAssembly:
+    """The part of :class:`~scripts_engine.render.Renderer` that renders segments.
+
+    It uses the renderer's loaded ``pack``, ``limits``, and the caches ``_plans`` and
+    ``_memo`` that every (re)load empties.
+    """
+
+    pack: TemplatePack
+    limits: Limits
+    memoize: bool
+    memo_size: int
+    _memo: dict[Any, Any]
+    _plans: dict[Any, Any]
+
+    def _segments(
+        self,
+        channel: str,
+        base: dict[str, Any],
+        tags: tuple[str, ...],
+        hits: tuple[bool, ...],
+        pid: str | None,
+        close: str,
+        moment: str,
+        blocks: list[dict[str, Any]] | None,
+    ) -> list[Segment]:
+        """The script's segments, in order."""
+        lead = tags[0] if tags else None
+        if channel == "sms":
+            return list(self._group(("sms", None, pid, lead), base))
+        if channel == "wechat":
+            return list(self._group(("wechat", None, pid, lead), base))
+        out = list(self._group(("head", moment, pid, lead), base))
+        if tags and blocks is not None:
+            out += self._group(("value", tags, pid, lead), base, blocks, hits)
+        else:
+            out += self._group(("value", None, pid, lead), base)
+        out += self._group(("tail", close, pid, lead), base)
+        return out
+
+    def _plan(self, sig: tuple[Any, ...]) -> _Plan:
+        """The plan of a group ``sig``: (group, variant, profile id, lead tag)."""
+        plan: _Plan | None = self._plans.get(sig)
+        if plan is None:
+            items = _items(sig[0], sig[1])
+            pid, lead = sig[2], sig[3]
+            tpls = tuple(self._resolve(i[2], pid, lead) for i in items)
+            plan = self._plans[sig] = _Plan(
+                items,
+                tpls,
+                self._key_function(shared_deps(tpls)),
+                tuple(self._key_function(t.deps) for t in tpls),
+            )
+        return plan
+
+    def _resolve(self, path: str, pid: str | None, lead: str | None) -> PackTemplate:
+        sig = ("resolve", path, pid, lead)
+        found: PackTemplate | None = self._plans.get(sig)
+        if found is None:
+            found = self._plans[sig] = self.pack.resolve(path, profile_id=pid, lead=lead)
+        return found
+
+    def _key_function(self, deps: tuple[tuple[str, ...], ...] | None) -> KeyFn | None:
+        """One key function per distinct set of paths (value groups share theirs)."""
+        if deps is None:
+            return None
+        sig = ("key", deps)
+        if sig not in self._plans:
+            self._plans[sig] = key_function(deps)
+        fn: KeyFn | None = self._plans[sig]
+        return fn
+
+    def _group(
+        self,
+        sig: tuple[Any, ...],
+        base: dict[str, Any],
+        blocks: list[dict[str, Any]] | None = None,
+        hits: tuple[bool, ...] = (),
+    ) -> tuple[Segment, ...]:
+        """Render templates that see the same variables (plus one ``block`` each, for value).
+
+        Memoised on the plan, the values its templates read and, for value blocks, the hit
+        flags (with the order, which the plan's signature holds, they fix every ``block``).
+        """
+        plan = self._plan(sig)
+        key = None
+        if plan.key is not None and self.memoize:
+            values = plan.key(base)
+            if values is not None:
+                key = (plan, hits, values)
+                found: tuple[Segment, ...] | None = self._memo.get(key)
+                if found is not None:
+                    return found
+        out = []
+        for n, item in enumerate(plan.items):
+            tpl = plan.templates[n]
+            if blocks is None:
+                seg = self._segment(item, tpl, plan.template_keys[n], base)
+            elif key is not None:
+                # a block's text is a function of the group's values and its block fields
+                block = blocks[n]
+                sub = (tpl.version, item, key[2], plan.block_keys[n](block))
+                if sub in self._memo:
+                    seg = self._memo[sub]
+                else:
+                    seg = self._memo[sub] = self._segment(item, tpl, None, {**base, "block": block})
+            else:
+                seg = self._segment(item, tpl, None, {**base, "block": blocks[n]})
+            if seg is not None:
+                out.append(seg)
+        result = tuple(out)
+        if key is not None:
+            if len(self._memo) >= self.memo_size:
+                self._memo.clear()
+            self._memo[key] = result
+        return result
+
+    def _segment(
+        self, item: Item, tpl: PackTemplate, key_fn: KeyFn | None, variables: dict[str, Any]
+    ) -> Segment | None:
+        """One template's segment (``None`` when it renders empty), memoised on what it reads."""
+        key = None
+        if key_fn is not None and self.memoize:
+            values = key_fn(variables)
+            if values is not None:
+                key = (tpl.version, item, values)
+                if key in self._memo:
+                    found: Segment | None = self._memo[key]
+                    return found
+        text = self._render_now(tpl, variables)
+        seg = Segment(item[0], item[1], text, tpl.name, tpl.version) if text else None
+        if key is not None:
+            self._memo[key] = seg
+        return seg
+
+    def _render_now(self, tpl: PackTemplate, variables: dict[str, Any]) -> str:
+        """Render one template now, under the output cap and a fresh step allowance."""
+        reset_steps()
+        try:
+            ctx = tpl.template.new_context(variables, shared=True)
+            parts, n, cap = [], 0, self.limits.max_output_chars
+            for chunk in tpl.template.root_render_func(ctx):
+                n += len(chunk)
+                if n > cap:
+                    raise TemplateLimitExceeded(f"output is longer than {cap} characters")
+                parts.append(chunk)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear error
+            raise _wrap(exc, tpl) from None
+        return _LINES.sub("", "".join(parts)).strip()
+
+
+def _wrap(exc: BaseException, tpl: PackTemplate) -> ScriptRenderError:
+    """One clear error for any failure of a render: what, in which template, at which line."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(tpl.path):
+            line = tpl.template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    if isinstance(exc, TemplateLimitExceeded):
+        return TemplateLimitExceeded(exc.message, template=tpl.name, line=line)
+    if isinstance(exc, SecurityError):
+        msg = f"refused by the sandbox: {exc}"
+    elif isinstance(exc, UndefinedError):
+        msg = f"missing variable: {exc}"
+    elif isinstance(exc, TemplateError | ScriptRenderError):
+        msg = str(exc)
+    elif isinstance(exc, RecursionError | MemoryError | OverflowError):
+        return TemplateLimitExceeded(
+            f"render bomb stopped ({type(exc).__name__})", template=tpl.name, line=line
+        )
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
+    return ScriptRenderError(_OBJ_REPR.sub("<...>", msg)[:300], template=tpl.name, line=line)

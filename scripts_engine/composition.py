@@ -1,0 +1,63 @@
+"""Value composition: which tags a persona call talks about, in which order, and how surely.
+
+A profile has five tags. The customer *hits* a tag when their score reaches the tag's
+threshold (``grid.yaml``); a profile tag the customer does not hit stands in for a near miss
+(相近标签替代, DOMAIN.md): it is *substituted*. The value stage has one block per tag:
+
+- order: hit tags first, then substituted ones, each by the customer's score (ties keep the
+  grid order): a call never leads with something that is not true of the customer;
+- ``block.hit`` tells the block which it is: a hit block may say what the data shows about
+  the customer; a substituted block may not, and is written as a softer, shorter line that
+  fits anyone (a question, or what "many customers" do).
+
+Without scores no tag is known to hold: every block is a substituted one.
+
+The builders return plain dicts (no pydantic: they run once per distinct order and are
+memoised); ``tests/engine/test_context.py`` validates them against ``ProfileInfo`` and
+``BlockInfo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scripts_engine.grid import Grid
+
+
+def order_tags(
+    grid: Grid, tags: Sequence[str], scores: Mapping[str, float] | None
+) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """The profile's tags in speaking order, and for each whether the customer hits it."""
+    if not scores:
+        return tuple(tags), (False,) * len(tags)
+    specs = grid.tags
+    rows = []
+    for i, tag in enumerate(tags):
+        score = float(scores.get(tag, 0.0) or 0.0)
+        rows.append((score < specs[tag].threshold, -score, i, tag))
+    rows.sort()
+    return tuple(r[3] for r in rows), tuple(not r[0] for r in rows)
+
+
+def profile_info(grid: Grid, pid: str, tags: Sequence[str], hits: Sequence[bool]) -> dict[str, Any]:
+    """The ``profile`` variable (:class:`~scripts_engine.context.ProfileInfo`)."""
+    labels = [grid.tags[t].label_zh for t in tags]
+    return {
+        "id": pid, "name_zh": "·".join(labels), "tags": list(tags), "labels_zh": labels,
+        "lead": tags[0], "lead_zh": labels[0],
+        "substituted": [t for t, hit in zip(tags, hits, strict=True) if not hit],
+    }  # fmt: skip
+
+
+def value_blocks(grid: Grid, tags: Sequence[str], hits: Sequence[bool]) -> list[dict[str, Any]]:
+    """The ``block`` variable of each value block (:class:`~scripts_engine.context.BlockInfo`)."""
+    n = len(tags)
+    return [
+        {
+            "tag": tag, "label_zh": grid.tags[tag].label_zh, "rank": i + 1, "hit": hits[i],
+            "is_lead": i == 0, "is_last": i == n - 1, "prev": tags[i - 1],
+            "next": tags[(i + 1) % n], "lead": tags[0],
+        }
+        for i, tag in enumerate(tags)
+    ]  # fmt: skip
