@@ -74,8 +74,19 @@ class Script:
 
     @property
     def speech(self) -> str:
-        """The main path for the speech engine: escaped text with pause marks."""
-        return SEGMENT_PAUSE.join(speech_text(s.text) for s in self.main)
+        """The main path for the speech engine: escaped text with pause marks.
+
+        Segments of one stage (the five value blocks) flow as one paragraph: a sentence
+        pause between them, a segment pause between stages.
+        """
+        out: list[str] = []
+        stage = None
+        for seg in self.main:
+            if out:
+                out.append(SENTENCE_PAUSE if seg.stage == stage else SEGMENT_PAUSE)
+            out.append(speech_text(seg.text))
+            stage = seg.stage
+        return "".join(out)
 
     def stage_text(self, stage: str) -> str:
         """All text of one stage (e.g. the five value blocks), joined without separators."""

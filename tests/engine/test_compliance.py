@@ -148,7 +148,7 @@ def test_non_compliant_pack_is_caught_on_render(pack: Path) -> None:
     opening = pack / "templates" / "call" / "opening.j2"
     text = opening.read_text(encoding="utf-8")
     # move the AI disclosure to the end: the order rule must catch it
-    ai = "我是{{ bank.short_name }}的智能语音助手{{ agent.name }}，{{ agent.ai_label }}。\n"
+    ai = "我是{{ agent.name }}，{{ agent.ai_label }}。\n"
     opening.write_text(text.replace(ai, "") + ai, encoding="utf-8")
     sms = pack / "templates" / "chat" / "sms.j2"
     sms.write_text(
