@@ -24,6 +24,7 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 
+from scripts_engine.compliance import ContentRules, GroupFacts
 from scripts_engine.context import OBJECTIONS, WECHAT_MESSAGES
 from scripts_engine.errors import ScriptRenderError, TemplateLimitExceeded
 from scripts_engine.sandbox import Limits, reset_steps
@@ -133,11 +134,12 @@ def shared_deps(templates: Sequence[PackTemplate]) -> tuple[tuple[str, ...], ...
 class SegmentAssembly:
     """The part of :class:`~scripts_engine.render.Renderer` that renders segments.
 
-    It uses the renderer's loaded ``pack``, ``limits``, and the caches ``_plans`` and
-    ``_memo`` that every (re)load empties.
+    It uses the renderer's loaded ``pack`` and ``rules``, ``limits``, and the caches
+    ``_plans`` and ``_memo`` that every (re)load empties.
     """
 
     pack: TemplatePack
+    rules: ContentRules
     limits: Limits
     memoize: bool
     memo_size: int
@@ -154,20 +156,34 @@ class SegmentAssembly:
         close: str,
         moment: str,
         blocks: list[dict[str, Any]] | None,
-    ) -> list[Segment]:
-        """The script's segments, in order."""
+    ) -> tuple[list[Segment], list[GroupFacts]]:
+        """The script's segments in order, and the content facts of each group of them."""
         lead = tags[0] if tags else None
         if channel == "sms":
-            return list(self._group(("sms", None, pid, lead), base))
-        if channel == "wechat":
-            return list(self._group(("wechat", None, pid, lead), base))
-        out = list(self._group(("head", moment, pid, lead), base))
-        if tags and blocks is not None:
-            out += self._group(("value", tags, pid, lead), base, blocks, hits)
+            groups = [self._group(("sms", None, pid, lead), base)]
+        elif channel == "wechat":
+            groups = [self._group(("wechat", None, pid, lead), base)]
         else:
-            out += self._group(("value", None, pid, lead), base)
-        out += self._group(("tail", close, pid, lead), base)
-        return out
+            groups = [self._group(("head", moment, pid, lead), base)]
+            if tags and blocks is not None:
+                groups.append(self._group(("value", tags, pid, lead), base, blocks, hits))
+            else:
+                groups.append(self._group(("value", None, pid, lead), base))
+            groups.append(self._group(("tail", close, pid, lead), base))
+        segments = [seg for group in groups for seg in group]
+        return segments, [self._facts(group) for group in groups]
+
+    def _facts(self, group: tuple[Segment, ...]) -> GroupFacts:
+        """The content facts of a group, once per group object (groups are memoised)."""
+        slot = ("facts", id(group))
+        entry = self._memo.get(slot)
+        # the entry holds the group, so no other object can have its id meanwhile
+        if entry is not None and entry[0] is group:
+            facts: GroupFacts = entry[1]
+            return facts
+        facts = self.rules.facts(group)
+        self._memo[slot] = (group, facts)
+        return facts
 
     def _plan(self, sig: tuple[Any, ...]) -> _Plan:
         """The plan of a group ``sig``: (group, variant, profile id, lead tag)."""

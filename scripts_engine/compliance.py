@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -188,6 +188,16 @@ class SegmentFacts:
     present: frozenset[str]
 
 
+@dataclass(frozen=True)
+class GroupFacts:
+    """The segment-level findings of some segments, the products they mention (each with the
+    first segment that does) and the required phrases they carry."""
+
+    findings: tuple[Finding, ...]
+    mentioned: tuple[tuple[str, Any], ...]
+    present: frozenset[str]
+
+
 class _Seg(Protocol):
     @property
     def stage(self) -> str: ...
@@ -338,27 +348,55 @@ class ContentRules(_Frozen):
             facts = self._facts[text] = SegmentFacts(banned, leaks, triggered, present)
         return facts
 
-    def check(self, segments: Sequence[_Seg], channel: str) -> list[Finding]:
-        """Every content rule a rendered script breaks (empty when it is compliant).
+    def facts(self, segments: Sequence[_Seg]) -> GroupFacts:
+        """What the segment-level rules find in some segments (a memoisable part of a script).
 
-        A finding names the segment it is about (stage, key, template and version) where
-        there is one; a missing disclosure names the segment that mentioned the product.
+        Banned phrases and leaks cannot span segments (segments are joined with a newline,
+        which ends a phrase and a negation), so a script's segment-level findings are the
+        union of its parts'.
         """
-        out: list[Finding] = []
+        findings: list[Finding] = []
         mentioned: dict[str, _Seg] = {}
         present: set[str] = set()
         for seg in segments:
             facts = self.segment_facts(seg.text)
             if facts.banned or facts.leaks:
-                out += [
+                findings += [
                     _at(seg, "banned-phrase", f"'{phrase}' ({category})")
                     for phrase, category in facts.banned
                 ]
-                out += [_at(seg, "leak", f"{name}: '{found}'") for name, found in facts.leaks]
+                findings += [_at(seg, "leak", f"{name}: '{found}'") for name, found in facts.leaks]
             for key in facts.triggered:
                 mentioned.setdefault(key, seg)
             if facts.present:
                 present |= facts.present
+        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present))
+
+    def check(
+        self,
+        segments: Sequence[_Seg],
+        channel: str,
+        parts: Sequence[GroupFacts] | None = None,
+    ) -> list[Finding]:
+        """Every content rule a rendered script breaks (empty when it is compliant).
+
+        A finding names the segment it is about (stage, key, template and version) where
+        there is one; a missing disclosure names the segment that mentioned the product.
+        ``parts``: the :meth:`facts` of consecutive slices of ``segments`` that cover them all
+        (the renderer memoises them per segment group); default: computed here.
+        """
+        if parts is None:
+            parts = (self.facts(segments),)
+        out: list[Finding] = []
+        mentioned: dict[str, _Seg] = {}
+        present: frozenset[str] = frozenset()
+        for part in parts:
+            if part.findings:
+                out += part.findings
+            for key, seg in part.mentioned:
+                mentioned.setdefault(key, seg)
+            if part.present:
+                present |= part.present
         for key in sorted(mentioned):
             product, seg = self.products[key], mentioned[key]
             if channel in product.forbidden_on:
@@ -464,14 +502,24 @@ class ContentRules(_Frozen):
         return out
 
     # -- offers -----------------------------------------------------------------------------
-    def choose_offer(self, tags: Sequence[str] | None, risk_rating: str | None) -> str:
-        """The product a call offers; suitability-gated on the customer's risk rating."""
+    def choose_offer(
+        self,
+        tags: Sequence[str] | None,
+        risk_rating: str | None,
+        hits: Collection[str] = (),
+    ) -> str:
+        """The product a call offers; suitability-gated on the customer's risk rating.
+
+        ``tags_all`` tests the profile's tags; ``tags_none`` tests them and every tag the
+        customer hits (``hits``), so a retiree whose profile left ``silver`` out is still
+        not offered wealth by the AI.
+        """
         if tags:
             rank = RISK_ORDER.index(risk_rating) if risk_rating in RISK_ORDER else -1
             for rule in self.offers.rules:
                 if not all(t in tags for t in rule.tags_all):
                     continue
-                if any(t in tags for t in rule.tags_none):
+                if any(t in tags or t in hits for t in rule.tags_none):
                     continue
                 if rule.min_risk_rating and rank < RISK_ORDER.index(rule.min_risk_rating):
                     continue

@@ -40,6 +40,15 @@ def order_tags(
     return tuple(r[3] for r in rows), tuple(not r[0] for r in rows)
 
 
+def hit_tags(grid: Grid, scores: Mapping[str, float] | None) -> frozenset[str]:
+    """Every tag of the grid the customer hits (not only the profile's)."""
+    if not scores:
+        return frozenset()
+    return frozenset(
+        t for t, spec in grid.tags.items() if float(scores.get(t, 0.0) or 0.0) >= spec.threshold
+    )
+
+
 def profile_info(grid: Grid, pid: str, tags: Sequence[str], hits: Sequence[bool]) -> dict[str, Any]:
     """The ``profile`` variable (:class:`~scripts_engine.context.ProfileInfo`)."""
     labels = [grid.tags[t].label_zh for t in tags]

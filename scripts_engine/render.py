@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from scripts_engine.assembly import SegmentAssembly
 from scripts_engine.compliance import load_rules
-from scripts_engine.composition import order_tags, profile_info, value_blocks
+from scripts_engine.composition import hit_tags, order_tags, profile_info, value_blocks
 from scripts_engine.context import CHANNELS, AgentInfo, CallInfo, OfferInfo
 from scripts_engine.customer_view import clean, customer_info
 from scripts_engine.distinctness import Distinctness, measure
@@ -152,8 +152,10 @@ class Renderer(SegmentAssembly):
         risk = customer.get("risk_rating")
         # both depend on the set of tags and the lead only, not on the whole order
         close = self._cached(("close", pid, lead), lambda: styles.choose_close(tags))
+        hit_set = hit_tags(self.grid, tag_scores) if persona else frozenset()
         offer_kind = self._cached(
-            ("offer-kind", pid, lead, risk), lambda: rules.choose_offer(tags, risk)
+            ("offer-kind", pid, lead, risk, hit_set),
+            lambda: rules.choose_offer(tags, risk, hit_set),
         )
         if persona:
             pick_key = ("pick", style, *(customer.get(f) for f in styles.fields_used))
@@ -249,12 +251,12 @@ class Renderer(SegmentAssembly):
                 ("blocks", tags, hits), lambda: value_blocks(self.grid, tags, hits)
             )
         start_budget(self.limits)
-        segments = self._segments(channel, base, tags, hits, pid, close, moment_kind, blocks)
+        segments, parts = self._segments(channel, base, tags, hits, pid, close, moment_kind, blocks)
         total = sum([len(s.text) for s in segments])
         if total > self.limits.max_script_chars:
             raise TemplateLimitExceeded(f"the script is longer than {self.limits.max_script_chars}")
         customer_id = clean(customer.get("customer_id"), 64)
-        findings = self.rules.check(segments, channel)
+        findings = self.rules.check(segments, channel, parts)
         if findings:
             where = {
                 "profile": pid or "generic", "channel": channel, "moment": moment_kind,

@@ -311,3 +311,11 @@ def test_speech_reads_the_value_stage_as_one_paragraph(renderer: Renderer) -> No
     values = [seg.text for seg in s.main if seg.stage == "value"]
     assert f'{values[0]}<break time="300ms"/>{values[1]}' in s.speech
     assert s.speech.count('<break time="700ms"/>') == len({seg.stage for seg in s.main}) - 1
+
+
+def test_no_wealth_offer_to_a_retiree_whose_profile_left_silver_out(renderer: Renderer) -> None:
+    retiree = {**SAMPLE_CUSTOMERS[0], "risk_rating": "R3"}
+    scores = dict.fromkeys(renderer.grid.tag_names, 1.0)  # hits all eight, silver included
+    assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "deposit"
+    scores["silver"] = 0.0
+    assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "wealth"
