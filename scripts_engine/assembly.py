@@ -1,8 +1,8 @@
 """Segment assembly: which templates a script renders, in what order, rendered and memoised.
 
-A call is ``opening, moment`` + ``value`` (five blocks, or the generic one) + ``disclosure,
-close, signoff, objections``; WeChat is up to three messages; SMS one. Templates that see the
-same variables are rendered as a *group*. Each template resolves by the lookup order of
+A call is ``opening`` + ``moment`` + ``value`` (five blocks, or the generic one) +
+``disclosure, close, signoff, objections``; WeChat is up to three messages; SMS one. Each
+``+`` separates a *group*: templates rendered and memoised together. Each template resolves by the lookup order of
 :meth:`~scripts_engine.templates.TemplatePack.resolve` once per (group, profile, lead): that
 is the group's *plan*.
 
@@ -47,11 +47,10 @@ _SMS: tuple[Item, ...] = (("sms", "sms", "chat/sms"),)
 
 def _items(group: str, variant: Any) -> tuple[Item, ...]:
     """The (stage, key, stage path) of each template of a group, in order."""
-    if group == "head":
-        return (
-            ("opening", "opening", "call/opening"),
-            ("moment", variant, f"call/moment/{variant}"),
-        )
+    if group == "opening":
+        return (("opening", "opening", "call/opening"),)
+    if group == "moment":
+        return (("moment", variant, f"call/moment/{variant}"),)
     if group == "value":
         if variant is None:
             return (("value", "generic", "call/value"),)
@@ -101,20 +100,25 @@ class _Plan:
     what each template reads; ``block_keys`` the ``block`` fields each template reads.
     """
 
-    __slots__ = ("items", "templates", "key", "template_keys", "block_keys")
+    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys")
 
     def __init__(
         self,
+        ident: int,
         items: tuple[Item, ...],
         templates: tuple[PackTemplate, ...],
         key: KeyFn | None,
         template_keys: tuple[KeyFn | None, ...],
+        block_keys: tuple[Callable[[Mapping[str, Any]], Any], ...],
     ):
+        #: the same for every plan with the same items and template versions (profiles
+        #: without overrides share their groups' memo entries)
+        self.ident = ident
         self.items = items
         self.templates = templates
         self.key = key
         self.template_keys = template_keys
-        self.block_keys = tuple(_block_fields(t) for t in templates)
+        self.block_keys = block_keys
 
 
 def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
@@ -164,7 +168,12 @@ class SegmentAssembly:
         elif channel == "wechat":
             groups = [self._group(("wechat", None, pid, lead), base)]
         else:
-            groups = [self._group(("head", moment, pid, lead), base)]
+            # the opening (it names the customer) and the moment (dates) change with
+            # different customers: two groups, so that each is memoised on its own values
+            groups = [
+                self._group(("opening", None, pid, lead), base),
+                self._group(("moment", moment, pid, lead), base),
+            ]
             if tags and blocks is not None:
                 groups.append(self._group(("value", tags, pid, lead), base, blocks, hits))
             else:
@@ -192,13 +201,35 @@ class SegmentAssembly:
             items = _items(sig[0], sig[1])
             pid, lead = sig[2], sig[3]
             tpls = tuple(self._resolve(i[2], pid, lead) for i in items)
+            # the same templates in another order (value blocks) share one group key
+            versions = frozenset(t.version for t in tpls)
+            shared = self._plans.get(("shared", versions))
+            if shared is None:
+                shared = self._plans[("shared", versions)] = self._key_function(shared_deps(tpls))
+            per_template = [self._per_template(t) for t in tpls]
+            same = ("ident", items, tuple(t.version for t in tpls))
+            ident = self._plans.get(same)
+            if ident is None:
+                ident = self._plans[same] = len(self._plans)
             plan = self._plans[sig] = _Plan(
+                ident,
                 items,
                 tpls,
-                self._key_function(shared_deps(tpls)),
-                tuple(self._key_function(t.deps) for t in tpls),
+                shared,
+                tuple(p[0] for p in per_template),
+                tuple(p[1] for p in per_template),
             )
         return plan
+
+    def _per_template(
+        self, tpl: PackTemplate
+    ) -> tuple[KeyFn | None, Callable[[Mapping[str, Any]], Any]]:
+        """A template's key function and the getter of the ``block`` fields it reads."""
+        slot = ("template", tpl.version)
+        found = self._plans.get(slot)
+        if found is None:
+            found = self._plans[slot] = (self._key_function(tpl.deps), _block_fields(tpl))
+        return found
 
     def _resolve(self, path: str, pid: str | None, lead: str | None) -> PackTemplate:
         sig = ("resolve", path, pid, lead)
@@ -234,7 +265,7 @@ class SegmentAssembly:
         if plan.key is not None and self.memoize:
             values = plan.key(base)
             if values is not None:
-                key = (plan, hits, values)
+                key = (plan.ident, hits, values)
                 found: tuple[Segment, ...] | None = self._memo.get(key)
                 if found is not None:
                     return found

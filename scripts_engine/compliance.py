@@ -501,6 +501,11 @@ class ContentRules(_Frozen):
                 )
         return out
 
+    @cached_property
+    def offer_barring_tags(self) -> frozenset[str]:
+        """The tags that, hit by the customer, can bar an offer (every rule's ``tags_none``)."""
+        return frozenset(t for rule in self.offers.rules for t in rule.tags_none)
+
     # -- offers -----------------------------------------------------------------------------
     def choose_offer(
         self,

@@ -31,13 +31,24 @@ def order_tags(
     """The profile's tags in speaking order, and for each whether the customer hits it."""
     if not scores:
         return tuple(tags), (False,) * len(tags)
-    specs = grid.tags
+    limits = _thresholds(grid)
     rows = []
     for i, tag in enumerate(tags):
-        score = float(scores.get(tag, 0.0) or 0.0)
-        rows.append((score < specs[tag].threshold, -score, i, tag))
+        score = float(scores.get(tag) or 0.0)
+        rows.append((score < limits[tag], -score, i, tag))
     rows.sort()
-    return tuple(r[3] for r in rows), tuple(not r[0] for r in rows)
+    return tuple([r[3] for r in rows]), tuple([not r[0] for r in rows])
+
+
+_THRESHOLDS: dict[int, tuple[Grid, dict[str, float]]] = {}
+
+
+def _thresholds(grid: Grid) -> dict[str, float]:
+    """Each tag's threshold, by name (built once per grid object)."""
+    entry = _THRESHOLDS.get(id(grid))
+    if entry is None or entry[0] is not grid:
+        entry = _THRESHOLDS[id(grid)] = (grid, {t: s.threshold for t, s in grid.tags.items()})
+    return entry[1]
 
 
 def hit_tags(grid: Grid, scores: Mapping[str, float] | None) -> frozenset[str]:
@@ -45,7 +56,7 @@ def hit_tags(grid: Grid, scores: Mapping[str, float] | None) -> frozenset[str]:
     if not scores:
         return frozenset()
     return frozenset(
-        t for t, spec in grid.tags.items() if float(scores.get(t, 0.0) or 0.0) >= spec.threshold
+        [t for t, limit in _thresholds(grid).items() if float(scores.get(t) or 0.0) >= limit]
     )
 
 

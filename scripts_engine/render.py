@@ -152,10 +152,11 @@ class Renderer(SegmentAssembly):
         risk = customer.get("risk_rating")
         # both depend on the set of tags and the lead only, not on the whole order
         close = self._cached(("close", pid, lead), lambda: styles.choose_close(tags))
-        hit_set = hit_tags(self.grid, tag_scores) if persona else frozenset()
+        # only the customer's hits that can bar an offer matter (the same for most customers)
+        barring = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags if persona else None
         offer_kind = self._cached(
-            ("offer-kind", pid, lead, risk, hit_set),
-            lambda: rules.choose_offer(tags, risk, hit_set),
+            ("offer-kind", pid, lead, risk, barring),
+            lambda: rules.choose_offer(tags, risk, barring or ()),
         )
         if persona:
             pick_key = ("pick", style, *(customer.get(f) for f in styles.fields_used))
@@ -268,8 +269,10 @@ class Renderer(SegmentAssembly):
                 findings=tuple(findings),
             )
         inputs = {
-            "customer": tuple(sorted(base["customer"].items())), "customer_id": customer_id,
-            "profile": pid, "tags": tags, "hits": hits, "channel": channel,
+            # the customer's context values in contract order, one unit separator apart
+            "customer": "\x1d".join(map(str, base["customer"].values())),
+            "customer_id": customer_id, "profile": pid, "tags": ",".join(tags),
+            "hits": "".join("1" if h else "0" for h in hits), "channel": channel,
             "moment": moment_kind, "style": style_id, "offer": offer_kind, "close": close,
             "as_of": as_of_s, "pack": self.pack.version,
         }  # fmt: skip

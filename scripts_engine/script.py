@@ -115,13 +115,15 @@ def speech_text(text: str) -> str:
     return SENTENCE_PAUSE.join(escape(p) for p in parts)
 
 
-def script_id(inputs: Mapping[str, Any]) -> str:
+def script_id(inputs: Mapping[str, str | None]) -> str:
     """Stable id of a script: a hash of its inputs.
 
-    ``inputs`` maps names to strings, numbers, booleans, ``None`` or tuples of them (a dict
-    value goes in as the tuple of its sorted items). The canonical form is the ``repr`` of
-    the sorted items: independent of the order the caller built the mapping in, and
-    unambiguous (strings are quoted), at a fraction of the cost of canonical JSON.
+    ``inputs`` maps names to text (or ``None``). The canonical form joins the sorted items
+    with ASCII separators (record, unit) that no input can contain: customer values are
+    cleaned of control characters, the rest are ids. Independent of the order the caller
+    built the mapping in, and much cheaper than canonical JSON.
     """
-    blob = repr(sorted(inputs.items()))
+    blob = "\x1e".join(
+        [f"{k}\x1f{'' if v is None else v}\x1f{v is None:d}" for k, v in sorted(inputs.items())]
+    )
     return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
