@@ -122,10 +122,14 @@ class _Plan:
 
 
 def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
-    fields = sorted({p[1] for p in (tpl.deps or ()) if p[0] == "block" and len(p) == 2})
-    if not fields:
+    """The getter of the ``block`` values a template reads (all of them when it reads
+    ``block`` otherwise than as ``block.field``, e.g. ``block['next']``)."""
+    paths = [p for p in (tpl.deps or ()) if p[0] == "block"]
+    if any(len(p) != 2 for p in paths):
+        return lambda block: tuple(block.items())
+    if not paths:
         return lambda block: None
-    return itemgetter(*fields)
+    return itemgetter(*sorted({p[1] for p in paths}))
 
 
 def shared_deps(templates: Sequence[PackTemplate]) -> tuple[tuple[str, ...], ...] | None:

@@ -319,3 +319,17 @@ def test_no_wealth_offer_to_a_retiree_whose_profile_left_silver_out(renderer: Re
     assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "deposit"
     scores["silver"] = 0.0
     assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "wealth"
+
+
+def test_block_memo_keys_on_what_a_template_reads(renderer: Renderer) -> None:
+    from scripts_engine.assembly import _block_fields
+
+    block = {"tag": "silver", "next": "warm", "hit": True, "rank": 1}
+    for source, expected in (
+        ("{{ block.next }}{% if block.hit %}!{% endif %}", (True, "warm")),  # hit, next
+        ("{{ block['next'] }}", tuple(block.items())),  # not a plain field read: all of it
+        ("没有变量", None),
+    ):
+        compiled, findings = compile_template(renderer.env, "t", source)
+        assert compiled is not None and not findings
+        assert _block_fields(compiled)(block) == expected
