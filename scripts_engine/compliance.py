@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -122,21 +122,47 @@ class Calling(_Frozen):
 
 @dataclass(frozen=True)
 class Finding:
-    """One broken rule: a code, what is wrong, and where (template and line, or stage)."""
+    """One broken rule: a code, what is wrong, and where.
+
+    Where, as far as it is known: the template (name, version, line) and, for a rendered
+    script, the stage and segment key (``value``/``silver``), the profile, channel, moment and
+    style of the script, and the customer. Lint of the rendered matrix reports each problem
+    once, with the first script it was seen in and ``scripts``, how many scripts had it.
+    """
 
     code: str
     message: str
     template: str | None = None
     line: int | None = None
     stage: str | None = None
+    key: str | None = None
+    version: str | None = None
+    profile: str | None = None
+    channel: str | None = None
+    moment: str | None = None
+    style: str | None = None
+    customer: str | None = None
+    scripts: int | None = None
 
     def __str__(self) -> str:
         where = ""
         if self.template:
-            where = f"{self.template}.j2" + (f":{self.line}" if self.line else "") + ": "
-        elif self.stage:
-            where = f"[{self.stage}] "
-        return f"{where}{self.code}: {self.message}"
+            where = f"{self.template}.j2" + (f"@{self.version}" if self.version else "")
+            where += (f":{self.line}" if self.line else "") + ": "
+        script = [
+            f"{label} {value}"
+            for label, value in (
+                ("customer", self.customer), ("profile", self.profile),
+                ("channel", self.channel), ("moment", self.moment), ("style", self.style),
+            )
+            if value
+        ]  # fmt: skip
+        if self.stage:
+            script.append("stage " + self.stage + (f"/{self.key}" if self.key else ""))
+        if script:
+            where += "[" + ", ".join(script) + "] "
+        more = f" (in {self.scripts} scripts)" if self.scripts and self.scripts > 1 else ""
+        return f"{where}{self.code}: {self.message}{more}"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -162,6 +188,16 @@ class SegmentFacts:
     present: frozenset[str]
 
 
+@dataclass(frozen=True)
+class GroupFacts:
+    """The segment-level findings of some segments, the products they mention (each with the
+    first segment that does) and the required phrases they carry."""
+
+    findings: tuple[Finding, ...]
+    mentioned: tuple[tuple[str, Any], ...]
+    present: frozenset[str]
+
+
 class _Seg(Protocol):
     @property
     def stage(self) -> str: ...
@@ -169,6 +205,18 @@ class _Seg(Protocol):
     def text(self) -> str: ...
     @property
     def template(self) -> str | None: ...
+
+
+def _at(seg: _Seg, code: str, message: str) -> Finding:
+    """A finding about one segment: its stage, key, template and version."""
+    return Finding(
+        code,
+        message,
+        seg.template,
+        stage=seg.stage,
+        key=getattr(seg, "key", None),
+        version=getattr(seg, "version", None),
+    )
 
 
 class ContentRules(_Frozen):
@@ -300,37 +348,70 @@ class ContentRules(_Frozen):
             facts = self._facts[text] = SegmentFacts(banned, leaks, triggered, present)
         return facts
 
-    def check(self, segments: Sequence[_Seg], channel: str) -> list[Finding]:
-        """Every content rule a rendered script breaks (empty when it is compliant)."""
-        out: list[Finding] = []
-        triggered: set[str] = set()
+    def facts(self, segments: Sequence[_Seg]) -> GroupFacts:
+        """What the segment-level rules find in some segments (a memoisable part of a script).
+
+        Banned phrases and leaks cannot span segments (segments are joined with a newline,
+        which ends a phrase and a negation), so a script's segment-level findings are the
+        union of its parts'.
+        """
+        findings: list[Finding] = []
+        mentioned: dict[str, _Seg] = {}
         present: set[str] = set()
         for seg in segments:
             facts = self.segment_facts(seg.text)
-            for phrase, category in facts.banned:
-                out.append(
-                    Finding(
-                        "banned-phrase", f"'{phrase}' ({category})", seg.template, None, seg.stage
-                    )
-                )
-            for name, found in facts.leaks:
-                out.append(Finding("leak", f"{name}: '{found}'", seg.template, None, seg.stage))
-            triggered |= facts.triggered
-            present |= facts.present
-        for key in sorted(triggered):
-            product = self.products[key]
+            if facts.banned or facts.leaks:
+                findings += [
+                    _at(seg, "banned-phrase", f"'{phrase}' ({category})")
+                    for phrase, category in facts.banned
+                ]
+                findings += [_at(seg, "leak", f"{name}: '{found}'") for name, found in facts.leaks]
+            for key in facts.triggered:
+                mentioned.setdefault(key, seg)
+            if facts.present:
+                present |= facts.present
+        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present))
+
+    def check(
+        self,
+        segments: Sequence[_Seg],
+        channel: str,
+        parts: Sequence[GroupFacts] | None = None,
+    ) -> list[Finding]:
+        """Every content rule a rendered script breaks (empty when it is compliant).
+
+        A finding names the segment it is about (stage, key, template and version) where
+        there is one; a missing disclosure names the segment that mentioned the product.
+        ``parts``: the :meth:`facts` of consecutive slices of ``segments`` that cover them all
+        (the renderer memoises them per segment group); default: computed here.
+        """
+        if parts is None:
+            parts = (self.facts(segments),)
+        out: list[Finding] = []
+        mentioned: dict[str, _Seg] = {}
+        present: frozenset[str] = frozenset()
+        for part in parts:
+            if part.findings:
+                out += part.findings
+            for key, seg in part.mentioned:
+                mentioned.setdefault(key, seg)
+            if part.present:
+                present |= part.present
+        for key in sorted(mentioned):
+            product, seg = self.products[key], mentioned[key]
             if channel in product.forbidden_on:
-                out.append(Finding("product-channel", f"{key} may not be offered by {channel}"))
+                out.append(_at(seg, "product-channel", f"{key} may not be offered by {channel}"))
             elif channel in product.required_on:
-                for phrase in product.required:
-                    if phrase not in present:
-                        out.append(
-                            Finding("missing-disclosure", f"{key} needs the disclosure '{phrase}'")
-                        )
+                out += [
+                    _at(seg, "missing-disclosure",
+                        f"{key} (mentioned here) needs the disclosure '{phrase}' in the script")
+                    for phrase in product.required
+                    if phrase not in present
+                ]  # fmt: skip
         if channel == "call":
             out += self._check_opening(segments)
         elif channel == "sms":
-            out += self._check_sms("\n".join(s.text for s in segments))
+            out += self._check_sms(segments)
         elif channel == "wechat":
             out += self._check_wechat(segments, "\n".join(s.text for s in segments))
         return out
@@ -338,42 +419,55 @@ class ContentRules(_Frozen):
     def _check_opening(self, segments: Sequence[_Seg]) -> list[Finding]:
         first = segments[0] if segments else None
         if first is None or first.stage != self.opening.stage:
-            return [Finding("opening-order", "the call does not start with the opening")]
+            where = _at(first, "opening-order", "") if first is not None else None
+            return [
+                replace(where, message="the call does not start with the opening")
+                if where
+                else Finding("opening-order", "the call does not start with the opening")
+            ]
+        cached = self._openings.get(first.text)
+        if cached is None:
+            cached = self._openings[first.text] = self._opening_problems(first.text)
+        return [_at(first, "opening-order", message) for message in cached]
+
+    @cached_property
+    def _openings(self) -> dict[str, tuple[str, ...]]:
+        return {}
+
+    def _opening_problems(self, text: str) -> tuple[str, ...]:
         pos, out = 0, []
         for name, rx in self._opening_res:
-            m = rx.search(first.text, pos)
+            m = rx.search(text, pos)
             if m is None:
-                where = "after the previous one" if rx.search(first.text) else ""
-                out.append(
-                    Finding(
-                        "opening-order",
-                        f"the opening must say the {name} {where}".rstrip(),
-                        first.template,
-                        stage=first.stage,
-                    )
-                )
+                where = "after the previous one" if rx.search(text) else ""
+                out.append(f"the opening must say the {name} {where}".rstrip())
             else:
                 pos = m.end()
-        return out
+        if len(self._openings) >= 10_000:
+            self._openings.clear()
+        return tuple(out)
 
-    def _check_sms(self, text: str) -> list[Finding]:
+    def _check_sms(self, segments: Sequence[_Seg]) -> list[Finding]:
+        text = "\n".join(s.text for s in segments)
+        first = segments[0] if segments else None
+
+        def at(code: str, message: str) -> Finding:
+            return _at(first, code, message) if first else Finding(code, message, stage="sms")
+
         out = []
         n = len(text)
-        segments = 1 if n <= self.sms.max_segment_chars else math.ceil(n / 67)
-        if segments > self.sms.max_segments:
+        parts = 1 if n <= self.sms.max_segment_chars else math.ceil(n / 67)
+        if parts > self.sms.max_segments:
             out.append(
-                Finding(
+                at(
                     "sms-length",
-                    f"{n} characters make {segments} SMS segments "
+                    f"{n} characters make {parts} SMS segments "
                     f"(at most {self.sms.max_segments} of {self.sms.max_segment_chars})",
-                    stage="sms",
                 )
             )
         for slot in self.sms.required:
             if not re.search(slot.pattern, text):
-                out.append(
-                    Finding("sms-required", f"the SMS must carry the {slot.name}", stage="sms")
-                )
+                out.append(at("sms-required", f"the SMS must carry the {slot.name}"))
         return out
 
     def _check_wechat(self, segments: Sequence[_Seg], full: str) -> list[Finding]:
@@ -383,35 +477,54 @@ class ContentRules(_Frozen):
                 Finding(
                     "wechat-length",
                     f"{len(segments)} messages (at most {self.wechat.max_messages})",
+                    stage="wechat",
                 )
             )
         for seg in segments:
             if len(seg.text) > self.wechat.max_message_chars:
                 out.append(
-                    Finding(
+                    _at(
+                        seg,
                         "wechat-length",
                         f"a message of {len(seg.text)} characters "
                         f"(at most {self.wechat.max_message_chars})",
-                        seg.template,
-                        stage=seg.stage,
                     )
                 )
         for slot in self.wechat.required:
             if not re.search(slot.pattern, full):
                 out.append(
-                    Finding("wechat-required", f"the WeChat messages must carry the {slot.name}")
+                    Finding(
+                        "wechat-required",
+                        f"the WeChat messages must carry the {slot.name}",
+                        stage="wechat",
+                    )
                 )
         return out
 
+    @cached_property
+    def offer_barring_tags(self) -> frozenset[str]:
+        """The tags that, hit by the customer, can bar an offer (every rule's ``tags_none``)."""
+        return frozenset(t for rule in self.offers.rules for t in rule.tags_none)
+
     # -- offers -----------------------------------------------------------------------------
-    def choose_offer(self, tags: Sequence[str] | None, risk_rating: str | None) -> str:
-        """The product a call offers; suitability-gated on the customer's risk rating."""
+    def choose_offer(
+        self,
+        tags: Sequence[str] | None,
+        risk_rating: str | None,
+        hits: Collection[str] = (),
+    ) -> str:
+        """The product a call offers; suitability-gated on the customer's risk rating.
+
+        ``tags_all`` tests the profile's tags; ``tags_none`` tests them and every tag the
+        customer hits (``hits``), so a retiree whose profile left ``silver`` out is still
+        not offered wealth by the AI.
+        """
         if tags:
             rank = RISK_ORDER.index(risk_rating) if risk_rating in RISK_ORDER else -1
             for rule in self.offers.rules:
                 if not all(t in tags for t in rule.tags_all):
                     continue
-                if any(t in tags for t in rule.tags_none):
+                if any(t in tags or t in hits for t in rule.tags_none):
                     continue
                 if rule.min_risk_rating and rank < RISK_ORDER.index(rule.min_risk_rating):
                     continue

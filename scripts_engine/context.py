@@ -125,14 +125,18 @@ class CallInfo(_Ctx):
 
 
 class ProfileInfo(_Ctx):
-    """The customer's persona profile: five of the eight tags, ordered by their scores."""
+    """The customer's persona profile: five of the eight tags, hits first, then by score."""
 
     id: str = Field(description="Profile id, e.g. P-ABDEH.")
     name_zh: str = Field(description="Profile name: the five tag labels joined with ·.")
-    tags: list[str] = Field(description="The five tag names, highest-scoring first.")
+    tags: list[str] = Field(description="The five tag names: hit tags first, each by score.")
     labels_zh: list[str] = Field(description="The five tags' Chinese labels, same order.")
-    lead: str = Field(description="The highest-scoring tag of the five.")
+    lead: str = Field(description="The first tag (the highest-scoring hit, if any).")
     lead_zh: str = Field(description="The lead tag's Chinese label.")
+    substituted: list[str] = Field(
+        description="Tags of the five the customer does not hit (they stand in for near misses):"
+        " say nothing about the customer that only a hit would justify."
+    )
 
 
 class BlockInfo(_Ctx):
@@ -141,6 +145,10 @@ class BlockInfo(_Ctx):
     tag: str = Field(description="This block's tag, e.g. silver.")
     label_zh: str = Field(description="The tag's Chinese label.")
     rank: int = Field(description="1 for the lead (highest-scoring) tag ... 5.")
+    hit: bool = Field(
+        description="True when the customer's data carries this tag; False when it is"
+        " substituted: then write a softer, shorter line that fits anyone."
+    )
     is_lead: bool = Field(description="True for the first block.")
     is_last: bool = Field(description="True for the fifth block.")
     prev: str = Field(description="The tag of the block before (the last block's, for the lead).")

@@ -17,7 +17,7 @@ Checks, each finding naming file and line where there is one:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,23 @@ def lint(path: Path, *, default_personas: Path | None = None) -> LintReport:
 
 
 def _render_matrix(renderer: Renderer, report: LintReport) -> None:
-    seen: set[str] = set()
+    """Render the sample matrix; each problem is reported once, where it was first seen.
+
+    A rendered script's finding names the customer, profile, channel, moment, style, stage
+    and template (with version); ``scripts`` counts the scripts that had the same problem.
+    """
+    seen: dict[tuple[Any, ...], int] = {}
+
+    def add(finding: Finding) -> None:
+        key = (finding.code, finding.message, finding.template, finding.stage, finding.key)
+        if key in seen:
+            i = seen[key]
+            report.findings[i] = replace(
+                report.findings[i], scripts=(report.findings[i].scripts or 1) + 1
+            )
+        else:
+            seen[key] = len(report.findings)
+            report.findings.append(finding)
 
     def attempt(
         customer: dict[str, Any], profile: Any, scores: dict[str, float], **kw: Any
@@ -211,13 +227,17 @@ def _render_matrix(renderer: Renderer, report: LintReport) -> None:
             report.rendered += 1
         except ScriptComplianceError as exc:
             for f in exc.findings:
-                if isinstance(f, Finding) and str(f) not in seen:
-                    seen.add(str(f))
-                    report.findings.append(f)
+                if isinstance(f, Finding):
+                    add(f)
         except ScriptRenderError as exc:
-            if str(exc) not in seen:
-                seen.add(str(exc))
-                report.findings.append(Finding("render", exc.message, exc.template, exc.line))
+            pid = getattr(profile, "id", profile) or "generic"
+            where = {k: v for k, v in kw.items() if k in ("channel", "moment", "style")}
+            add(
+                Finding(
+                    "render", exc.message, exc.template, exc.line, profile=pid,
+                    customer=customer.get("customer_id"), **where,
+                )
+            )  # fmt: skip
 
     for customer, scores in zip(SAMPLE_CUSTOMERS, SAMPLE_SCORES, strict=True):
         for channel in CHANNELS:

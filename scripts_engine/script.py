@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -73,8 +74,19 @@ class Script:
 
     @property
     def speech(self) -> str:
-        """The main path for the speech engine: escaped text with pause marks."""
-        return SEGMENT_PAUSE.join(speech_text(s.text) for s in self.main)
+        """The main path for the speech engine: escaped text with pause marks.
+
+        Segments of one stage (the five value blocks) flow as one paragraph: a sentence
+        pause between them, a segment pause between stages.
+        """
+        out: list[str] = []
+        stage = None
+        for seg in self.main:
+            if out:
+                out.append(SENTENCE_PAUSE if seg.stage == stage else SEGMENT_PAUSE)
+            out.append(speech_text(seg.text))
+            stage = seg.stage
+        return "".join(out)
 
     def stage_text(self, stage: str) -> str:
         """All text of one stage (e.g. the five value blocks), joined without separators."""
@@ -103,7 +115,15 @@ def speech_text(text: str) -> str:
     return SENTENCE_PAUSE.join(escape(p) for p in parts)
 
 
-def script_id(inputs: dict[str, Any]) -> str:
-    """Stable id of a script: a hash of its inputs (canonical JSON)."""
-    blob = json.dumps(inputs, ensure_ascii=False, sort_keys=True, default=str)
+def script_id(inputs: Mapping[str, str | None]) -> str:
+    """Stable id of a script: a hash of its inputs.
+
+    ``inputs`` maps names to text (or ``None``). The canonical form joins the sorted items
+    with ASCII separators (record, unit) that no input can contain: customer values are
+    cleaned of control characters, the rest are ids. Independent of the order the caller
+    built the mapping in, and much cheaper than canonical JSON.
+    """
+    blob = "\x1e".join(
+        [f"{k}\x1f{'' if v is None else v}\x1f{v is None:d}" for k, v in sorted(inputs.items())]
+    )
     return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]

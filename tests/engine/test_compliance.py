@@ -87,7 +87,12 @@ def test_disclosures(rules: ContentRules) -> None:
     ok = "理财非存款、产品有风险、投资须谨慎。业绩比较基准不构成收益承诺，过往业绩不代表未来表现。"
     assert rules.check(_call(GOOD_OPENING, "可以看看稳健型理财产品。", ok), "call") == []
     deposit = rules.check(_call(GOOD_OPENING, "可以存定期存款。"), "call")
-    assert [f.message for f in deposit] == ["deposit needs the disclosure '存款保险'"]
+    assert [(f.code, f.message) for f in deposit] == [
+        (
+            "missing-disclosure",
+            "deposit (mentioned here) needs the disclosure '存款保险' in the script",
+        )
+    ]
     sms = [SegmentText("sms", "【安和银行】理财产品上新，回T退订")]
     assert "product-channel" in {f.code for f in rules.check(sms, "sms")}
 
@@ -143,7 +148,7 @@ def test_non_compliant_pack_is_caught_on_render(pack: Path) -> None:
     opening = pack / "templates" / "call" / "opening.j2"
     text = opening.read_text(encoding="utf-8")
     # move the AI disclosure to the end: the order rule must catch it
-    ai = "我是{{ bank.short_name }}的智能语音助手{{ agent.name }}，{{ agent.ai_label }}。\n"
+    ai = "我是{{ agent.name }}，{{ agent.ai_label }}。\n"
     opening.write_text(text.replace(ai, "") + ai, encoding="utf-8")
     sms = pack / "templates" / "chat" / "sms.j2"
     sms.write_text(
@@ -155,6 +160,17 @@ def test_non_compliant_pack_is_caught_on_render(pack: Path) -> None:
     report = lint(pack)
     codes = {f.code for f in report.findings}
     assert {"opening-order", "sms-length"} <= codes
+    # a rendered script's finding says where: customer, profile, channel, moment, style,
+    # stage, template and its version
+    order = next(f for f in report.findings if f.code == "opening-order")
+    assert (order.template, order.stage, order.channel) == ("call/opening", "opening", "call")
+    assert order.version and order.profile and order.moment and order.style and order.customer
+    assert order.scripts and order.scripts > 1
+    text = str(order)
+    assert text.startswith(f"call/opening.j2@{order.version}: [customer ")
+    assert f"profile {order.profile}, channel call, moment {order.moment}" in text
+    sms_len = next(f for f in report.findings if f.code == "sms-length")
+    assert sms_len.template == "chat/sms" and sms_len.channel == "sms" and sms_len.version
 
 
 def test_missing_template_is_reported(pack: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
+from scripts_engine.composition import value_blocks
 from scripts_engine.config import ROOT
 from scripts_engine.context import (
     CommonContext,
@@ -60,9 +61,10 @@ def test_runtime_context_is_exactly_the_contract(renderer: Renderer, persona: bo
         assert set(variables) == set(model.model_fields), (
             "undocumented or missing keys in the template context: update context.py"
         )
-        block = renderer._blocks(["silver", "affluent", "debt_free", "warm", "propensity"])[0]
-        if persona:
-            ValueBlockContext.model_validate({**variables, "block": block})
+        tags = ("silver", "affluent", "debt_free", "warm", "propensity")
+        for block in value_blocks(renderer.grid, tags, (True, True, True, False, False)):
+            if persona:
+                ValueBlockContext.model_validate({**variables, "block": block})
 
 
 def test_context_values_are_plain_data(renderer: Renderer) -> None:

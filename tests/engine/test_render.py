@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts_engine.compliance import Finding
 from scripts_engine.config import ROOT
 from scripts_engine.context import CHANNELS
 from scripts_engine.errors import ScriptComplianceError, ScriptRenderError, TemplateLimitExceeded
@@ -52,13 +53,15 @@ def test_call_structure(renderer: Renderer) -> None:
     s = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
     stages = [seg.stage for seg in s.segments]
     assert stages[0] == "opening" and stages.count("value") == 5
+    # hits by score (propensity 0.4 reaches its 0.3 threshold), then the substituted warm
+    # (0.7 < 0.75) although it scores higher than propensity
     assert [seg.key for seg in s.segments if seg.stage == "value"] == [
         "silver",
         "affluent",
         "debt_free",
-        "warm",
         "propensity",
-    ]  # score order
+        "warm",
+    ]
     assert {seg.key for seg in s.segments if seg.stage == "objection"} >= {
         "busy",
         "not_interested",
@@ -92,7 +95,7 @@ def test_generic_for_opt_out_and_control(renderer: Renderer) -> None:
     assert base["style"]["temperament"] == "neutral" and base["style"]["hook"] == ""
     s = renderer.render_script(opted, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
     assert not s.persona and s.profile_id is None
-    assert s.segments[2].template == "generic/call/value"
+    assert [seg.template for seg in s.segments if seg.stage == "value"] == ["generic/call/value"]
     control = renderer.render_script(
         SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], generic=True, as_of=SAMPLE_DATE
     )
@@ -115,8 +118,18 @@ def test_wealth_only_when_suitable(renderer: Renderer) -> None:
 )
 def test_customer_value_cannot_inject(renderer: Renderer, name: str) -> None:
     customer = {**SAMPLE_CUSTOMERS[0], "name": name, "gender": None}
-    with pytest.raises(ScriptComplianceError):
+    with pytest.raises(ScriptComplianceError) as info:
         renderer.render_script(customer, "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    first = info.value.findings[0]
+    assert isinstance(first, Finding) and first.code == "banned-phrase"
+    assert (first.profile, first.channel, first.stage, first.template) == (
+        "P-ABDEH",
+        "call",
+        "opening",
+        "call/opening",
+    )
+    assert first.version and first.moment == "none" and first.style and first.customer == "S-1"
+    assert "call/opening.j2@" in str(info.value) and "profile P-ABDEH" in str(info.value)
 
 
 def test_customer_markup_is_neutralised(renderer: Renderer) -> None:
@@ -218,11 +231,13 @@ def pack_copy(tmp_path: Path) -> Path:
 
 def test_missing_variable_in_pack_names_template_and_line(pack_copy: Path) -> None:
     opening = pack_copy / "templates" / "call" / "signoff.j2"
-    opening.write_text(opening.read_text() + "{{ customer.nmae }}\n", encoding="utf-8")
+    text = opening.read_text(encoding="utf-8")
+    opening.write_text(text + "{{ customer.nmae }}\n", encoding="utf-8")
     r = Renderer(pack_copy)
     with pytest.raises(ScriptRenderError) as info:
         r.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
-    assert info.value.template == "call/signoff" and info.value.line == 4
+    assert info.value.template == "call/signoff"
+    assert info.value.line == len(text.splitlines()) + 1
 
 
 def test_reloads_when_a_file_changes(pack_copy: Path) -> None:
@@ -242,3 +257,79 @@ def test_reloads_when_a_file_changes(pack_copy: Path) -> None:
 def test_distinctness_target(renderer: Renderer) -> None:
     d = renderer.distinctness(SAMPLE_CUSTOMERS[0], SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
     assert d.profiles == 56 and d.min_distance >= 0.3
+
+
+#: phrases with which a value block asserts its tag of the customer (hit wording only)
+CLAIMS = {
+    "affluent": ("您活期", "您账户里", "您手头", "您的活期", "您有一笔钱"),
+    "silver": ("退休", "年纪相仿"),
+    "educated": ("您做决定看重数据", "您习惯先算清楚"),
+    "debt_free": ("没有贷款", "不用还贷", "没有还贷", "不背房贷"),
+    "warm": ("老朋友", "这些年", "一直支持", "之前", "一直以来", "上回"),
+    "mobile": ("常用手机", "您习惯用手机", "您用手机", "用惯了手机"),
+    "timing": ("眼下正是", "这段时间我们"),
+    "propensity": ("您对存款", "您一直关注", "您对储蓄", "您比较看重稳妥", "您平时注重储蓄",
+                   "看得出您", "您一直留意"),
+}  # fmt: skip
+
+
+def _value_blocks(script: object) -> list[tuple[str, str]]:
+    return [(s.key, s.text) for s in script.segments if s.stage == "value"]  # type: ignore[attr-defined]
+
+
+def test_hits_lead_and_substituted_tags_claim_nothing(renderer: Renderer) -> None:
+    # S-2 hits mobile and propensity only: those lead; the three others are substituted
+    base, meta = renderer.build_context(SAMPLE_CUSTOMERS[1], "P-ACDFH", SAMPLE_SCORES[1])
+    assert (
+        meta["tags"][:2] == ["mobile", "propensity"] and meta["hits"] == [True, True] + [False] * 3
+    )
+    assert base["profile"]["substituted"] == meta["tags"][2:]
+    for customer, scores in zip(SAMPLE_CUSTOMERS, SAMPLE_SCORES, strict=True):
+        for profile in renderer.profiles:
+            s = renderer.render_script(customer, profile, scores, as_of=SAMPLE_DATE)
+            _, meta = renderer.build_context(customer, profile, scores)
+            hit = dict(zip(meta["tags"], meta["hits"], strict=True))
+            for tag, text in _value_blocks(s):
+                if not hit[tag]:
+                    assert not [c for c in CLAIMS[tag] if c in text], (profile.id, tag, text)
+
+
+def test_without_scores_every_block_is_substituted(renderer: Renderer) -> None:
+    hit_all = dict.fromkeys(renderer.grid.tag_names, 1.0)
+    sure = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", hit_all, as_of=SAMPLE_DATE)
+    unsure = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", None, as_of=SAMPLE_DATE)
+    assert [k for k, _ in _value_blocks(unsure)] == ["affluent", "silver", "debt_free", "warm",
+                                                     "propensity"]  # fmt: skip
+    for tag, soft in _value_blocks(unsure):
+        assert not [c for c in CLAIMS[tag] if c in soft], soft
+    assert any(c in sure.text for c in CLAIMS["silver"])
+    assert unsure.id != sure.id
+
+
+def test_speech_reads_the_value_stage_as_one_paragraph(renderer: Renderer) -> None:
+    s = renderer.render_script(SAMPLE_CUSTOMERS[0], "P-ABDEH", SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    values = [seg.text for seg in s.main if seg.stage == "value"]
+    assert f'{values[0]}<break time="300ms"/>{values[1]}' in s.speech
+    assert s.speech.count('<break time="700ms"/>') == len({seg.stage for seg in s.main}) - 1
+
+
+def test_no_wealth_offer_to_a_retiree_whose_profile_left_silver_out(renderer: Renderer) -> None:
+    retiree = {**SAMPLE_CUSTOMERS[0], "risk_rating": "R3"}
+    scores = dict.fromkeys(renderer.grid.tag_names, 1.0)  # hits all eight, silver included
+    assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "deposit"
+    scores["silver"] = 0.0
+    assert renderer.render_script(retiree, "P-ACDFH", scores, as_of=SAMPLE_DATE).offer == "wealth"
+
+
+def test_block_memo_keys_on_what_a_template_reads(renderer: Renderer) -> None:
+    from scripts_engine.assembly import _block_fields
+
+    block = {"tag": "silver", "next": "warm", "hit": True, "rank": 1}
+    for source, expected in (
+        ("{{ block.next }}{% if block.hit %}!{% endif %}", (True, "warm")),  # hit, next
+        ("{{ block['next'] }}", tuple(block.items())),  # not a plain field read: all of it
+        ("没有变量", None),
+    ):
+        compiled, findings = compile_template(renderer.env, "t", source)
+        assert compiled is not None and not findings
+        assert _block_fields(compiled)(block) == expected

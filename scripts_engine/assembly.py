@@ -1,0 +1,356 @@
+"""Segment assembly: which templates a script renders, in what order, rendered and memoised.
+
+A call is ``opening`` + ``moment`` + ``value`` (five blocks, or the generic one) +
+``disclosure, close, signoff, objections``; WeChat is up to three messages; SMS one. Each
+``+`` separates a *group*: templates rendered and memoised together. Each template resolves by the lookup order of
+:meth:`~scripts_engine.templates.TemplatePack.resolve` once per (group, profile, lead): that
+is the group's *plan*.
+
+Memoisation: a template of the dialect cannot bind names or call anything but ``range()``,
+so its output is a pure function of the context paths it reads
+(:func:`~scripts_engine.templates.dependencies`). A plan compiles those paths into one key
+function (``operator.itemgetter`` per context object), and a group's segments are memoised on
+(plan, values read); value blocks also on the tag order and hit flags, which determine every
+``block`` value. A template that binds names, or a value that cannot be a key (a list), is
+rendered every time. Memoised or not, the content rules run on every script's text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+
+from scripts_engine.compliance import ContentRules, GroupFacts
+from scripts_engine.context import OBJECTIONS, WECHAT_MESSAGES
+from scripts_engine.errors import ScriptRenderError, TemplateLimitExceeded
+from scripts_engine.sandbox import Limits, reset_steps
+from scripts_engine.script import Segment
+from scripts_engine.templates import PackTemplate, TemplatePack
+
+_LINES = re.compile(r"[ \t]*\n[ \t]*")
+_OBJ_REPR = re.compile(r"<[^<>]*>")
+#: (stage, key, stage path) of each template of a group
+Item = tuple[str, str, str]
+KeyFn = Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
+_CALL_TAIL: tuple[Item, ...] = (
+    ("disclosure", "disclosure", "call/disclosure"),
+    ("signoff", "signoff", "call/signoff"),
+    *(("objection", o, f"call/objection/{o}") for o in OBJECTIONS),
+)
+_WECHAT: tuple[Item, ...] = tuple(("wechat", n, f"chat/wechat/{n}") for n in WECHAT_MESSAGES)
+_SMS: tuple[Item, ...] = (("sms", "sms", "chat/sms"),)
+
+
+def _items(group: str, variant: Any) -> tuple[Item, ...]:
+    """The (stage, key, stage path) of each template of a group, in order."""
+    if group == "opening":
+        return (("opening", "opening", "call/opening"),)
+    if group == "moment":
+        return (("moment", variant, f"call/moment/{variant}"),)
+    if group == "value":
+        if variant is None:
+            return (("value", "generic", "call/value"),)
+        return tuple(("value", t, f"call/value/{t}") for t in variant)
+    if group == "tail":
+        return (_CALL_TAIL[0], ("close", variant, f"call/close/{variant}"), *_CALL_TAIL[1:])
+    return _WECHAT if group == "wechat" else _SMS
+
+
+def key_function(deps: Sequence[tuple[str, ...]] | None) -> KeyFn | None:
+    """A function giving the values at ``deps`` as one hashable key (``None``: not memoisable).
+
+    The key is ``None`` for a context without one of the paths, or with a list at one: the
+    real render then runs, and raises its clear error if a path is missing.
+    """
+    if deps is None:
+        return None
+    fields: dict[str, list[str]] = {}
+    deep: list[tuple[str, ...]] = []
+    for path in deps:
+        if len(path) == 2:
+            fields.setdefault(path[0], []).append(path[1])
+        else:
+            deep.append(path)
+    getters = tuple((top, itemgetter(*names)) for top, names in sorted(fields.items()))
+
+    def key(variables: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        try:
+            out = tuple([get(variables[top]) for top, get in getters])
+            for path in deep:
+                value: Any = variables
+                for part in path:
+                    value = value[part]
+                out += (value,)
+            hash(out)
+        except (KeyError, TypeError, IndexError):
+            return None
+        return out
+
+    return key
+
+
+class _Plan:
+    """A group's resolved templates and the key functions of what they read.
+
+    ``key`` reads everything the group's templates read but ``block``; ``template_keys``
+    what each template reads; ``block_keys`` the ``block`` fields each template reads.
+    """
+
+    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys")
+
+    def __init__(
+        self,
+        ident: int,
+        items: tuple[Item, ...],
+        templates: tuple[PackTemplate, ...],
+        key: KeyFn | None,
+        template_keys: tuple[KeyFn | None, ...],
+        block_keys: tuple[Callable[[Mapping[str, Any]], Any], ...],
+    ):
+        #: the same for every plan with the same items and template versions (profiles
+        #: without overrides share their groups' memo entries)
+        self.ident = ident
+        self.items = items
+        self.templates = templates
+        self.key = key
+        self.template_keys = template_keys
+        self.block_keys = block_keys
+
+
+def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
+    """The getter of the ``block`` values a template reads (all of them when it reads
+    ``block`` otherwise than as ``block.field``, e.g. ``block['next']``)."""
+    paths = [p for p in (tpl.deps or ()) if p[0] == "block"]
+    if any(len(p) != 2 for p in paths):
+        return lambda block: tuple(block.items())
+    if not paths:
+        return lambda block: None
+    return itemgetter(*sorted({p[1] for p in paths}))
+
+
+def shared_deps(templates: Sequence[PackTemplate]) -> tuple[tuple[str, ...], ...] | None:
+    """What a group of templates reads, ``block`` left out (its values come with the order)."""
+    if any(t.deps is None for t in templates):
+        return None
+    return tuple(sorted({p for t in templates for p in (t.deps or ()) if p[0] != "block"}))
+
+
+class SegmentAssembly:
+    """The part of :class:`~scripts_engine.render.Renderer` that renders segments.
+
+    It uses the renderer's loaded ``pack`` and ``rules``, ``limits``, and the caches
+    ``_plans`` and ``_memo`` that every (re)load empties.
+    """
+
+    pack: TemplatePack
+    rules: ContentRules
+    limits: Limits
+    memoize: bool
+    memo_size: int
+    _memo: dict[Any, Any]
+    _plans: dict[Any, Any]
+
+    def _segments(
+        self,
+        channel: str,
+        base: dict[str, Any],
+        tags: tuple[str, ...],
+        hits: tuple[bool, ...],
+        pid: str | None,
+        close: str,
+        moment: str,
+        blocks: list[dict[str, Any]] | None,
+    ) -> tuple[list[Segment], list[GroupFacts]]:
+        """The script's segments in order, and the content facts of each group of them."""
+        lead = tags[0] if tags else None
+        if channel == "sms":
+            groups = [self._group(("sms", None, pid, lead), base)]
+        elif channel == "wechat":
+            groups = [self._group(("wechat", None, pid, lead), base)]
+        else:
+            # the opening (it names the customer) and the moment (dates) change with
+            # different customers: two groups, so that each is memoised on its own values
+            groups = [
+                self._group(("opening", None, pid, lead), base),
+                self._group(("moment", moment, pid, lead), base),
+            ]
+            if tags and blocks is not None:
+                groups.append(self._group(("value", tags, pid, lead), base, blocks, hits))
+            else:
+                groups.append(self._group(("value", None, pid, lead), base))
+            groups.append(self._group(("tail", close, pid, lead), base))
+        segments = [seg for group in groups for seg in group]
+        return segments, [self._facts(group) for group in groups]
+
+    def _facts(self, group: tuple[Segment, ...]) -> GroupFacts:
+        """The content facts of a group, once per group object (groups are memoised)."""
+        slot = ("facts", id(group))
+        entry = self._memo.get(slot)
+        # the entry holds the group, so no other object can have its id meanwhile
+        if entry is not None and entry[0] is group:
+            facts: GroupFacts = entry[1]
+            return facts
+        facts = self.rules.facts(group)
+        self._memo[slot] = (group, facts)
+        return facts
+
+    def _plan(self, sig: tuple[Any, ...]) -> _Plan:
+        """The plan of a group ``sig``: (group, variant, profile id, lead tag)."""
+        plan: _Plan | None = self._plans.get(sig)
+        if plan is None:
+            items = _items(sig[0], sig[1])
+            pid, lead = sig[2], sig[3]
+            tpls = tuple(self._resolve(i[2], pid, lead) for i in items)
+            # the same templates in another order (value blocks) share one group key
+            versions = frozenset(t.version for t in tpls)
+            shared = self._plans.get(("shared", versions))
+            if shared is None:
+                shared = self._plans[("shared", versions)] = self._key_function(shared_deps(tpls))
+            per_template = [self._per_template(t) for t in tpls]
+            same = ("ident", items, tuple(t.version for t in tpls))
+            ident = self._plans.get(same)
+            if ident is None:
+                ident = self._plans[same] = len(self._plans)
+            plan = self._plans[sig] = _Plan(
+                ident,
+                items,
+                tpls,
+                shared,
+                tuple(p[0] for p in per_template),
+                tuple(p[1] for p in per_template),
+            )
+        return plan
+
+    def _per_template(
+        self, tpl: PackTemplate
+    ) -> tuple[KeyFn | None, Callable[[Mapping[str, Any]], Any]]:
+        """A template's key function and the getter of the ``block`` fields it reads."""
+        slot = ("template", tpl.version)
+        found = self._plans.get(slot)
+        if found is None:
+            found = self._plans[slot] = (self._key_function(tpl.deps), _block_fields(tpl))
+        return found
+
+    def _resolve(self, path: str, pid: str | None, lead: str | None) -> PackTemplate:
+        sig = ("resolve", path, pid, lead)
+        found: PackTemplate | None = self._plans.get(sig)
+        if found is None:
+            found = self._plans[sig] = self.pack.resolve(path, profile_id=pid, lead=lead)
+        return found
+
+    def _key_function(self, deps: tuple[tuple[str, ...], ...] | None) -> KeyFn | None:
+        """One key function per distinct set of paths (value groups share theirs)."""
+        if deps is None:
+            return None
+        sig = ("key", deps)
+        if sig not in self._plans:
+            self._plans[sig] = key_function(deps)
+        fn: KeyFn | None = self._plans[sig]
+        return fn
+
+    def _group(
+        self,
+        sig: tuple[Any, ...],
+        base: dict[str, Any],
+        blocks: list[dict[str, Any]] | None = None,
+        hits: tuple[bool, ...] = (),
+    ) -> tuple[Segment, ...]:
+        """Render templates that see the same variables (plus one ``block`` each, for value).
+
+        Memoised on the plan, the values its templates read and, for value blocks, the hit
+        flags (with the order, which the plan's signature holds, they fix every ``block``).
+        """
+        plan = self._plan(sig)
+        key = None
+        if plan.key is not None and self.memoize:
+            values = plan.key(base)
+            if values is not None:
+                key = (plan.ident, hits, values)
+                found: tuple[Segment, ...] | None = self._memo.get(key)
+                if found is not None:
+                    return found
+        out = []
+        for n, item in enumerate(plan.items):
+            tpl = plan.templates[n]
+            if blocks is None:
+                seg = self._segment(item, tpl, plan.template_keys[n], base)
+            elif key is not None:
+                # a block's text is a function of the group's values and its block fields
+                block = blocks[n]
+                sub = (tpl.version, item, key[2], plan.block_keys[n](block))
+                if sub in self._memo:
+                    seg = self._memo[sub]
+                else:
+                    seg = self._memo[sub] = self._segment(item, tpl, None, {**base, "block": block})
+            else:
+                seg = self._segment(item, tpl, None, {**base, "block": blocks[n]})
+            if seg is not None:
+                out.append(seg)
+        result = tuple(out)
+        if key is not None:
+            if len(self._memo) >= self.memo_size:
+                self._memo.clear()
+            self._memo[key] = result
+        return result
+
+    def _segment(
+        self, item: Item, tpl: PackTemplate, key_fn: KeyFn | None, variables: dict[str, Any]
+    ) -> Segment | None:
+        """One template's segment (``None`` when it renders empty), memoised on what it reads."""
+        key = None
+        if key_fn is not None and self.memoize:
+            values = key_fn(variables)
+            if values is not None:
+                key = (tpl.version, item, values)
+                if key in self._memo:
+                    found: Segment | None = self._memo[key]
+                    return found
+        text = self._render_now(tpl, variables)
+        seg = Segment(item[0], item[1], text, tpl.name, tpl.version) if text else None
+        if key is not None:
+            self._memo[key] = seg
+        return seg
+
+    def _render_now(self, tpl: PackTemplate, variables: dict[str, Any]) -> str:
+        """Render one template now, under the output cap and a fresh step allowance."""
+        reset_steps()
+        try:
+            ctx = tpl.template.new_context(variables, shared=True)
+            parts, n, cap = [], 0, self.limits.max_output_chars
+            for chunk in tpl.template.root_render_func(ctx):
+                n += len(chunk)
+                if n > cap:
+                    raise TemplateLimitExceeded(f"output is longer than {cap} characters")
+                parts.append(chunk)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear error
+            raise _wrap(exc, tpl) from None
+        return _LINES.sub("", "".join(parts)).strip()
+
+
+def _wrap(exc: BaseException, tpl: PackTemplate) -> ScriptRenderError:
+    """One clear error for any failure of a render: what, in which template, at which line."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(tpl.path):
+            line = tpl.template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    if isinstance(exc, TemplateLimitExceeded):
+        return TemplateLimitExceeded(exc.message, template=tpl.name, line=line)
+    if isinstance(exc, SecurityError):
+        msg = f"refused by the sandbox: {exc}"
+    elif isinstance(exc, UndefinedError):
+        msg = f"missing variable: {exc}"
+    elif isinstance(exc, TemplateError | ScriptRenderError):
+        msg = str(exc)
+    elif isinstance(exc, RecursionError | MemoryError | OverflowError):
+        return TemplateLimitExceeded(
+            f"render bomb stopped ({type(exc).__name__})", template=tpl.name, line=line
+        )
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
+    return ScriptRenderError(_OBJ_REPR.sub("<...>", msg)[:300], template=tpl.name, line=line)
