@@ -23,6 +23,7 @@ when ``min_hits`` is 0 (no profile-based selection), with the generic script.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import uuid
@@ -190,16 +191,30 @@ def build_chunk(
             "audio": audio,
             "options": options,
         }
+        script_dict = script.to_dict()
         calls.append(
             {
                 "id": call_id(campaign_id, cid), "campaign_id": campaign_id, "customer_id": cid,
                 "group": record["group"], "profile_id": script.profile_id,
-                "script": script.to_dict(), "record": record,
+                "script": script_dict, "record": record,
+                "payload": call_payload(record["group"], script_dict, record),
                 "audio": {f: a["sha256"] for f, a in audio.items()},
                 "status": "ready", "claims": 0, "created_at": now,
             }
         )  # fmt: skip
     return ChunkResult(calls, audio_rows, filtered, failed)
+
+
+def call_payload(group: str, script: dict[str, Any], record: dict[str, Any]) -> str:
+    """What a claim hands the dialler about a call, besides the per-claim fields: the group,
+    the profile (None for the generic script) and the script, as compact JSON text."""
+    scoring = record.get("scoring")
+    profile = None
+    if scoring and script.get("persona"):
+        p = scoring["profile"]
+        profile = {"name": p["name_zh"], **p}
+    body = {"group": group, "profile": profile, "script": script}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def audio_row(path: Path, root: Path, fmt: str, duration_s: float) -> dict[str, Any]:

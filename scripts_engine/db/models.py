@@ -137,6 +137,7 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
         Index("ix_calls_claim", "campaign_id", "status", "not_before"),
+        Index("ix_calls_pick", "campaign_id", "status", "id"),
         Index("ix_calls_customer", "customer_id"),
     )
 
@@ -150,6 +151,9 @@ class Call(Base):
     script: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     record: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     audio: Mapped[dict[str, Any]]
+    #: what a claim hands out, as JSON text made at build time (group, profile, script), so a
+    #: claim splices it into its answer instead of loading, re-validating and re-encoding it
+    payload: Mapped[str | None] = mapped_column(Text, deferred=True)
     status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
     not_before: Mapped[datetime | None]
     leased_by: Mapped[int | None] = mapped_column(Integer)
@@ -235,3 +239,18 @@ class AudioFile(Base):
     content_type: Mapped[str] = mapped_column(String(40))
     size: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
+
+
+class SigningSecret(Base):
+    """A dialler key's outcome-signing secret: HMAC-SHA256(master key, ``salt``); only the
+    salt is stored, so the database alone cannot forge a signature. Several are live during a
+    rotation; a rotated-out one stops working at ``expires_at``."""
+
+    __tablename__ = "signing_secrets"
+    __table_args__ = (Index("ix_signing_secrets_key", "api_key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]

@@ -293,20 +293,78 @@ def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
 
 def claim_candidates(
     *, session: Session, campaign_id: str, now: datetime, limit: int
-) -> list[Call]:
-    """Calls that may be handed out now: ready (and due), or leased with the lease expired.
+) -> list[tuple[str, str, str]]:
+    """``(call id, customer id, status)`` of calls that may be handed out now: ready (and
+    due), or leased with the lease expired; at most ``limit``, in call id order.
 
-    On PostgreSQL the rows are locked, skipping rows another claim holds, so two concurrent
-    claims never see the same call."""
-    ready = (Call.status == "ready") & ((Call.not_before.is_(None)) | (Call.not_before <= now))
-    expired = (Call.status == "leased") & (Call.lease_until < now)
-    stmt = (
-        select(Call)
-        .where(Call.campaign_id == campaign_id, ready | expired)
-        .order_by(Call.id)
+    Two index range scans on ``(campaign_id, status, id)`` (one per state), not one scan of
+    the campaign. On PostgreSQL the rows are locked, skipping rows another claim holds, so two
+    concurrent claims never see the same call."""
+    c = Call.__table__.c
+    ready = (
+        select(c.id, c.customer_id, c.status)
+        .where(c.campaign_id == campaign_id, c.status == "ready")
+        .where((c.not_before.is_(None)) | (c.not_before <= now))
+        .order_by(c.id)
         .limit(limit)
     )
-    return list(session.scalars(_locking(session, stmt, skip_locked=True)))
+    expired = (
+        select(c.id, c.customer_id, c.status)
+        .where(c.campaign_id == campaign_id, c.status == "leased", c.lease_until < now)
+        .order_by(c.id)
+        .limit(limit)
+    )
+    rows = [
+        (str(i), str(cid), str(st))
+        for stmt in (ready, expired)
+        for i, cid, st in session.execute(_locking(session, stmt, skip_locked=True))
+    ]
+    return sorted(rows)[:limit]
+
+
+def claim_subjects(
+    *, session: Session, customer_ids: Iterable[str]
+) -> dict[str, tuple[bool, str | None, str | None]]:
+    """``customer id -> (consent, timezone, phone)``, row-locked in id order on PostgreSQL
+    (so concurrent claims and outcomes for the same customer run one after another)."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    c = Customer.__table__.c
+    stmt = select(c.customer_id, c.consent, c.timezone, c.phone).where(c.customer_id.in_(ids))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.order_by(c.customer_id).with_for_update()
+    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in session.execute(stmt)}
+
+
+def block_facts(
+    *, session: Session, customer_ids: Iterable[str], now: datetime
+) -> dict[str, list[tuple[str, datetime | None]]]:
+    """``customer id -> [(kind, until), ...]`` of the suppressions in force."""
+    b = Block.__table__.c
+    stmt = select(b.customer_id, b.kind, b.until).where(
+        b.customer_id.in_(list(customer_ids)), (b.until.is_(None)) | (b.until > now)
+    )
+    out: dict[str, list[tuple[str, datetime | None]]] = {}
+    for cid, kind, until in session.execute(stmt):
+        out.setdefault(str(cid), []).append((str(kind), until))
+    return out
+
+
+def call_payloads(*, session: Session, call_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``call id -> (payload, audio, script, record)`` for calls being handed out; the script
+    and the record only where the payload was not made at build time (older calls)."""
+    if not call_ids:
+        return {}
+    c = Call.__table__.c
+    rows = session.execute(select(c.id, c.payload, c.audio).where(c.id.in_(list(call_ids))))
+    out: dict[str, tuple[Any, ...]] = {str(i): (p, a, None, None) for i, p, a in rows}
+    old = [i for i, v in out.items() if v[0] is None]
+    if old:
+        stmt = select(c.id, c.script, c.record).where(c.id.in_(old))
+        for i, script, record in session.execute(stmt):
+            out[str(i)] = (None, out[str(i)][1], script, record)
+    return out
 
 
 def next_due(*, session: Session, campaign_id: str) -> datetime | None:
