@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors
-from api.deps import Services, utcnow
+from api.deps import KeyCache, Services, utcnow
+from api.limits import RateLimiter
 from api.observability import Metrics, RequestMiddleware
 from api.routes import ROUTERS
 from scripts_engine.audiostore import AudioStore
@@ -27,6 +28,7 @@ from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.propensity import read_manifest
 from scripts_engine.render import Renderer
 from scripts_engine.scoring import Engine
+from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
 from scripts_engine.voice import get_catalog
 
@@ -69,7 +71,9 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     metrics = Metrics()
     builder = Builder(db, toolkit)
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
-                    metrics=metrics, clock=clock, synth=synth)  # fmt: skip
+                    metrics=metrics, clock=clock, synth=synth, limiter=RateLimiter(settings),
+                    keys=KeyCache(settings.auth_cache_s),
+                    signing_master=master_key(settings))  # fmt: skip
 
 
 def create_app(

@@ -55,6 +55,8 @@ def serve(state: Path, port: int, customers: int, model: Path) -> None:
     from scripts_engine.db.session import write_transaction
 
     now = datetime.fromisoformat(PINNED)
+    if os.environ.get("SWITCH"):
+        sys.setswitchinterval(float(os.environ["SWITCH"]))
     settings = Settings(state_dir=state, model_path=model, service_synthesis="inline",
                         campaign_chunk_size=500, log_json=True)  # fmt: skip
     app = create_app(settings, clock=lambda: now, start_builder=False)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from sqlalchemy import select
 
-from api.deps import Analyst, Dialler, Now, ServicesDep
+from api.deps import Analyst, Now, ServicesDep, SignedDialler
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
 from scripts_engine.db import repository as repo
@@ -15,6 +15,16 @@ from scripts_engine.db.models import GateDecision
 from scripts_engine.outcomes import outcome_public, record_outcome
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"], responses=ERROR_RESPONSES)
+Signature = Annotated[
+    str | None,
+    Header(
+        alias="X-Signature",
+        description="t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret, t + '.' + raw "
+        "body)>; required unless the server runs with outcome_signatures=optional.",
+        max_length=1000,
+        examples=["t=1778551200,v1=5f2b..."],
+    ),
+]
 IdemKey = Annotated[
     str | None,
     Header(
@@ -28,11 +38,15 @@ IdemKey = Annotated[
 
 @router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201)
 def report_outcome(
-    call_id: str, body: OutcomeIn, principal: Dialler, services: ServicesDep, now: Now,
-    response: Response, idempotency_key: IdemKey = None,
+    call_id: str, body: OutcomeIn, principal: SignedDialler, services: ServicesDep, now: Now,
+    response: Response, idempotency_key: IdemKey = None, x_signature: Signature = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Report what happened on a leased call. An opt-out stops every campaign's calls to the
-    customer at once; a refusal stops them for 180 days."""
+    customer at once; a refusal stops them for 180 days.
+
+    Sign the raw body: `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret,
+    t + "." + body)>` (the signing secret is shown once when the dialler key is created); a
+    missing, wrong or stale (over 300 s) signature is a 401."""
     if not idempotency_key or not idempotency_key.strip():
         raise ApiError(400, "send an Idempotency-Key header (a UUID per outcome)",
                        code="idempotency_key_missing")  # fmt: skip

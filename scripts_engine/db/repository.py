@@ -26,6 +26,7 @@ from scripts_engine.db.models import (
     Chunk,
     Customer,
     Outcome,
+    SigningSecret,
 )
 
 ROLES = ("admin", "dialler", "writer", "qa")
@@ -89,6 +90,41 @@ def revoke_api_key(*, session: Session, ident: str, now: datetime) -> ApiKey | N
     if row is not None and row.revoked_at is None:
         row.revoked_at = now
     return row
+
+
+def add_signing_secret(
+    *, session: Session, api_key_id: int, salt: str, now: datetime, overlap_until: datetime | None
+) -> None:
+    """A new signing secret for a key; the key's older live secrets stop at ``overlap_until``
+    (None: they stay live until their own expiry)."""
+    if overlap_until is not None:
+        session.execute(
+            update(SigningSecret)
+            .where(SigningSecret.api_key_id == api_key_id)
+            .where(
+                (SigningSecret.expires_at.is_(None)) | (SigningSecret.expires_at > overlap_until)
+            )
+            .values(expires_at=overlap_until)
+        )
+    session.add(SigningSecret(api_key_id=api_key_id, salt=salt, created_at=now, expires_at=None))
+    session.flush()
+
+
+def live_signing_salts(*, session: Session, api_key_id: int, now: datetime) -> list[str]:
+    stmt = select(SigningSecret.salt).where(
+        SigningSecret.api_key_id == api_key_id,
+        (SigningSecret.expires_at.is_(None)) | (SigningSecret.expires_at > now),
+    )
+    return [str(s) for s in session.scalars(stmt.order_by(SigningSecret.id))]
+
+
+def get_api_key(*, session: Session, ident: str) -> ApiKey | None:
+    """A key by prefix, id or whole key."""
+    prefix = ident.split("_")[1] if ident.startswith(f"{KEY_PREFIX}_") else ident
+    stmt = select(ApiKey).where(ApiKey.prefix == prefix)
+    if ident.isdigit():
+        stmt = select(ApiKey).where((ApiKey.id == int(ident)) | (ApiKey.prefix == ident))
+    return session.scalar(stmt)
 
 
 def list_api_keys(*, session: Session) -> list[ApiKey]:
