@@ -32,7 +32,7 @@ from scripts_engine.campaigns import call_payload
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
 from scripts_engine.db.models import Attempt, Call, Campaign, GateDecision
-from scripts_engine.db.session import Database, table, write_transaction
+from scripts_engine.db.session import Database, table, write_async, write_transaction
 from scripts_engine.gate import Decision, Gate, Subject
 
 #: Extra candidates examined per round (blocked ones are skipped), and rounds per claim.
@@ -197,6 +197,26 @@ def claim_calls(
         Busy: the database stayed locked through every retry (nothing was written).
     """
     return write_transaction(
+        db,
+        lambda session: _claim(
+            session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
+            lease_seconds=lease_seconds, now=now,
+        ),
+    )  # fmt: skip
+
+
+async def claim_calls_async(
+    *,
+    db: Database,
+    gate: Gate,
+    campaign_id: str,
+    api_key_id: int,
+    limit: int,
+    lease_seconds: int,
+    now: datetime,
+) -> ClaimResult:
+    """:func:`claim_calls` for a coroutine (the service's event loop)."""
+    return await write_async(
         db,
         lambda session: _claim(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import Block, Call, IdempotencyKey, Outcome
-from scripts_engine.db.session import Database, table, write_transaction
+from scripts_engine.db.session import Database, table, write_async, write_transaction
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
 GRADES = ("A", "B", "C", "D")
@@ -155,6 +155,35 @@ def record_outcome(
     for attempt in range(3):
         try:
             return write_transaction(db, run)
+        except IntegrityError:  # a concurrent twin committed first: run again to replay it
+            if attempt == 2:
+                raise Conflict(
+                    "a request with this Idempotency-Key is in progress", code="in_flight"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+async def record_outcome_async(
+    *,
+    db: Database,
+    call_id: str,
+    api_key_id: int,
+    idem_key: str,
+    body: dict[str, Any],
+    now: datetime,
+    refusal_days: int,
+) -> OutcomeAnswer:
+    """:func:`record_outcome` for a coroutine (the service's event loop)."""
+
+    def run(session: Session) -> OutcomeAnswer:
+        return _record(
+            session, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key, body=body,
+            now=now, refusal_days=refusal_days,
+        )  # fmt: skip
+
+    for attempt in range(3):
+        try:
+            return await write_async(db, run)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(

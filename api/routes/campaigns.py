@@ -17,7 +17,7 @@ from api.schemas import (
     ClaimResponse,
 )
 from scripts_engine.campaigns import start_campaign
-from scripts_engine.claims import ClaimedCall, claim_calls
+from scripts_engine.claims import ClaimedCall, claim_calls_async
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import Campaign
 from scripts_engine.errors import VoiceUnavailable
@@ -106,13 +106,13 @@ def claimed_out(base: str, item: ClaimedCall, now: datetime) -> str:
 
 
 @router.post("/{campaign_id}/calls/claim", response_model=ClaimResponse)
-def claim(
+async def claim(
     campaign_id: str, body: ClaimRequest, principal: Dialler, services: ServicesDep, now: Now,
     request: Request,
 ) -> Response:  # fmt: skip
     """Lease up to `limit` ready calls to this dialler; each call passed the compliance gate
     just now. Report each with `POST /v1/calls/{id}/outcome` before `window.not_after`."""
-    result = claim_calls(
+    result = await claim_calls_async(
         db=services.db, gate=services.gate, campaign_id=campaign_id,
         api_key_id=principal.key_id, limit=body.limit, lease_seconds=body.lease_seconds, now=now,
     )  # fmt: skip

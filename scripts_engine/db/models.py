@@ -147,19 +147,30 @@ class Call(Base):
     chunk: Mapped[int] = mapped_column(Integer)
     group: Mapped[str] = mapped_column(String(8))  # model | control
     profile_id: Mapped[str | None] = mapped_column(String(16))
-    #: large: loaded only when used (a claim scans many rows, hands out few)
-    script: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
-    record: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     audio: Mapped[dict[str, Any]]
-    #: what a claim hands out, as JSON text made at build time (group, profile, script), so a
-    #: claim splices it into its answer instead of loading, re-validating and re-encoding it
-    payload: Mapped[str | None] = mapped_column(Text, deferred=True)
     status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
     not_before: Mapped[datetime | None]
     leased_by: Mapped[int | None] = mapped_column(Integer)
     lease_until: Mapped[datetime | None]
     claims: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+
+
+class CallDocument(Base):
+    """The large, write-once part of a call: its script, its audit record and what a claim
+    hands out. Kept apart from ``calls`` so the claim's and the outcome's updates of a call's
+    state rewrite a narrow row, not tens of kilobytes of JSON."""
+
+    __tablename__ = "call_documents"
+
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    script: Mapped[dict[str, Any]] = mapped_column(JSON)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: JSON text made at build time (group, profile, script): a claim splices it into its
+    #: answer instead of loading, re-validating and re-encoding it
+    payload: Mapped[str | None] = mapped_column(Text)
 
 
 class Attempt(Base):

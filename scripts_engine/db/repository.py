@@ -22,6 +22,7 @@ from scripts_engine.db.models import (
     AudioFile,
     Block,
     Call,
+    CallDocument,
     Campaign,
     Chunk,
     Customer,
@@ -286,12 +287,22 @@ def get_chunk(
     return session.scalar(_locking(session, stmt) if lock else stmt)
 
 
+_DOCUMENT = ("script", "record", "payload")
+
+
 def insert_calls(*, session: Session, calls: Sequence[dict[str, Any]]) -> None:
-    """Insert call rows; a call that already exists (same campaign and customer) is kept."""
+    """Insert calls (state and document); a call that already exists (same campaign and
+    customer, so the same id) is kept as it is."""
     if not calls:
         return
-    stmt = _insert(session)(Call).values(list(calls))
-    session.execute(stmt.on_conflict_do_nothing())
+    state = [{k: v for k, v in c.items() if k not in _DOCUMENT} for c in calls]
+    session.execute(_insert(session)(Call).values(state).on_conflict_do_nothing())
+    docs = [{"call_id": c["id"], **{k: c.get(k) for k in _DOCUMENT}} for c in calls]
+    session.execute(_insert(session)(CallDocument).values(docs).on_conflict_do_nothing())
+
+
+def get_call_document(*, session: Session, call_id: str) -> CallDocument | None:
+    return session.get(CallDocument, call_id)
 
 
 def insert_audio_files(*, session: Session, files: Sequence[dict[str, Any]]) -> None:
@@ -392,12 +403,15 @@ def call_payloads(*, session: Session, call_ids: Sequence[str]) -> dict[str, tup
     and the record only where the payload was not made at build time (older calls)."""
     if not call_ids:
         return {}
-    c = Call.__table__.c
-    rows = session.execute(select(c.id, c.payload, c.audio).where(c.id.in_(list(call_ids))))
-    out: dict[str, tuple[Any, ...]] = {str(i): (p, a, None, None) for i, p, a in rows}
+    c, d = Call.__table__.c, CallDocument.__table__.c
+    ids = list(call_ids)
+    stmt = select(c.id, d.payload, c.audio).join_from(Call, CallDocument).where(c.id.in_(ids))
+    out: dict[str, tuple[Any, ...]] = {
+        str(i): (p, a, None, None) for i, p, a in session.execute(stmt)
+    }
     old = [i for i, v in out.items() if v[0] is None]
     if old:
-        stmt = select(c.id, c.script, c.record).where(c.id.in_(old))
+        stmt = select(d.call_id, d.script, d.record).where(d.call_id.in_(old))
         for i, script, record in session.execute(stmt):
             out[str(i)] = (None, out[str(i)][1], script, record)
     return out

@@ -18,6 +18,7 @@ and spares the waiting threads the lock hand-off.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import random
 import threading
@@ -257,3 +258,11 @@ def write_transaction(db: Database, fn: Callable[[Session], T], *, retries: int 
                 raise Busy("the database is busy; retry shortly") from exc
             time.sleep(0.01 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+async def write_async(db: Database, fn: Callable[[Session], T]) -> T:
+    """:func:`write_transaction` for a coroutine: on SQLite it waits for the group commit
+    without holding a thread; elsewhere it runs in the loop's default executor."""
+    if db.is_sqlite:
+        return await asyncio.wrap_future(_writer(db).submit(fn))
+    return await asyncio.get_running_loop().run_in_executor(None, write_transaction, db, fn)

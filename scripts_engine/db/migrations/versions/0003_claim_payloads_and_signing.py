@@ -1,4 +1,5 @@
-"""claim payloads made at build time, an ordered index for claims, outcome-signing secrets
+"""call documents apart from call state, claim payloads made at build time, an ordered
+index for claims, outcome-signing secrets
 
 Revision ID: 0003
 Revises: 0002
@@ -17,8 +18,22 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "call_documents",
+        sa.Column("call_id", sa.String(length=40), nullable=False),
+        sa.Column("script", sa.JSON(), nullable=False),
+        sa.Column("record", sa.JSON(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(["call_id"], ["calls.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("call_id"),
+    )
+    op.execute(
+        "INSERT INTO call_documents (call_id, script, record, payload) "
+        "SELECT id, script, record, NULL FROM calls"
+    )
     with op.batch_alter_table("calls", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("payload", sa.Text(), nullable=True))
+        batch_op.drop_column("script")
+        batch_op.drop_column("record")
         batch_op.create_index("ix_calls_pick", ["campaign_id", "status", "id"], unique=False)
     op.create_table(
         "signing_secrets",
@@ -40,4 +55,10 @@ def downgrade() -> None:
     op.drop_table("signing_secrets")
     with op.batch_alter_table("calls", schema=None) as batch_op:
         batch_op.drop_index("ix_calls_pick")
-        batch_op.drop_column("payload")
+        batch_op.add_column(sa.Column("script", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("record", sa.JSON(), nullable=True))
+    op.execute(
+        "UPDATE calls SET script = (SELECT script FROM call_documents d WHERE d.call_id = calls.id),"
+        " record = (SELECT record FROM call_documents d WHERE d.call_id = calls.id)"
+    )
+    op.drop_table("call_documents")
