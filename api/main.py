@@ -24,6 +24,7 @@ from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings, get_settings
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import open_database
+from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.propensity import read_manifest
 from scripts_engine.render import Renderer
@@ -69,7 +70,10 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     toolkit = Toolkit(engine, renderer, voices, store, model_version=model_version)
     gate = Gate(CallingRules.load(settings.personas_dir))
     metrics = Metrics()
-    builder = Builder(db, toolkit)
+    executor = None
+    if settings.campaign_executor != "inline":
+        executor = make_executor(settings, db, toolkit)
+    builder = Builder(db, toolkit, executor=executor)
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
                     metrics=metrics, clock=clock, synth=synth, limiter=RateLimiter(settings),
                     keys=KeyCache(settings.auth_cache_s),

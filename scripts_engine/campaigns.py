@@ -349,9 +349,17 @@ class Builder:
     On start it resumes whatever a previous process left unfinished."""
 
     def __init__(
-        self, db: Database, toolkit: Toolkit, *, on_chunk: Callable[[], None] = lambda: None
+        self,
+        db: Database,
+        toolkit: Toolkit,
+        *,
+        on_chunk: Callable[[], None] = lambda: None,
+        executor: Any = None,
     ):
+        """``executor``: an :class:`~scripts_engine.executors.Executor` (worker processes or
+        a Dask cluster); None builds in this thread."""
         self.db, self.toolkit, self.on_chunk = db, toolkit, on_chunk
+        self.executor = executor
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -370,6 +378,8 @@ class Builder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.executor is not None:
+            self.executor.close()
 
     @property
     def alive(self) -> bool:
@@ -380,6 +390,11 @@ class Builder:
             self._wake.wait(5.0)
             self._wake.clear()
             try:
+                if self.executor is not None:
+                    while not self._stop.is_set() and (tasks := _pending(self.db)):
+                        self.executor.run(tasks)
+                        self.on_chunk()
+                    continue
                 while run_pending(db=self.db, toolkit=self.toolkit, max_chunks=1,
                                   stop=self._stop.is_set):  # fmt: skip
                     self.on_chunk()

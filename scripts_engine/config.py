@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 2**20, ge=1024, description="Largest customer file the import accepts."
     )
+    campaign_executor: Literal["inline", "local", "dask"] = Field(
+        default="inline",
+        description="Where campaign chunks are built: 'inline' (the server's builder thread), "
+        "'local' (spawned worker processes on this machine), 'dask' (a cluster at "
+        "dask_address).",
+    )
+    campaign_workers: int = Field(
+        default=2, ge=1, le=64, description="Worker processes of the 'local' executor."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler address for campaign_executor='dask'."
+    )
     outcome_signatures: Literal["required", "optional"] = Field(
         default="required",
         description="Outcome reports must carry a valid X-Signature ('required'), or are "
