@@ -95,6 +95,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     base = f"http://{host}:{port}"
     click.echo(f"\nscripts-engine API on {base}  (interactive docs: {base}/docs)")
     click.echo("get a key:   scripts-engine keys create --role dialler   (admin|dialler|writer|qa)")
+    click.echo("             a dialler key prints its outcome-signing secret on a second line")
     if demo_id:
         click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
     click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")

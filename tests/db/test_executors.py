@@ -73,6 +73,13 @@ def inline_reference(db: Database, toolkit: camp.Toolkit) -> tuple[list[str], An
     return ids, lambda cid: inline_build(db, toolkit, cid)
 
 
+def like_inline(db: Database, campaign_id: str, reference: Any) -> None:
+    built = calls_of(db, campaign_id)
+    assert built == reference(campaign_id) and len(built) == 12
+    assert {g for g, *_ in built.values()} == {"model", "control"}
+    assert finished(db, campaign_id) == ("ready", 12, 0)
+
+
 def pending_tasks(db: Database, campaign_id: str) -> list[tuple[str, int]]:
     with db.read() as s:
         stmt = select(Chunk.index).where(Chunk.campaign_id == campaign_id)
@@ -91,10 +98,7 @@ def test_local_workers_build_what_inline_builds(
         assert executor.run(pending_tasks(db, cid)) == 0  # done chunks are not built again
     finally:
         executor.close()
-    built = calls_of(db, cid)
-    assert built == reference(cid) and len(built) == 12
-    assert {g for g, *_ in built.values()} == {"model", "control"}
-    assert finished(db, cid) == ("ready", 12, 0)
+    like_inline(db, cid, reference)
 
 
 def test_dask_cluster_builds_what_inline_builds(
@@ -102,17 +106,14 @@ def test_dask_cluster_builds_what_inline_builds(
 ) -> None:
     ids, reference = inline_reference
     cid = plan(db, ids, 4)
+    settings = settings_for(db_url, tmp_path, saved_model)
     with ex.local_cluster(2) as cluster:
-        executor = ex.DaskExecutor(settings_for(db_url, tmp_path, saved_model),
-                                   address=cluster, audio=False)  # fmt: skip
+        executor = ex.DaskExecutor(settings, address=cluster, audio=False)
         try:
             assert executor.run(pending_tasks(db, cid)) == 3
         finally:
             executor.close()
-    built = calls_of(db, cid)
-    assert built == reference(cid) and len(built) == 12
-    assert {g for g, *_ in built.values()} == {"model", "control"}
-    assert finished(db, cid) == ("ready", 12, 0)
+    like_inline(db, cid, reference)
 
 
 def test_a_killed_worker_loses_and_duplicates_nothing(
