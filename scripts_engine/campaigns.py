@@ -278,7 +278,7 @@ def _finish(
         chunk = repo.get_chunk(session=session, campaign_id=campaign_id, index=index, lock=True)
         if chunk is None or chunk.status != "pending" or chunk.attempt != attempt:
             return False  # a newer attempt owns this chunk, or it is already done
-        campaign = repo.get_campaign(session=session, campaign_id=campaign_id)
+        campaign = repo.get_campaign(session=session, campaign_id=campaign_id, lock=True)
         assert campaign is not None
         n = len(chunk.customer_ids)
         now = datetime.now(UTC)

@@ -255,7 +255,12 @@ def create_campaign(
     return row
 
 
-def get_campaign(*, session: Session, campaign_id: str) -> Campaign | None:
+def get_campaign(*, session: Session, campaign_id: str, lock: bool = False) -> Campaign | None:
+    """A campaign; ``lock``: row-locked on PostgreSQL (chunks finishing at once in several
+    workers then add their progress one after another, never over each other)."""
+    if lock:
+        stmt = select(Campaign).where(Campaign.id == campaign_id)
+        return session.scalar(_locking(session, stmt).execution_options(populate_existing=True))
     return session.get(Campaign, campaign_id)
 
 
