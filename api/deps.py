@@ -1,13 +1,21 @@
 """What routes depend on, as ``Annotated`` aliases: the services built once per app, the
-caller's key (authenticated, with its role checked), the clock.
+caller's key (authenticated, with its role checked and its rate limit taken), the clock, and
+the outcome signature check.
 
 Keys travel only in ``Authorization: Bearer <key>``; a request that carries something
 key-like in its URL is refused (400), so keys do not end up in proxy and server logs.
+
+A verified key is remembered for ``auth_cache_s`` (default 1 s; the cache holds sha256 of the
+key, never the key): most requests then need no database look-up. Revoking through the API
+clears this process's cache at once; a revocation from the CLI or another server process takes
+effect within ``auth_cache_s``. Set it to 0 to look the key up on every request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,14 +23,17 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
+from api.limits import RateLimiter, retry_after
 from api.observability import Metrics
 from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import Database
 from scripts_engine.gate import Gate
+from scripts_engine.signing import HEADER, SignatureError, derive, verify
 
 _URL_KEY_NAMES = {"api_key", "apikey", "key", "token", "access_token", "authorization"}
 
@@ -40,27 +51,69 @@ class Services:
     clock: Callable[[], datetime]
     synth: Any = None
     render_lock: threading.Lock = field(default_factory=threading.Lock)
+    limiter: RateLimiter | None = None
+    keys: KeyCache | None = None
+    signing_master: bytes = b""
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller."""
+    """The authenticated caller (``signing``: its live outcome-signing secrets)."""
 
     key_id: int
     role: str
     prefix: str
+    signing: tuple[str, ...] = ()
 
 
-def get_services(request: Request) -> Services:
+class KeyCache:
+    """Verified keys for a short while: sha256(key) -> (principal, monotonic expiry)."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._items: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        hit = self._items.get(digest)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl > 0:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[digest] = (principal, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
+# the small dependencies are coroutines: FastAPI runs a plain function in its thread pool,
+# and a hand-off there costs more than they do
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer se_...`")
 
 
-def get_principal(
+def _lookup(services: Services, key: str) -> Principal | None:
+    now = services.clock()
+    with services.db.read() as session:
+        row = repo.authenticate(session=session, key=key)
+        if row is None:
+            return None
+        salts = []
+        if row.role == "dialler":
+            salts = repo.live_signing_salts(session=session, api_key_id=row.id, now=now)
+    signing = tuple(derive(services.signing_master, salt) for salt in salts)
+    return Principal(key_id=row.id, role=row.role, prefix=row.prefix, signing=signing)
+
+
+async def get_principal(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -73,27 +126,45 @@ def get_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    with services.db.read() as session:
-        row = repo.authenticate(session=session, key=credentials.credentials)
-    if row is None:
-        raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    request.state.key_prefix = row.prefix
-    return Principal(key_id=row.id, role=row.role, prefix=row.prefix)
+    key = credentials.credentials
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    cache = services.keys
+    principal = cache.get(digest) if cache is not None else None
+    if principal is None:
+        principal = await run_in_threadpool(_lookup, services, key)
+        if principal is None:
+            raise ApiError(401, "unknown or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if cache is not None:
+            cache.put(digest, principal)
+    request.state.key_prefix = principal.prefix
+    return principal
 
 
-def require(*roles: str) -> Callable[..., Principal]:
-    """A dependency that lets only ``roles`` through (403 for the others)."""
+def require(*roles: str) -> Callable[..., Any]:
+    """A dependency that lets only ``roles`` through (403 for the others), then takes the
+    key's rate-limit tokens (429 with ``Retry-After`` when there are none)."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(
+        request: Request,
+        principal: Annotated[Principal, Depends(get_principal)],
+        services: ServicesDep,
+    ) -> Principal:
         if principal.role not in roles:
             raise ApiError(403, f"this route needs one of the roles: {', '.join(roles)}")
+        if services.limiter is not None:
+            route = getattr(request.scope.get("route"), "path", None)
+            wait = services.limiter.take(principal.key_id, route)
+            if wait is not None:
+                raise ApiError(429, "rate limit reached for this API key; retry later",
+                               headers={"Retry-After": retry_after(wait)})  # fmt: skip
         return principal
 
     check.__name__ = "require_" + "_".join(roles)
     return check
 
 
-def now(services: ServicesDep) -> datetime:
+async def now(services: ServicesDep) -> datetime:
     return services.clock()
 
 
@@ -104,6 +175,30 @@ Author = Annotated[Principal, Depends(require("admin", "writer", "qa"))]
 Analyst = Annotated[Principal, Depends(require("admin", "qa"))]
 AnyRole = Annotated[Principal, Depends(require("admin", "dialler", "writer", "qa"))]
 Now = Annotated[datetime, Depends(now)]
+
+
+async def signed_by_dialler(
+    request: Request, principal: Dialler, services: ServicesDep
+) -> Principal:
+    """A dialler whose request body carries a valid ``X-Signature`` (401 otherwise); with
+    ``outcome_signatures: optional`` an unsigned body is let through, a bad signature not."""
+    header = request.headers.get(HEADER)
+    settings = services.settings
+    if header is None and settings.outcome_signatures == "optional":
+        return principal
+    if not principal.signing:
+        raise ApiError(401, "this key has no signing secret: create one with "
+                       "scripts-engine keys rotate-signing PREFIX", code="bad_signature")  # fmt: skip
+    body = await request.body()
+    try:
+        verify(header, body, principal.signing, now=time.time(),
+               tolerance_s=settings.signature_tolerance_s)  # fmt: skip
+    except SignatureError as exc:
+        raise ApiError(401, str(exc), code="bad_signature") from None
+    return principal
+
+
+SignedDialler = Annotated[Principal, Depends(signed_by_dialler)]
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors, web
-from api.deps import Services, utcnow
+from api.deps import KeyCache, Services, utcnow
+from api.limits import RateLimiter
 from api.observability import Metrics, RequestMiddleware
 from api.routes import ROUTERS
 from scripts_engine.audiostore import AudioStore
@@ -23,10 +24,12 @@ from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings, get_settings
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import open_database
+from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.propensity import read_manifest
 from scripts_engine.render import Renderer
 from scripts_engine.scoring import Engine
+from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
 from scripts_engine.voice import get_catalog
 
@@ -67,9 +70,14 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     toolkit = Toolkit(engine, renderer, voices, store, model_version=model_version)
     gate = Gate(CallingRules.load(settings.personas_dir))
     metrics = Metrics()
-    builder = Builder(db, toolkit)
+    executor = None
+    if settings.campaign_executor != "inline":
+        executor = make_executor(settings, db, toolkit)
+    builder = Builder(db, toolkit, executor=executor)
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
-                    metrics=metrics, clock=clock, synth=synth)  # fmt: skip
+                    metrics=metrics, clock=clock, synth=synth, limiter=RateLimiter(settings),
+                    keys=KeyCache(settings.auth_cache_s),
+                    signing_master=master_key(settings))  # fmt: skip
 
 
 def create_app(

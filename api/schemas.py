@@ -254,6 +254,17 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str = Field(description="The key itself: shown once, stored only as a hash.")
+    signing_secret: str | None = Field(
+        default=None,
+        description="Dialler keys: the secret that signs outcome reports (X-Signature), "
+        "shown once.",
+    )
+
+
+class SigningSecretOut(BaseModel):
+    prefix: str
+    signing_secret: str = Field(description="The new outcome-signing secret, shown once.")
+    previous_valid_until: datetime = Field(description="When the older secrets stop working.")
 
 
 class VoiceOut(BaseModel):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 PINNED = "2026-05-12T02:00:00+00:00"
 
 
-def serve(state: Path, port: int, customers: int, model: Path) -> None:
+def serve(state: Path, port: int, customers: int, model: Path, database_url: str | None) -> None:
     """The server process: prepare the database and the campaign, then serve."""
     import csv
     from dataclasses import replace
@@ -53,10 +53,21 @@ def serve(state: Path, port: int, customers: int, model: Path) -> None:
     from scripts_engine.config import Settings
     from scripts_engine.db import repository as repo
     from scripts_engine.db.session import write_transaction
+    from scripts_engine.signing import issue_secret
 
     now = datetime.fromisoformat(PINNED)
+    # per-key rate limits off: one dialler key drives all 50 clients here
     settings = Settings(state_dir=state, model_path=model, service_synthesis="inline",
-                        campaign_chunk_size=500, log_json=True)  # fmt: skip
+                        campaign_chunk_size=500, log_json=True, database_url=database_url,
+                        rate_limit_per_s=0, compute_rate_per_s=0)  # fmt: skip
+    if database_url and database_url.startswith("postgres"):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
     app = create_app(settings, clock=lambda: now, start_builder=False)
     with (ROOT / "data/demo/customers.csv").open(encoding="utf-8") as f:
         rows = [{k: v for k, v in r.items() if v != "" and k != "y"} for r in csv.DictReader(f)]
@@ -88,9 +99,12 @@ def serve(state: Path, port: int, customers: int, model: Path) -> None:
         run_pending(db=services.db, toolkit=replace(services.toolkit, store=None))
         keys = {
             role: write_transaction(services.db, lambda s, role=role: repo.create_api_key(
-                session=s, role=role, name="bench", now=now)[1])
+                session=s, role=role, name="bench", now=now))
             for role in ("dialler", "writer")
         }  # fmt: skip
+        secret = write_transaction(services.db, lambda s: issue_secret(
+            s, master=services.signing_master, api_key_id=keys["dialler"][0].id, now=now))  # fmt: skip
+        keys = {role: key for role, (_row, key) in keys.items()} | {"signing": secret}
         del tc
     (state / "bench.json").write_text(json.dumps({"campaign": cid, "keys": keys}))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
@@ -118,11 +132,14 @@ class Conn:
         path: str,
         *,
         json_body: Any = None,
+        raw_body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         body = json.dumps(json_body).encode() if json_body is not None else b""
+        if raw_body is not None:
+            body, json_body = raw_body, True
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
                  f"Content-Length: {len(body)}"]  # fmt: skip
         if json_body is not None:
@@ -182,6 +199,8 @@ async def phase(base: str, clients: int, total: int, step: Any) -> dict[str, Any
 
 
 async def load(base: str, clients: int, requests: int, info: dict[str, Any]) -> dict[str, Any]:
+    from scripts_engine.signing import sign
+
     dialler = {"Authorization": f"Bearer {info['keys']['dialler']}"}
     writer = {"Authorization": f"Bearer {info['keys']['writer']}"}
     cid, n_customers = info["campaign"], info["customers"]
@@ -198,10 +217,12 @@ async def load(base: str, clients: int, requests: int, info: dict[str, Any]) -> 
         if not calls:
             return [claim]
         handed.append(calls[0]["id"])
-        key = {**dialler, "Idempotency-Key": str(uuid.uuid4())}
         body = {"status": "connected", "intent_grade": "C", "duration_s": 40}
+        raw = json.dumps(body).encode()
+        key = {**dialler, "Idempotency-Key": str(uuid.uuid4()),
+               "X-Signature": sign(info["keys"]["signing"], int(time.time()), raw)}  # fmt: skip
         outcome = await timed(client, "POST", f"/v1/calls/{calls[0]['id']}/outcome",
-                              json_body=body, headers=key)  # fmt: skip
+                              raw_body=raw, headers=key)  # fmt: skip
         return [claim, outcome]
 
     async def render(client: Any) -> list[Any]:
@@ -227,15 +248,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help="A fitted model (default: train a small one).")
+    parser.add_argument("--database-url", help="Serve from this database (default: SQLite "
+                        "in a temporary folder). A PostgreSQL database is emptied first!")  # fmt: skip
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.customers, args.model)
+        serve(args.serve, args.port, args.customers, args.model, args.database_url)
         return
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         model = args.model or small_model(state)
         cmd = [sys.executable, __file__, "--serve", str(state), "--port", str(args.port),
                "--customers", str(args.customers), "--model", str(model)]  # fmt: skip
+        if args.database_url:
+            cmd += ["--database-url", args.database_url]
         server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             base = f"http://127.0.0.1:{args.port}"

@@ -23,6 +23,7 @@ when ``min_hits`` is 0 (no profile-based selection), with the generic script.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import uuid
@@ -190,16 +191,30 @@ def build_chunk(
             "audio": audio,
             "options": options,
         }
+        script_dict = script.to_dict()
         calls.append(
             {
                 "id": call_id(campaign_id, cid), "campaign_id": campaign_id, "customer_id": cid,
                 "group": record["group"], "profile_id": script.profile_id,
-                "script": script.to_dict(), "record": record,
+                "script": script_dict, "record": record,
+                "payload": call_payload(record["group"], script_dict, record),
                 "audio": {f: a["sha256"] for f, a in audio.items()},
                 "status": "ready", "claims": 0, "created_at": now,
             }
         )  # fmt: skip
     return ChunkResult(calls, audio_rows, filtered, failed)
+
+
+def call_payload(group: str, script: dict[str, Any], record: dict[str, Any]) -> str:
+    """What a claim hands the dialler about a call, besides the per-claim fields: the group,
+    the profile (None for the generic script) and the script, as compact JSON text."""
+    scoring = record.get("scoring")
+    profile = None
+    if scoring and script.get("persona"):
+        p = scoring["profile"]
+        profile = {"name": p["name_zh"], **p}
+    body = {"group": group, "profile": profile, "script": script}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def audio_row(path: Path, root: Path, fmt: str, duration_s: float) -> dict[str, Any]:
@@ -263,7 +278,7 @@ def _finish(
         chunk = repo.get_chunk(session=session, campaign_id=campaign_id, index=index, lock=True)
         if chunk is None or chunk.status != "pending" or chunk.attempt != attempt:
             return False  # a newer attempt owns this chunk, or it is already done
-        campaign = repo.get_campaign(session=session, campaign_id=campaign_id)
+        campaign = repo.get_campaign(session=session, campaign_id=campaign_id, lock=True)
         assert campaign is not None
         n = len(chunk.customer_ids)
         now = datetime.now(UTC)
@@ -334,9 +349,17 @@ class Builder:
     On start it resumes whatever a previous process left unfinished."""
 
     def __init__(
-        self, db: Database, toolkit: Toolkit, *, on_chunk: Callable[[], None] = lambda: None
+        self,
+        db: Database,
+        toolkit: Toolkit,
+        *,
+        on_chunk: Callable[[], None] = lambda: None,
+        executor: Any = None,
     ):
+        """``executor``: an :class:`~scripts_engine.executors.Executor` (worker processes or
+        a Dask cluster); None builds in this thread."""
         self.db, self.toolkit, self.on_chunk = db, toolkit, on_chunk
+        self.executor = executor
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -355,6 +378,8 @@ class Builder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.executor is not None:
+            self.executor.close()
 
     @property
     def alive(self) -> bool:
@@ -365,6 +390,11 @@ class Builder:
             self._wake.wait(5.0)
             self._wake.clear()
             try:
+                if self.executor is not None:
+                    while not self._stop.is_set() and (tasks := _pending(self.db)):
+                        self.executor.run(tasks)
+                        self.on_chunk()
+                    continue
                 while run_pending(db=self.db, toolkit=self.toolkit, max_chunks=1,
                                   stop=self._stop.is_set):  # fmt: skip
                     self.on_chunk()

@@ -1,7 +1,8 @@
 """Claims: hand each ready call to exactly one dialler, for a while (a lease), if the gate
 allows it.
 
-One claim is one write transaction. It selects due calls of the campaign (ready ones, and
+One claim is one write transaction (on SQLite it may share a group commit with other writes,
+in its own savepoint). It selects due calls of the campaign (ready ones, and
 leased ones whose lease expired: an expired lease returns the call to the pool), locks them
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claims take different calls; SQLite:
 the transaction began ``IMMEDIATE``, so claims run one at a time), then locks the customers in
@@ -10,30 +11,46 @@ their suppressions and attempts, and asks the :class:`~scripts_engine.gate.Gate`
 decision is stored with its rule. An allowed call is leased and an attempt is recorded in the
 same transaction, which is what makes the frequency cap hold under races. A blocked call is
 either closed (no consent, opted out) or put back with ``not_before`` set to when the block
-lifts, so it is not re-examined before then.
+lifts, so it is not re-examined before then. When blocked candidates leave the claim short,
+it looks again (a few rounds). The claim never parses or re-encodes a script: what the dialler
+gets was encoded once, at build time (``calls.payload``), and is spliced into the answer.
+Statements are SQLAlchemy Core: a claim touches a handful of rows and ORM bookkeeping would
+cost more than the SQL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from scripts_engine.audio import get_format
+from scripts_engine.campaigns import call_payload
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.models import Attempt, Call, GateDecision
-from scripts_engine.db.session import Database, write_transaction
+from scripts_engine.db.models import Attempt, Call, Campaign, GateDecision
+from scripts_engine.db.session import Database, table, write_async, write_transaction
 from scripts_engine.gate import Decision, Gate, Subject
 
-#: Candidates examined per call asked for (blocked ones are skipped).
-OVERSCAN = 4
+#: Extra candidates examined per round (blocked ones are skipped), and rounds per claim.
+OVERSCAN = 2
+ROUNDS = 8
 
 
 @dataclass(frozen=True)
 class ClaimedCall:
-    call: Call
+    """A call leased by this claim, with what the dialler gets (``payload``: JSON text of
+    group, profile and script, made at build time)."""
+
+    call_id: str
+    campaign_id: str
+    customer_id: str
+    phone: str | None
+    payload: str
+    audio: dict[str, str]  # format -> "sha256.ext"
     decision: Decision
     lease_until: datetime
     not_after: datetime
@@ -50,12 +67,17 @@ def _attempt_days(
     session: Session, customer_ids: list[str], now: datetime
 ) -> dict[str, list[date]]:
     out: dict[str, list[date]] = {}
-    stmt = select(Attempt.customer_id, Attempt.local_day).where(
-        Attempt.customer_id.in_(customer_ids), Attempt.at > now - timedelta(days=8)
+    a = Attempt.__table__.c
+    stmt = select(a.customer_id, a.local_day).where(
+        a.customer_id.in_(customer_ids), a.at > now - timedelta(days=8)
     )
     for cid, day in session.execute(stmt):
         out.setdefault(cid, []).append(date.fromisoformat(day))
     return out
+
+
+def _audio_refs(audio: dict[str, Any] | None) -> dict[str, str]:
+    return {fmt: f"{sha}.{get_format(fmt).ext.lstrip('.')}" for fmt, sha in (audio or {}).items()}
 
 
 def _claim(
@@ -68,62 +90,90 @@ def _claim(
     lease_seconds: int,
     now: datetime,
 ) -> ClaimResult:
-    if repo.get_campaign(session=session, campaign_id=campaign_id) is None:
+    if session.scalar(select(Campaign.id).where(Campaign.id == campaign_id)) is None:
         raise NotFound(f"no campaign '{campaign_id}'")
-    candidates = repo.claim_candidates(
-        session=session, campaign_id=campaign_id, now=now, limit=limit * OVERSCAN + 8
-    )
-    ids = [c.customer_id for c in candidates]
-    repo.lock_customers(session=session, customer_ids=ids)
-    customers = repo.get_customers(session=session, customer_ids=ids)
-    blocks = repo.active_blocks(session=session, customer_ids=ids, now=now)
-    days = _attempt_days(session, ids, now)
+    calls, attempts, decisions_t = table(Call), table(Attempt), table(GateDecision)
     lease_until = now + timedelta(seconds=lease_seconds)
-    claimed: list[ClaimedCall] = []
+    leased: list[tuple[str, str, Decision, str | None]] = []
     decisions: list[Decision] = []
-    for call in candidates:
-        if len(claimed) >= limit:
+    seen: set[str] = set()
+    for _round in range(ROUNDS):
+        want = limit - len(leased)
+        if want <= 0:
             break
-        cust = customers.get(call.customer_id)
-        own = blocks.get(call.customer_id, [])
-        refusals = [b.until for b in own if b.kind == "refusal" and b.until is not None]
-        subject = Subject(
-            customer_id=call.customer_id,
-            consent=cust.consent if cust is not None else None,  # a deleted customer: no
-            timezone=cust.timezone if cust is not None else None,
-            opted_out=any(b.kind == "opt_out" for b in own),
-            refused_until=max(refusals) if refusals else None,
-            attempt_days=days.get(call.customer_id, []),
-        )
-        decision = gate.evaluate(subject, now)
-        decisions.append(decision)
-        session.add(
-            GateDecision(
-                call_id=call.id, customer_id=call.customer_id, at=now, allowed=decision.allowed,
-                rule=decision.rule, checks=decision.checks_json(), ruleset=gate.rules.version,
-                api_key_id=api_key_id,
+        candidates = [
+            c for c in repo.claim_candidates(
+                session=session, campaign_id=campaign_id, now=now, limit=want + OVERSCAN
+            ) if c[0] not in seen
+        ]  # fmt: skip
+        if not candidates:
+            break
+        ids = [cust for _, cust, _ in candidates]
+        subjects = repo.claim_subjects(session=session, customer_ids=ids)
+        blocks = repo.block_facts(session=session, customer_ids=ids, now=now)
+        days = _attempt_days(session, ids, now)
+        decision_rows, attempt_rows = [], []
+        for call_id, customer_id, _status in candidates:
+            seen.add(call_id)
+            if len(leased) >= limit:
+                break
+            consent, tz, phone = subjects.get(customer_id, (None, None, None))
+            own = blocks.get(customer_id, [])
+            refusals = [u for k, u in own if k == "refusal" and u is not None]
+            subject = Subject(
+                customer_id=customer_id,
+                consent=consent,  # a deleted customer: None, so no
+                timezone=tz,
+                opted_out=any(k == "opt_out" for k, _ in own),
+                refused_until=max(refusals) if refusals else None,
+                attempt_days=days.get(customer_id, []),
+            )
+            decision = gate.evaluate(subject, now)
+            decisions.append(decision)
+            decision_rows.append(
+                {"call_id": call_id, "customer_id": customer_id, "at": now,
+                 "allowed": decision.allowed, "rule": decision.rule,
+                 "checks": decision.checks_json(), "ruleset": gate.rules.version,
+                 "api_key_id": api_key_id}
+            )  # fmt: skip
+            if decision.allowed:
+                assert decision.local_day is not None
+                session.execute(
+                    update(calls).where(calls.c.id == call_id).values(
+                        status="leased", leased_by=api_key_id, lease_until=lease_until,
+                        claims=calls.c.claims + 1, not_before=None,
+                    )
+                )  # fmt: skip
+                attempt_rows.append({"customer_id": customer_id, "call_id": call_id, "at": now,
+                                     "local_day": decision.local_day.isoformat()})  # fmt: skip
+                days.setdefault(customer_id, []).append(decision.local_day)
+                leased.append((call_id, customer_id, decision, phone))
+            else:
+                # leased_by stays: the last holder may still report
+                session.execute(
+                    update(calls).where(calls.c.id == call_id).values(
+                        status="blocked" if decision.final else "ready", lease_until=None,
+                        not_before=decision.retry_at,
+                    )
+                )  # fmt: skip
+        if decision_rows:
+            session.execute(insert(decisions_t), decision_rows)
+        if attempt_rows:
+            session.execute(insert(attempts), attempt_rows)
+    payloads = repo.call_payloads(session=session, call_ids=[c for c, *_ in leased])
+    claimed = []
+    for call_id, customer_id, decision, phone in leased:
+        payload, audio, script, record = payloads[call_id]
+        if payload is None:  # built before payloads were made at build time
+            payload = call_payload(str(record.get("group")), script, record)
+        assert decision.window_end is not None
+        claimed.append(
+            ClaimedCall(
+                call_id=call_id, campaign_id=campaign_id, customer_id=customer_id, phone=phone,
+                payload=payload, audio=_audio_refs(audio), decision=decision,
+                lease_until=lease_until, not_after=min(decision.window_end, lease_until),
             )
         )  # fmt: skip
-        if decision.allowed:
-            assert decision.local_day is not None and decision.window_end is not None
-            call.status, call.leased_by, call.lease_until = "leased", api_key_id, lease_until
-            call.claims += 1
-            call.not_before = None
-            session.add(
-                Attempt(
-                    customer_id=call.customer_id, call_id=call.id, at=now,
-                    local_day=decision.local_day.isoformat(),
-                )
-            )  # fmt: skip
-            days.setdefault(call.customer_id, []).append(decision.local_day)
-            not_after = min(decision.window_end, lease_until)
-            _ = call.script, call.record  # load the deferred columns the dialler gets
-            claimed.append(ClaimedCall(call, decision, lease_until, not_after))
-        else:
-            call.lease_until = None  # leased_by stays: the last holder may still report
-            call.status = "blocked" if decision.final else "ready"
-            call.not_before = decision.retry_at
-    session.flush()
     next_due = None
     if not claimed:
         next_due = repo.next_due(session=session, campaign_id=campaign_id)
@@ -147,6 +197,26 @@ def claim_calls(
         Busy: the database stayed locked through every retry (nothing was written).
     """
     return write_transaction(
+        db,
+        lambda session: _claim(
+            session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
+            lease_seconds=lease_seconds, now=now,
+        ),
+    )  # fmt: skip
+
+
+async def claim_calls_async(
+    *,
+    db: Database,
+    gate: Gate,
+    campaign_id: str,
+    api_key_id: int,
+    limit: int,
+    lease_seconds: int,
+    now: datetime,
+) -> ClaimResult:
+    """:func:`claim_calls` for a coroutine (the service's event loop)."""
+    return await write_async(
         db,
         lambda session: _claim(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,

@@ -96,6 +96,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     click.echo(f"\nscripts-engine API on {base}  (interactive docs: {base}/docs)")
     click.echo(f"web workspace: {base}/web/  (sign in with an admin, writer or qa key)")
     click.echo("get a key:   scripts-engine keys create --role admin   (admin|dialler|writer|qa)")
+    click.echo("             a dialler key prints its outcome-signing secret on a second line")
     if demo_id:
         click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
     click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")
@@ -117,14 +118,58 @@ def keys() -> None:
 @click.option("--name", default="", help="Who or what uses the key.")
 @click.pass_context
 def keys_create(ctx: click.Context, role: str, name: str) -> None:
-    """Create a key and print it (only its hash is stored: keep it now)."""
-    db = _db(_settings(ctx))
+    """Create a key and print it (only its hash is stored: keep it now). A dialler key also
+    gets its outcome-signing secret, printed on the second line (shown once too)."""
+    from scripts_engine.signing import issue_secret, master_key
+
+    settings = _settings(ctx)
+    db = _db(settings)
     now = datetime.now(UTC)
-    key = write_transaction(
-        db, lambda s: repo.create_api_key(session=s, role=role, name=name, now=now)[1]
-    )
+    master = master_key(settings)
+
+    def run(s: Any) -> tuple[str, str | None]:
+        row, key = repo.create_api_key(session=s, role=role, name=name, now=now)
+        secret = None
+        if role == "dialler":
+            secret = issue_secret(s, master=master, api_key_id=row.id, now=now)
+        return key, secret
+
+    key, secret = write_transaction(db, run)
     db.dispose()
     click.echo(key)
+    if secret is not None:
+        click.echo(secret)
+
+
+@keys.command("rotate-signing")
+@click.argument("prefix")
+@click.pass_context
+def keys_rotate_signing(ctx: click.Context, prefix: str) -> None:
+    """Print a new outcome-signing secret for a dialler key; its older secrets keep working
+    for signing_rotation_hours (default 24), then stop."""
+    from datetime import timedelta
+
+    from scripts_engine.signing import issue_secret, master_key
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    now = datetime.now(UTC)
+    master = master_key(settings)
+    hours = settings.signing_rotation_hours
+
+    def run(s: Any) -> str | None:
+        row = repo.get_api_key(session=s, ident=prefix)
+        if row is None or row.revoked_at is not None or row.role != "dialler":
+            return None
+        return issue_secret(s, master=master, api_key_id=row.id, now=now, overlap_hours=hours)
+
+    secret = write_transaction(db, run)
+    db.dispose()
+    if secret is None:
+        raise click.ClickException(f"no live dialler key '{prefix}'")
+    click.echo(secret)
+    until = now + timedelta(hours=hours)
+    click.echo(f"older secrets of {prefix} work until {until:%Y-%m-%d %H:%M} UTC", err=True)
 
 
 @keys.command("list")

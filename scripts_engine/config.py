@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root when running from a checkout (the default data lives beside the code).
@@ -80,6 +80,54 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 2**20, ge=1024, description="Largest customer file the import accepts."
     )
+    campaign_executor: Literal["inline", "local", "dask"] = Field(
+        default="inline",
+        description="Where campaign chunks are built: 'inline' (the server's builder thread), "
+        "'local' (spawned worker processes on this machine), 'dask' (a cluster at "
+        "dask_address).",
+    )
+    campaign_workers: int = Field(
+        default=2, ge=1, le=64, description="Worker processes of the 'local' executor."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler address for campaign_executor='dask'."
+    )
+    outcome_signatures: Literal["required", "optional"] = Field(
+        default="required",
+        description="Outcome reports must carry a valid X-Signature ('required'), or are "
+        "checked only when they carry one ('optional': for a dialler that cannot sign yet).",
+    )
+    signature_tolerance_s: int = Field(
+        default=300, ge=1, le=3600, description="How far a signature's t may be from now (s)."
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Master key the per-key signing secrets derive from; default: "
+        "<state_dir>/signing.key, created on first use. Set it when several hosts serve.",
+    )
+    signing_rotation_hours: float = Field(
+        default=24.0, ge=0, description="How long a rotated-out signing secret keeps working."
+    )
+    auth_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Seconds a verified API key is trusted without a database look-up. A "
+        "revocation through the API applies at once in that process; from the CLI or another "
+        "process, within this time. 0: look up every request.",
+    )
+    rate_limit_per_s: float = Field(
+        default=200.0, ge=0, description="Requests a second per API key (token bucket; 0: off)."
+    )
+    rate_limit_burst: int = Field(default=400, ge=1, description="Bucket size per API key.")
+    synth_rate_per_min: float = Field(
+        default=30.0, ge=0, description="Syntheses a minute per API key (0: off)."
+    )
+    synth_burst: int = Field(default=10, ge=1, description="Synthesis bucket size per API key.")
+    compute_rate_per_s: float = Field(
+        default=50.0, ge=0, description="Scoring and render requests a second per key (0: off)."
+    )
+    compute_burst: int = Field(default=100, ge=1, description="Score/render bucket size per key.")
 
     @property
     def resolved_model_path(self) -> Path:

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import Block, Call, IdempotencyKey, Outcome
-from scripts_engine.db.session import Database, write_transaction
+from scripts_engine.db.session import Database, table, write_async, write_transaction
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
 GRADES = ("A", "B", "C", "D")
@@ -51,20 +51,16 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+_PUBLIC = ("id", "call_id", "campaign_id", "status", "converted", "intent_grade", "opt_out",
+           "refused", "duration_s", "notes")  # fmt: skip
+
+
+def _public(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: values[k] for k in _PUBLIC} | {"recorded_at": values["created_at"].isoformat()}
+
+
 def outcome_public(row: Outcome) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "call_id": row.call_id,
-        "campaign_id": row.campaign_id,
-        "status": row.status,
-        "converted": row.converted,
-        "intent_grade": row.intent_grade,
-        "opt_out": row.opt_out,
-        "refused": row.refused,
-        "duration_s": row.duration_s,
-        "notes": row.notes,
-        "recorded_at": row.created_at.isoformat(),
-    }
+    return _public({k: getattr(row, k) for k in (*_PUBLIC, "created_at")})
 
 
 def _record(
@@ -78,11 +74,12 @@ def _record(
     refusal_days: int,
 ) -> OutcomeAnswer:
     digest = fingerprint({"call_id": call_id, **body})
-    seen = session.scalar(
-        select(IdempotencyKey).where(
-            IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == idem_key
+    ik = IdempotencyKey.__table__.c
+    seen = session.execute(
+        select(ik.request_hash, ik.status_code, ik.response).where(
+            ik.api_key_id == api_key_id, ik.key == idem_key
         )
-    )
+    ).first()
     if seen is not None:
         if seen.request_hash != digest:
             raise Conflict(
@@ -90,39 +87,45 @@ def _record(
                 code="idempotency_key_reused",
             )
         return OutcomeAnswer(seen.status_code, seen.response, True)
-    call = repo.get_call(session=session, call_id=call_id, lock=True)
+    calls = table(Call)
+    stmt = select(calls.c.campaign_id, calls.c.customer_id, calls.c.leased_by).where(
+        calls.c.id == call_id
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    call = session.execute(stmt).first()
     if call is None:
         raise NotFound(f"no call '{call_id}'")
     if call.leased_by != api_key_id:
         raise Conflict("this call is not leased to this API key", code="call_not_leased")
-    if repo.get_outcome(session=session, call_id=call_id) is not None:
+    if session.scalar(select(Outcome.id).where(Outcome.call_id == call_id)) is not None:
         raise Conflict("this call already has an outcome", code="outcome_exists")
     repo.lock_customers(session=session, customer_ids=[call.customer_id])
-    row = Outcome(
-        call_id=call.id, campaign_id=call.campaign_id, customer_id=call.customer_id,
-        status=body["status"], converted=bool(body.get("converted")),
-        intent_grade=body.get("intent_grade"), opt_out=bool(body.get("opt_out")),
-        refused=bool(body.get("refused")), duration_s=body.get("duration_s"),
-        notes=body.get("notes"), api_key_id=api_key_id, created_at=now,
-    )  # fmt: skip
-    session.add(row)
-    call.status, call.lease_until = "done", None
-    if row.opt_out:
-        session.add(Block(customer_id=call.customer_id, kind="opt_out", since=now, until=None,
-                          call_id=call.id))  # fmt: skip
-    if row.refused:
-        until = now + timedelta(days=refusal_days)
-        session.add(Block(customer_id=call.customer_id, kind="refusal", since=now, until=until,
-                          call_id=call.id))  # fmt: skip
-    session.flush()
-    answer = outcome_public(row)
-    session.add(
-        IdempotencyKey(
+    values = {
+        "call_id": call_id, "campaign_id": call.campaign_id, "customer_id": call.customer_id,
+        "status": body["status"], "converted": bool(body.get("converted")),
+        "intent_grade": body.get("intent_grade"), "opt_out": bool(body.get("opt_out")),
+        "refused": bool(body.get("refused")), "duration_s": body.get("duration_s"),
+        "notes": body.get("notes"), "api_key_id": api_key_id, "created_at": now,
+    }  # fmt: skip
+    outcome_id = session.scalar(insert(Outcome).values(values).returning(Outcome.id))
+    session.execute(update(calls).where(calls.c.id == call_id).values(status="done",
+                                                                     lease_until=None))  # fmt: skip
+    blocks = []
+    if values["opt_out"]:
+        blocks.append({"kind": "opt_out", "until": None})
+    if values["refused"]:
+        blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})  # type: ignore[dict-item]
+    if blocks:
+        session.execute(insert(Block), [{"customer_id": call.customer_id, "since": now,
+                                         "call_id": call_id, **b} for b in blocks])  # fmt: skip
+    answer = _public({**values, "id": outcome_id})
+    session.execute(
+        insert(IdempotencyKey).values(
             api_key_id=api_key_id, key=idem_key, request_hash=digest, status_code=201,
             response=answer, created_at=now,
         )
     )  # fmt: skip
-    session.flush()
     return OutcomeAnswer(201, answer, False)
 
 
@@ -152,6 +155,35 @@ def record_outcome(
     for attempt in range(3):
         try:
             return write_transaction(db, run)
+        except IntegrityError:  # a concurrent twin committed first: run again to replay it
+            if attempt == 2:
+                raise Conflict(
+                    "a request with this Idempotency-Key is in progress", code="in_flight"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+async def record_outcome_async(
+    *,
+    db: Database,
+    call_id: str,
+    api_key_id: int,
+    idem_key: str,
+    body: dict[str, Any],
+    now: datetime,
+    refusal_days: int,
+) -> OutcomeAnswer:
+    """:func:`record_outcome` for a coroutine (the service's event loop)."""
+
+    def run(session: Session) -> OutcomeAnswer:
+        return _record(
+            session, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key, body=body,
+            now=now, refusal_days=refusal_days,
+        )  # fmt: skip
+
+    for attempt in range(3):
+        try:
+            return await write_async(db, run)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import Analyst, Dialler, Now, ServicesDep
+from api.deps import Analyst, Now, ServicesDep, SignedDialler
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import GateDecision
-from scripts_engine.outcomes import outcome_public, record_outcome
+from scripts_engine.outcomes import outcome_public, record_outcome_async
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"], responses=ERROR_RESPONSES)
+Signature = Annotated[
+    str | None,
+    Header(
+        alias="X-Signature",
+        description="t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret, t + '.' + raw "
+        "body)>; required unless the server runs with outcome_signatures=optional.",
+        max_length=1000,
+        examples=["t=1778551200,v1=5f2b..."],
+    ),
+]
 IdemKey = Annotated[
     str | None,
     Header(
@@ -27,24 +38,27 @@ IdemKey = Annotated[
 
 
 @router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201)
-def report_outcome(
-    call_id: str, body: OutcomeIn, principal: Dialler, services: ServicesDep, now: Now,
-    response: Response, idempotency_key: IdemKey = None,
-) -> dict[str, Any]:  # fmt: skip
+async def report_outcome(
+    call_id: str, body: OutcomeIn, principal: SignedDialler, services: ServicesDep, now: Now,
+    idempotency_key: IdemKey = None, x_signature: Signature = None,
+) -> JSONResponse:  # fmt: skip
     """Report what happened on a leased call. An opt-out stops every campaign's calls to the
-    customer at once; a refusal stops them for 180 days."""
+    customer at once; a refusal stops them for 180 days.
+
+    Sign the raw body: `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret,
+    t + "." + body)>` (the signing secret is shown once when the dialler key is created); a
+    missing, wrong or stale (over 300 s) signature is a 401."""
     if not idempotency_key or not idempotency_key.strip():
         raise ApiError(400, "send an Idempotency-Key header (a UUID per outcome)",
                        code="idempotency_key_missing")  # fmt: skip
-    answer = record_outcome(
+    answer = await record_outcome_async(
         db=services.db, call_id=call_id, api_key_id=principal.key_id,
         idem_key=idempotency_key.strip(), body=body.model_dump(mode="json"), now=now,
         refusal_days=services.gate.rules.refusal_cooldown_days,
     )  # fmt: skip
-    if answer.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.status_code = answer.status_code
-    return answer.body
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    # the stored answer was made from the validated row: sent as it is
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
 @router.get("/{call_id}", response_model=CallRecordOut)
@@ -55,13 +69,14 @@ def get_call(call_id: str, _: Analyst, services: ServicesDep) -> dict[str, Any]:
         if call is None:
             raise ApiError(404, f"no call '{call_id}'")
         outcome = repo.get_outcome(session=session, call_id=call_id)
+        doc = repo.get_call_document(session=session, call_id=call_id)
         decisions = session.scalars(
             select(GateDecision).where(GateDecision.call_id == call_id).order_by(GateDecision.id)
         ).all()
         return {
             "id": call.id, "campaign_id": call.campaign_id, "customer_id": call.customer_id,
             "group": call.group, "profile_id": call.profile_id, "status": call.status,
-            "claims": call.claims, "script": call.script, "record": call.record,
+            "claims": call.claims, "script": doc.script if doc else {}, "record": doc.record if doc else {},
             "audio": call.audio,
             "decisions": [
                 {"at": d.at, "allowed": d.allowed, "rule": d.rule, "checks": d.checks,

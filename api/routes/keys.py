@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 
 from api.deps import Admin, Now, ServicesDep
 from api.errors import ERROR_RESPONSES, ApiError
-from api.schemas import KeyCreate, KeyCreated, KeyOut
+from api.schemas import KeyCreate, KeyCreated, KeyOut, SigningSecretOut
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import write_transaction
+from scripts_engine.signing import issue_secret
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
@@ -19,9 +22,39 @@ def create_key(body: KeyCreate, _: Admin, services: ServicesDep, now: Now) -> Ke
 
     def run(session):  # type: ignore[no-untyped-def]
         row, key = repo.create_api_key(session=session, role=body.role, name=body.name, now=now)
-        return KeyCreated(**KeyOut.model_validate(row, from_attributes=True).model_dump(), key=key)
+        secret = None
+        if row.role == "dialler":
+            secret = issue_secret(session, master=services.signing_master, api_key_id=row.id,
+                                  now=now)  # fmt: skip
+        return KeyCreated(**KeyOut.model_validate(row, from_attributes=True).model_dump(),
+                          key=key, signing_secret=secret)  # fmt: skip
 
     return write_transaction(services.db, run)
+
+
+@router.post("/{prefix}/signing-secret", response_model=SigningSecretOut, status_code=201)
+def rotate_signing_secret(
+    prefix: str, _: Admin, services: ServicesDep, now: Now
+) -> SigningSecretOut:
+    """A new outcome-signing secret for a dialler key (shown once); the key's older secrets
+    keep working for `signing_rotation_hours` (default 24), then stop."""
+    hours = services.settings.signing_rotation_hours
+
+    def run(session):  # type: ignore[no-untyped-def]
+        row = repo.get_api_key(session=session, ident=prefix)
+        if row is None or row.revoked_at is not None:
+            raise ApiError(404, f"no live key with prefix '{prefix}'")
+        if row.role != "dialler":
+            raise ApiError(422, "only dialler keys sign outcomes", code="not_a_dialler_key")
+        secret = issue_secret(session, master=services.signing_master, api_key_id=row.id,
+                              now=now, overlap_hours=hours)  # fmt: skip
+        return SigningSecretOut(prefix=row.prefix, signing_secret=secret,
+                                previous_valid_until=now + timedelta(hours=hours))  # fmt: skip
+
+    out = write_transaction(services.db, run)
+    if services.keys is not None:
+        services.keys.clear()
+    return out
 
 
 @router.get("", response_model=list[KeyOut])
@@ -42,4 +75,7 @@ def revoke_key(prefix: str, _: Admin, services: ServicesDep, now: Now) -> KeyOut
             raise ApiError(404, f"no key with prefix '{prefix}'")
         return KeyOut.model_validate(row, from_attributes=True)
 
-    return write_transaction(services.db, run)
+    out = write_transaction(services.db, run)
+    if services.keys is not None:
+        services.keys.clear()  # this process stops accepting the key now
+    return out

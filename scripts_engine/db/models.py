@@ -137,6 +137,7 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
         Index("ix_calls_claim", "campaign_id", "status", "not_before"),
+        Index("ix_calls_pick", "campaign_id", "status", "id"),
         Index("ix_calls_customer", "customer_id"),
     )
 
@@ -146,9 +147,6 @@ class Call(Base):
     chunk: Mapped[int] = mapped_column(Integer)
     group: Mapped[str] = mapped_column(String(8))  # model | control
     profile_id: Mapped[str | None] = mapped_column(String(16))
-    #: large: loaded only when used (a claim scans many rows, hands out few)
-    script: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
-    record: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     audio: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
     not_before: Mapped[datetime | None]
@@ -156,6 +154,23 @@ class Call(Base):
     lease_until: Mapped[datetime | None]
     claims: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+
+
+class CallDocument(Base):
+    """The large, write-once part of a call: its script, its audit record and what a claim
+    hands out. Kept apart from ``calls`` so the claim's and the outcome's updates of a call's
+    state rewrite a narrow row, not tens of kilobytes of JSON."""
+
+    __tablename__ = "call_documents"
+
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    script: Mapped[dict[str, Any]] = mapped_column(JSON)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: JSON text made at build time (group, profile, script): a claim splices it into its
+    #: answer instead of loading, re-validating and re-encoding it
+    payload: Mapped[str | None] = mapped_column(Text)
 
 
 class Attempt(Base):
@@ -235,3 +250,18 @@ class AudioFile(Base):
     content_type: Mapped[str] = mapped_column(String(40))
     size: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
+
+
+class SigningSecret(Base):
+    """A dialler key's outcome-signing secret: HMAC-SHA256(master key, ``salt``); only the
+    salt is stored, so the database alone cannot forge a signature. Several are live during a
+    rotation; a rotated-out one stops working at ``expires_at``."""
+
+    __tablename__ = "signing_secrets"
+    __table_args__ = (Index("ix_signing_secrets_key", "api_key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]

@@ -22,10 +22,12 @@ from scripts_engine.db.models import (
     AudioFile,
     Block,
     Call,
+    CallDocument,
     Campaign,
     Chunk,
     Customer,
     Outcome,
+    SigningSecret,
 )
 
 ROLES = ("admin", "dialler", "writer", "qa")
@@ -89,6 +91,41 @@ def revoke_api_key(*, session: Session, ident: str, now: datetime) -> ApiKey | N
     if row is not None and row.revoked_at is None:
         row.revoked_at = now
     return row
+
+
+def add_signing_secret(
+    *, session: Session, api_key_id: int, salt: str, now: datetime, overlap_until: datetime | None
+) -> None:
+    """A new signing secret for a key; the key's older live secrets stop at ``overlap_until``
+    (None: they stay live until their own expiry)."""
+    if overlap_until is not None:
+        session.execute(
+            update(SigningSecret)
+            .where(SigningSecret.api_key_id == api_key_id)
+            .where(
+                (SigningSecret.expires_at.is_(None)) | (SigningSecret.expires_at > overlap_until)
+            )
+            .values(expires_at=overlap_until)
+        )
+    session.add(SigningSecret(api_key_id=api_key_id, salt=salt, created_at=now, expires_at=None))
+    session.flush()
+
+
+def live_signing_salts(*, session: Session, api_key_id: int, now: datetime) -> list[str]:
+    stmt = select(SigningSecret.salt).where(
+        SigningSecret.api_key_id == api_key_id,
+        (SigningSecret.expires_at.is_(None)) | (SigningSecret.expires_at > now),
+    )
+    return [str(s) for s in session.scalars(stmt.order_by(SigningSecret.id))]
+
+
+def get_api_key(*, session: Session, ident: str) -> ApiKey | None:
+    """A key by prefix, id or whole key."""
+    prefix = ident.split("_")[1] if ident.startswith(f"{KEY_PREFIX}_") else ident
+    stmt = select(ApiKey).where(ApiKey.prefix == prefix)
+    if ident.isdigit():
+        stmt = select(ApiKey).where((ApiKey.id == int(ident)) | (ApiKey.prefix == ident))
+    return session.scalar(stmt)
 
 
 def list_api_keys(*, session: Session) -> list[ApiKey]:
@@ -218,7 +255,12 @@ def create_campaign(
     return row
 
 
-def get_campaign(*, session: Session, campaign_id: str) -> Campaign | None:
+def get_campaign(*, session: Session, campaign_id: str, lock: bool = False) -> Campaign | None:
+    """A campaign; ``lock``: row-locked on PostgreSQL (chunks finishing at once in several
+    workers then add their progress one after another, never over each other)."""
+    if lock:
+        stmt = select(Campaign).where(Campaign.id == campaign_id)
+        return session.scalar(_locking(session, stmt).execution_options(populate_existing=True))
     return session.get(Campaign, campaign_id)
 
 
@@ -250,12 +292,22 @@ def get_chunk(
     return session.scalar(_locking(session, stmt) if lock else stmt)
 
 
+_DOCUMENT = ("script", "record", "payload")
+
+
 def insert_calls(*, session: Session, calls: Sequence[dict[str, Any]]) -> None:
-    """Insert call rows; a call that already exists (same campaign and customer) is kept."""
+    """Insert calls (state and document); a call that already exists (same campaign and
+    customer, so the same id) is kept as it is."""
     if not calls:
         return
-    stmt = _insert(session)(Call).values(list(calls))
-    session.execute(stmt.on_conflict_do_nothing())
+    state = [{k: v for k, v in c.items() if k not in _DOCUMENT} for c in calls]
+    session.execute(_insert(session)(Call).values(state).on_conflict_do_nothing())
+    docs = [{"call_id": c["id"], **{k: c.get(k) for k in _DOCUMENT}} for c in calls]
+    session.execute(_insert(session)(CallDocument).values(docs).on_conflict_do_nothing())
+
+
+def get_call_document(*, session: Session, call_id: str) -> CallDocument | None:
+    return session.get(CallDocument, call_id)
 
 
 def insert_audio_files(*, session: Session, files: Sequence[dict[str, Any]]) -> None:
@@ -293,20 +345,81 @@ def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
 
 def claim_candidates(
     *, session: Session, campaign_id: str, now: datetime, limit: int
-) -> list[Call]:
-    """Calls that may be handed out now: ready (and due), or leased with the lease expired.
+) -> list[tuple[str, str, str]]:
+    """``(call id, customer id, status)`` of calls that may be handed out now: ready (and
+    due), or leased with the lease expired; at most ``limit``, in call id order.
 
-    On PostgreSQL the rows are locked, skipping rows another claim holds, so two concurrent
-    claims never see the same call."""
-    ready = (Call.status == "ready") & ((Call.not_before.is_(None)) | (Call.not_before <= now))
-    expired = (Call.status == "leased") & (Call.lease_until < now)
-    stmt = (
-        select(Call)
-        .where(Call.campaign_id == campaign_id, ready | expired)
-        .order_by(Call.id)
+    Two index range scans on ``(campaign_id, status, id)`` (one per state), not one scan of
+    the campaign. On PostgreSQL the rows are locked, skipping rows another claim holds, so two
+    concurrent claims never see the same call."""
+    c = Call.__table__.c
+    ready = (
+        select(c.id, c.customer_id, c.status)
+        .where(c.campaign_id == campaign_id, c.status == "ready")
+        .where((c.not_before.is_(None)) | (c.not_before <= now))
+        .order_by(c.id)
         .limit(limit)
     )
-    return list(session.scalars(_locking(session, stmt, skip_locked=True)))
+    expired = (
+        select(c.id, c.customer_id, c.status)
+        .where(c.campaign_id == campaign_id, c.status == "leased", c.lease_until < now)
+        .order_by(c.id)
+        .limit(limit)
+    )
+    rows = [
+        (str(i), str(cid), str(st))
+        for stmt in (ready, expired)
+        for i, cid, st in session.execute(_locking(session, stmt, skip_locked=True))
+    ]
+    return sorted(rows)[:limit]
+
+
+def claim_subjects(
+    *, session: Session, customer_ids: Iterable[str]
+) -> dict[str, tuple[bool, str | None, str | None]]:
+    """``customer id -> (consent, timezone, phone)``, row-locked in id order on PostgreSQL
+    (so concurrent claims and outcomes for the same customer run one after another)."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    c = Customer.__table__.c
+    stmt = select(c.customer_id, c.consent, c.timezone, c.phone).where(c.customer_id.in_(ids))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.order_by(c.customer_id).with_for_update()
+    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in session.execute(stmt)}
+
+
+def block_facts(
+    *, session: Session, customer_ids: Iterable[str], now: datetime
+) -> dict[str, list[tuple[str, datetime | None]]]:
+    """``customer id -> [(kind, until), ...]`` of the suppressions in force."""
+    b = Block.__table__.c
+    stmt = select(b.customer_id, b.kind, b.until).where(
+        b.customer_id.in_(list(customer_ids)), (b.until.is_(None)) | (b.until > now)
+    )
+    out: dict[str, list[tuple[str, datetime | None]]] = {}
+    for cid, kind, until in session.execute(stmt):
+        out.setdefault(str(cid), []).append((str(kind), until))
+    return out
+
+
+def call_payloads(*, session: Session, call_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``call id -> (payload, audio, script, record)`` for calls being handed out; the script
+    and the record only where the payload was not made at build time (older calls)."""
+    if not call_ids:
+        return {}
+    c, d = Call.__table__.c, CallDocument.__table__.c
+    ids = list(call_ids)
+    stmt = select(c.id, d.payload, c.audio).join_from(Call, CallDocument).where(c.id.in_(ids))
+    out: dict[str, tuple[Any, ...]] = {
+        str(i): (p, a, None, None) for i, p, a in session.execute(stmt)
+    }
+    old = [i for i, v in out.items() if v[0] is None]
+    if old:
+        stmt = select(d.call_id, d.script, d.record).where(d.call_id.in_(old))
+        for i, script, record in session.execute(stmt):
+            out[str(i)] = (None, out[str(i)][1], script, record)
+    return out
 
 
 def next_due(*, session: Session, campaign_id: str) -> datetime | None:

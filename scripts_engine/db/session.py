@@ -6,20 +6,31 @@ concurrent writer makes it fail with ``SQLITE_BUSY`` instead of waiting. So :cla
 has two session factories: ``write`` begins ``IMMEDIATE`` transactions (writers queue on the
 busy timeout), ``read`` begins deferred ones (readers never wait for writers under WAL). On
 PostgreSQL both are the same engine; row locks (``FOR UPDATE``) order concurrent writers.
+
+On SQLite the writes of one process go through one :class:`Writer` thread that commits in
+groups: it takes every write waiting in its queue (up to ``max_batch``), runs each inside its
+own savepoint of one ``IMMEDIATE`` transaction and commits once. Each write sees the ones
+before it, a write that raises rolls back to its savepoint (it wrote nothing) and gets its
+exception, and nobody gets an answer before the commit that made it durable. SQLite has one
+writer anyway; grouping shares its cost (BEGIN, COMMIT and the fsync of ``synchronous=FULL``)
+and spares the waiting threads the lock hand-off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +38,11 @@ from scripts_engine.config import Settings
 from scripts_engine.db.errors import Busy
 
 T = TypeVar("T")
+
+
+def table(model: Any) -> Table:
+    """The Core table of an ORM model (typed, for Core statements)."""
+    return cast(Table, model.__table__)
 
 
 def database_url(settings: Settings) -> str:
@@ -78,6 +94,8 @@ class Database:
     #: SQLite: writers of this process queue here, not in SQLite's busy handler (which sleeps
     #: in steps of up to 100 ms); other processes still wait on the busy timeout
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: SQLite: the group-commit thread (started on first use)
+    writer: Writer | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -89,6 +107,9 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
@@ -123,13 +144,108 @@ def _retryable(exc: OperationalError) -> bool:
     return code in ("40001", "40P01") or "locked" in text_ or "deadlock" in text_
 
 
+class Writer:
+    """The SQLite group-commit thread of one :class:`Database` (see the module docstring)."""
+
+    def __init__(self, db: Database, *, max_batch: int = 64, retries: int = 4):
+        self.db, self.max_batch, self.retries = db, max_batch, retries
+        self._queue: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Session], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    @property
+    def on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            live = [(fn, f) for fn, f in batch if f.set_running_or_notify_cancel()]
+            if live:
+                self._run(live)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        for attempt in range(self.retries + 1):
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                with self.db.write() as session, session.begin():
+                    for fn, _future in batch:
+                        try:
+                            with session.begin_nested():
+                                outcomes.append((True, fn(session)))
+                        except Exception as exc:  # noqa: BLE001 - that write alone fails
+                            outcomes.append((False, exc))
+            except OperationalError as exc:
+                if _retryable(exc) and attempt < self.retries:
+                    time.sleep(0.01 * 2**attempt * (1 + random.random()))
+                    continue
+                error: Exception = Busy("the database is busy; retry shortly")
+                if not _retryable(exc):
+                    error = exc
+                for _fn, future in batch:
+                    future.set_exception(error)
+                return
+            except BaseException as exc:  # noqa: BLE001 - the commit failed: nothing was written
+                for _fn, future in batch:
+                    future.set_exception(exc)
+                return
+            for (_fn, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            return
+
+
+_writer_lock = threading.Lock()
+
+
+def _writer(db: Database) -> Writer:
+    if db.writer is None:
+        with _writer_lock:
+            if db.writer is None:
+                db.writer = Writer(db)
+    return db.writer
+
+
 def write_transaction(db: Database, fn: Callable[[Session], T], *, retries: int = 4) -> T:
     """Run ``fn(session)`` in one write transaction, committed if it returns.
 
-    A lock timeout (SQLite) or a deadlock or serialisation failure (PostgreSQL) rolls the
-    whole transaction back and runs it again, with backoff; after ``retries`` the caller gets
+    On SQLite the write joins the process's group commit (:class:`Writer`); ``fn`` may then
+    share its transaction with other writes, each in its own savepoint. A lock timeout
+    (SQLite) or a deadlock or serialisation failure (PostgreSQL) rolls the whole transaction
+    back and runs it again, with backoff; after ``retries`` the caller gets
     :class:`~scripts_engine.db.errors.Busy` (nothing was written).
     """
+    if db.is_sqlite:
+        writer = _writer(db)
+        if not writer.on_writer_thread:
+            return writer.submit(fn).result()
     for attempt in range(retries + 1):
         try:
             with db.write_lock if db.is_sqlite else nullcontext(), db.write() as session:
@@ -142,3 +258,11 @@ def write_transaction(db: Database, fn: Callable[[Session], T], *, retries: int 
                 raise Busy("the database is busy; retry shortly") from exc
             time.sleep(0.01 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+async def write_async(db: Database, fn: Callable[[Session], T]) -> T:
+    """:func:`write_transaction` for a coroutine: on SQLite it waits for the group commit
+    without holding a thread; elsewhere it runs in the loop's default executor."""
+    if db.is_sqlite:
+        return await asyncio.wrap_future(_writer(db).submit(fn))
+    return await asyncio.get_running_loop().run_in_executor(None, write_transaction, db, fn)

@@ -5,7 +5,9 @@ pinned clock inside the calling window, and one key per role."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from api import create_app
 from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import open_database, write_transaction
+from scripts_engine.signing import issue_secret, master_key, sign
 from tests.conftest import DEMO_CSV
 
 PG_URL = os.environ.get("SCRIPTS_ENGINE_TEST_POSTGRES_URL")
@@ -86,20 +89,39 @@ def client(api_settings: Settings, clock: Clock) -> Iterator[TestClient]:
         yield c
 
 
+#: dialler key -> its outcome-signing secret
+SECRETS: dict[str, str] = {}
+
+
 def create_keys(settings: Settings) -> dict[str, str]:
+    """One key per role; the dialler's signing secret goes to :data:`SECRETS`."""
     db = open_database(settings)
+    master = master_key(settings)
+
+    def make(session: Any, role: str) -> str:
+        row, key = repo.create_api_key(session=session, role=role, name=f"test {role}", now=T0)
+        if role == "dialler":
+            SECRETS[key] = issue_secret(session, master=master, api_key_id=row.id, now=T0)
+        return key
+
     try:
-        out = {}
-        for role in ROLES:
-            out[role] = write_transaction(
-                db,
-                lambda s, role=role: repo.create_api_key(
-                    session=s, role=role, name=f"test {role}", now=T0
-                )[1],
-            )
-        return out
+        return {role: write_transaction(db, lambda s, role=role: make(s, role)) for role in ROLES}
     finally:
         db.dispose()
+
+
+def signed(key: str, body: Any, *, at: float | None = None, **headers: str) -> dict[str, Any]:
+    """``content`` and ``headers`` of an outcome report signed with the key's secret."""
+    raw = json.dumps(body).encode()
+    stamp = int(time.time() if at is None else at)
+    return {"content": raw, "headers": {**auth(key), "Content-Type": "application/json",
+                                        "X-Signature": sign(SECRETS[key], stamp, raw), **headers}}  # fmt: skip
+
+
+def outcome(client: Any, call_id: str, key: str, body: Any, idem: str | None = None) -> Any:
+    """POST a signed outcome (``client``: a TestClient or an httpx.Client)."""
+    extra = {"Idempotency-Key": idem} if idem is not None else {}
+    return client.post(f"/v1/calls/{call_id}/outcome", **signed(key, body, **extra))
 
 
 @pytest.fixture

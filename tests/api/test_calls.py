@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from api.observability import JsonFormatter, mask
-from tests.api.conftest import Clock, auth, demo_records
+from tests.api.conftest import SECRETS, Clock, auth, demo_records, outcome
 from tests.api.server import build_now
 
 
@@ -32,6 +32,7 @@ def claim(client: TestClient, key: str, cid: str, **body: Any) -> list[dict[str,
 def test_expired_lease_returns_the_call(client: TestClient, keys: dict[str, str], clock: Clock):
     other = client.post("/v1/keys", json={"role": "dialler"}, headers=auth(keys["admin"]))
     d2 = other.json()["key"]
+    SECRETS[d2] = other.json()["signing_secret"]
     cid = setup_campaign(client, keys, 1)
     (call,) = claim(client, keys["dialler"], cid, lease_seconds=60)
     assert claim(client, d2, cid) == []  # leased
@@ -40,8 +41,7 @@ def test_expired_lease_returns_the_call(client: TestClient, keys: dict[str, str]
     clock.advance(days=1)
     (again,) = claim(client, d2, cid)
     assert again["id"] == call["id"]
-    late = client.post(f"/v1/calls/{call['id']}/outcome", json={"status": "busy"},
-                       headers={**auth(keys["dialler"]), "Idempotency-Key": "late"})  # fmt: skip
+    late = outcome(client, call["id"], keys["dialler"], {"status": "busy"}, "late")
     assert late.status_code == 409 and late.json()["code"] == "call_not_leased"
 
 
@@ -67,9 +67,8 @@ def test_opt_out_blocks_the_next_claim_in_every_campaign(
                     headers=auth(keys["admin"]))  # fmt: skip
     build_now(client.app)  # type: ignore[arg-type]
     (call,) = claim(client, keys["dialler"], cid)
-    h = {**auth(keys["dialler"]), "Idempotency-Key": "o1"}
     body = {"status": "connected", "opt_out": True}
-    assert client.post(f"/v1/calls/{call['id']}/outcome", json=body, headers=h).status_code == 201
+    assert outcome(client, call["id"], keys["dialler"], body, "o1").status_code == 201
     clock.advance(days=3)
     assert claim(client, keys["dialler"], r.json()["id"]) == []
     rec = client.get(f"/v1/campaigns/{r.json()['id']}", headers=auth(keys["qa"])).json()

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import auth, demo_records
+from tests.api.conftest import auth, demo_records, outcome, signed
 
 SHAPE = {"ok", "status", "code", "message", "errors", "request_id"}
 
@@ -60,11 +60,11 @@ def test_render_errors(client: TestClient, keys: dict[str, str]) -> None:
 
 
 def test_outcome_errors_and_nothing_written(client: TestClient, keys: dict[str, str]) -> None:
-    h = {**auth(keys["dialler"]), "Idempotency-Key": "k1"}
-    check(client.post("/v1/calls/K-x/outcome", json={"status": "connected"},
-                      headers=auth(keys["dialler"])), 400, "idempotency_key_missing")  # fmt: skip
-    check(client.post("/v1/calls/K-x/outcome", json={"status": "connected"}, headers=h), 404)
-    check(client.post("/v1/calls/K-x/outcome", json={"status": "maybe"}, headers=h), 422)
+    d = keys["dialler"]
+    check(client.post("/v1/calls/K-x/outcome", **signed(d, {"status": "connected"})), 400,
+          "idempotency_key_missing")  # fmt: skip
+    check(outcome(client, "K-x", d, {"status": "connected"}, "k1"), 404)
+    check(outcome(client, "K-x", d, {"status": "maybe"}, "k1"), 422)
 
 
 def test_customer_rows_rejected_change_nothing(client: TestClient, keys: dict[str, str]) -> None:

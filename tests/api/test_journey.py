@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from scripts_engine.config import Settings
-from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client
+from tests.api.conftest import SECRETS, Clock, auth, create_keys, demo_records, make_client, outcome
 
 
 def wait_ready(c: TestClient, cid: str, key: str, timeout: float = 120) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def test_dialler_journey(api_settings: Settings, clock: Clock) -> None:
         r = c.post("/v1/keys", json={"role": "dialler", "name": "acme"}, headers=auth(admin))
         assert r.status_code == 201
         dialler = r.json()["key"]
+        SECRETS[dialler] = r.json()["signing_secret"]
         qa = c.post("/v1/keys", json={"role": "qa"}, headers=auth(admin)).json()["key"]
 
         records = demo_records(10)
@@ -75,11 +76,10 @@ def test_dialler_journey(api_settings: Settings, clock: Clock) -> None:
         outcomes = [{"status": "connected", "converted": True, "intent_grade": "A"},
                     {"status": "connected", "opt_out": True}, {"status": "connected", "refused": True},
                     {"status": "no_answer"}]  # fmt: skip
-        for call, outcome in zip(claimed, outcomes + [{"status": "busy"}] * 9, strict=False):
-            h = {**auth(dialler), "Idempotency-Key": f"k-{call['id']}"}
-            r = c.post(f"/v1/calls/{call['id']}/outcome", json=outcome, headers=h)
+        for call, result in zip(claimed, outcomes + [{"status": "busy"}] * 9, strict=False):
+            r = outcome(c, call["id"], dialler, result, f"k-{call['id']}")
             assert r.status_code == 201, r.text
-            replay = c.post(f"/v1/calls/{call['id']}/outcome", json=outcome, headers=h)
+            replay = outcome(c, call["id"], dialler, result, f"k-{call['id']}")
             assert replay.json() == r.json() and replay.headers["idempotent-replayed"] == "true"
 
         rec = c.get(f"/v1/calls/{first['id']}", headers=auth(qa)).json()
