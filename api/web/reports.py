@@ -26,7 +26,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db import repository as repo
-from scripts_engine.db.models import Call, Campaign, Outcome
+from scripts_engine.db.models import Call, CallDocument, Campaign, Outcome
 from scripts_engine.outcomes import profile_stats
 
 
@@ -87,8 +87,10 @@ def _hit_count(session: Session) -> Any:
     """How many tags the call's customer hit, from its audit record, computed in the database
     (NULL when the customer was not profiled): records are large, so they are not loaded."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.json_array_length(func.json_extract_path(Call.record, "scoring", "hits"))
-    return func.json_array_length(Call.record, "$.scoring.hits")
+        return func.json_array_length(
+            func.json_extract_path(CallDocument.record, "scoring", "hits")
+        )
+    return func.json_array_length(CallDocument.record, "$.scoring.hits")
 
 
 def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
@@ -104,6 +106,7 @@ def campaign_report(*, session: Session, campaign: Campaign) -> dict[str, Any]:
     stmt = (
         select(hits, func.count(), _sum(Outcome.status == "connected"), _sum(Outcome.converted))
         .join(Outcome, Outcome.call_id == Call.id)
+        .join(CallDocument, CallDocument.call_id == Call.id)
         .where(Call.campaign_id == cid)
         .group_by(hits)
     )
