@@ -28,6 +28,7 @@ from scripts_engine.propensity import read_manifest
 from scripts_engine.render import Renderer
 from scripts_engine.scoring import Engine
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
+from scripts_engine.versions import VersionStore
 from scripts_engine.voice import get_catalog
 
 DESCRIPTION = """\
@@ -56,7 +57,13 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
         model_version = str(read_manifest(settings.resolved_model_path).get("model_sha256", ""))
     except Exception:  # noqa: BLE001 - the version is informative only
         model_version = ""
-    renderer = Renderer(settings.personas_dir, grid=engine.grid)
+    versions = VersionStore(db, settings.personas_dir, engine.grid)
+    source = None
+    if settings.templates_source == "database":
+        versions.seed(clock())
+        source = versions.source()
+    renderer = Renderer(settings.personas_dir, grid=engine.grid, source=source)
+    versions.on_live_change = lambda: bool(renderer.refresh(force=True))
     voices = get_catalog(settings.voices_dir)
     synth: Any
     if settings.service_synthesis == "pool":
@@ -69,7 +76,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     metrics = Metrics()
     builder = Builder(db, toolkit)
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
-                    metrics=metrics, clock=clock, synth=synth)  # fmt: skip
+                    metrics=metrics, clock=clock, synth=synth, versions=versions)  # fmt: skip
 
 
 def create_app(
