@@ -11,14 +11,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from scripts_engine import qa
 from scripts_engine.config import Settings
 from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client
 from tests.api.test_journey import wait_ready
 
 SIGNOFF = "call/signoff"
 NEW_LINE = "期待下次再为您服务"
-PASS = {k: "pass" for k in ("opening_disclosure", "risk_disclosure", "no_banned_claims",
-                            "opt_out_honoured", "audio_ai_label", "no_personal_data")}  # fmt: skip
+PASS = dict.fromkeys(qa.CRITICAL, "pass")
 GOOD = {"clarity": 4, "persona_fit": 4, "dialect_naturalness": 3, "pacing": 4}
 
 
