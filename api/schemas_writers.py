@@ -4,7 +4,7 @@ reviews and scorecards, reports."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -142,7 +142,7 @@ class AuditOut(BaseModel):
 class PreviewIn(_In):
     """Render drafts (laid over the live set) for synthetic customers, with audio."""
 
-    versions: list[int] = Field(default=[], max_length=20,
+    versions: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] = Field(default=[], max_length=20,
                                 description="Version ids to preview in place of the live ones.")  # fmt: skip
     samples: list[Literal["S-1", "S-2", "S-3"]] = Field(
         default=["S-1"],

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Approver, Now, Principal, ServicesDep, Staff
 from api.errors import ERROR_RESPONSES, ApiError
 from api.routes.scripts import profile_out
-from api.routes.templates import store
+from api.routes.templates import MAX_ID, store
 from api.schemas_writers import (
     CalibrationCreated,
     CalibrationIn,
@@ -27,6 +27,7 @@ from scripts_engine.outcomes import outcome_public
 from scripts_engine.versions import find_versions
 
 router = APIRouter(prefix="/v1/reviews", tags=["reviews"], responses=ERROR_RESPONSES)
+ReviewId = Annotated[int, Path(ge=1, le=MAX_ID, description="A review's id.")]
 
 
 def summary(item: ReviewItem, scored: bool) -> ReviewSummary:
@@ -143,7 +144,7 @@ def _detail(request: Request, services: ServicesDep, item_id: int, viewer: Princ
 
 @router.get("/{review_id}", response_model=ReviewDetail)
 def get_review(
-    review_id: int, principal: Approver, services: ServicesDep, request: Request
+    review_id: ReviewId, principal: Approver, services: ServicesDep, request: Request
 ) -> ReviewDetail:
     """One review: the script, audio, tags and reason, the outcome, the template versions the
     call used (with authors), and the scorecards you may see."""
@@ -152,7 +153,7 @@ def get_review(
 
 @router.post("/{review_id}/scorecard", response_model=ResultOut, status_code=201)
 def score_review(
-    review_id: int, body: ScorecardIn, principal: Approver, services: ServicesDep, now: Now
+    review_id: ReviewId, body: ScorecardIn, principal: Approver, services: ServicesDep, now: Now
 ) -> ResultOut:
     """Score a review. Any failed critical item fails it: name the template(s) at fault in
     `defects`; their versions (taken from the call record) are flagged. You cannot review a

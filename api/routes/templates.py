@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import Approver, Now, ServicesDep, Staff, Writer
 from api.errors import ERROR_RESPONSES, ApiError
@@ -27,6 +27,9 @@ from scripts_engine import versions as vs
 from scripts_engine.db.models import TemplateVersion
 
 router = APIRouter(prefix="/v1", tags=["templates"], responses=ERROR_RESPONSES)
+#: ids are 32-bit integers in every database
+MAX_ID = 2_147_483_647
+VersionId = Annotated[int, Path(ge=1, le=MAX_ID, description="A version's id.")]
 
 
 def store(services: ServicesDep) -> vs.VersionStore:
@@ -95,13 +98,8 @@ def save_template(
     return SavedVersion.model_validate({**version_detail(row).model_dump(), "created": created})
 
 
-def _get(services: ServicesDep, version_id: int) -> TemplateVersion:
-    with services.db.read() as session:
-        return vs.get_version(session, version_id)
-
-
 @router.get("/template-versions/{version_id}", response_model=VersionDetail)
-def get_version(version_id: int, _: Staff, services: ServicesDep) -> VersionDetail:
+def get_version(version_id: VersionId, _: Staff, services: ServicesDep) -> VersionDetail:
     """One version: its text, lint findings, workflow state and audit events."""
     with services.db.read() as session:
         row = vs.get_version(session, version_id)
@@ -112,8 +110,8 @@ def get_version(version_id: int, _: Staff, services: ServicesDep) -> VersionDeta
 
 @router.get("/template-versions/{version_id}/diff", response_model=DiffOut)
 def diff_version(
-    version_id: int, _: Staff, services: ServicesDep,
-    against: Annotated[int | None, Query(description="Another version's id; default: the live "
+    version_id: VersionId, _: Staff, services: ServicesDep,
+    against: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Another version's id; default: the live "
                                          "version of the same file.")] = None,
 ) -> DiffOut:  # fmt: skip
     """Unified diff from `against` (default: the live version) to this version."""
@@ -130,14 +128,14 @@ def diff_version(
 
 
 @router.post("/template-versions/{version_id}/submit", response_model=VersionOut)
-def submit(version_id: int, principal: Writer, services: ServicesDep, now: Now) -> VersionOut:
+def submit(version_id: VersionId, principal: Writer, services: ServicesDep, now: Now) -> VersionOut:
     """Submit a draft (without lint errors) for approval."""
     return version_out(store(services).submit(version_id, actor=principal.actor, now=now))
 
 
 @router.post("/template-versions/{version_id}/approve", response_model=VersionOut)
 def approve(
-    version_id: int, body: ApproveIn, principal: Approver, services: ServicesDep, now: Now
+    version_id: VersionId, body: ApproveIn, principal: Approver, services: ServicesDep, now: Now
 ) -> VersionOut:
     """Approve a submitted version: a qa or admin user who is not its author; lint runs again
     against the live set and must be clean. `publish: true` also makes it live."""
@@ -148,7 +146,7 @@ def approve(
 
 @router.post("/template-versions/{version_id}/reject", response_model=VersionOut)
 def reject(
-    version_id: int, body: RejectIn, principal: Approver, services: ServicesDep, now: Now
+    version_id: VersionId, body: RejectIn, principal: Approver, services: ServicesDep, now: Now
 ) -> VersionOut:
     """Reject a submitted version with reasons (not the author)."""
     reasons = [r.strip() for r in body.reasons if r.strip()]
@@ -160,14 +158,14 @@ def reject(
 
 
 @router.post("/template-versions/{version_id}/publish", response_model=VersionOut)
-def publish(version_id: int, principal: Staff, services: ServicesDep, now: Now) -> VersionOut:
+def publish(version_id: VersionId, principal: Staff, services: ServicesDep, now: Now) -> VersionOut:
     """Make an approved version live: the next render uses it (no restart)."""
     return version_out(store(services).publish(version_id, actor=principal.actor, now=now))
 
 
 @router.post("/template-versions/{version_id}/rollback", response_model=VersionOut)
 def rollback(
-    version_id: int, body: RollbackIn, principal: Approver, services: ServicesDep, now: Now
+    version_id: VersionId, body: RollbackIn, principal: Approver, services: ServicesDep, now: Now
 ) -> VersionOut:
     """Make an earlier approved version live again."""
     return version_out(store(services).rollback(version_id, actor=principal.actor, now=now,
