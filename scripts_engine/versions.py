@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,11 +116,23 @@ def _event_fields(e: TemplateEvent) -> dict[str, Any]:
             "actor": e.actor, "actor_key_id": e.actor_key_id, "detail": e.detail}  # fmt: skip
 
 
+#: PostgreSQL advisory lock key: the workflow's writers run one at a time, so the audit chain
+#: never forks and a name never has two live versions (SQLite writers are serial already)
+_LOCK_KEY = 0x5E_7E_4510
+
+
+def serialize(session: Session) -> None:
+    """Take the workflow's transaction-scoped lock (PostgreSQL; a no-op on SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+
+
 def append_event(
     session: Session, *, name: str, version: str, action: str, actor: Actor, now: datetime,
     detail: dict[str, Any] | None = None,
 ) -> TemplateEvent:  # fmt: skip
     """Append one event, chained to the last one (callers hold the write transaction)."""
+    serialize(session)
     last = session.scalar(select(TemplateEvent).order_by(TemplateEvent.id.desc()).limit(1))
     prev = last.hash if last is not None else _GENESIS
     row = TemplateEvent(at=now, name=name, version=version, action=action, actor=actor.name,
@@ -434,6 +446,7 @@ class VersionStore:
         fn: Callable[[Session, TemplateVersion], dict[str, Any]], *, live_change: bool = False,
     ) -> TemplateVersion:  # fmt: skip
         def run(session: Session) -> TemplateVersion:
+            serialize(session)
             row = get_version(session, version_id, lock=True)
             detail = fn(session, row)
             append_event(session, name=row.name, version=row.version, action=action,

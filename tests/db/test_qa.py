@@ -5,9 +5,7 @@ scorecard rules, blind calibration and its spread."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +13,9 @@ from sqlalchemy import select
 
 from scripts_engine import qa
 from scripts_engine import versions as vs
-from scripts_engine.config import ROOT, Settings
 from scripts_engine.db.errors import Conflict, Forbidden
-from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.models import Call, Campaign, Outcome, ReviewItem, TemplateVersion
-from scripts_engine.db.session import Database, open_database, write_transaction
-from scripts_engine.grid import Grid
+from scripts_engine.db.session import Database, write_transaction
 
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
 BOB = vs.Actor("bob", "qa", 2)
@@ -29,19 +24,6 @@ PASS = dict.fromkeys(qa.CRITICAL, "pass")
 GOOD = {"clarity": 4, "persona_fit": 4, "dialect_naturalness": 4, "pacing": 4}
 NEW = ("call/signoff", "b" * 16)  # written by alice
 OLD = ("call/opening", "a" * 16)  # a system seed
-
-
-@pytest.fixture
-def db(db_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = open_database(Settings(state_dir=tmp_path), url=db_url)
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def store(db: Database, grid: Grid) -> vs.VersionStore:
-    return vs.VersionStore(db, ROOT / "personas", grid)
 
 
 def fill(db: Database, n: int = 200) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ from click.testing import CliRunner
 
 from scripts_engine.cli import main
 from scripts_engine.config import Settings
-from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.models import Call, Campaign, Outcome, ReviewItem, ReviewResult
-from scripts_engine.db.session import Database, open_database, write_transaction
+from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.reports import campaign_report, defect_report
 
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
@@ -53,9 +51,8 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 @pytest.fixture
-def db(db_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = open_database(Settings(state_dir=tmp_path), url=db_url)
-    upgrade(database)
+def db(db: Database) -> Database:
+    """The database with the hand-counted campaign."""
 
     def fill(s: Any) -> None:
         s.add(Campaign(id=CID, name="hand", options={"holdout_pct": 40}, status="ready",
@@ -91,9 +88,8 @@ def db(db_url: str, tmp_path: Path) -> Iterator[Database]:
                                score=50.0, passed=not fail, defects=defects, notes="",
                                created_at=NOW))  # fmt: skip
 
-    write_transaction(database, fill)
-    yield database
-    database.dispose()
+    write_transaction(db, fill)
+    return db
 
 
 def close(pair: list[float | None] | None, expected: tuple[float, float]) -> bool:

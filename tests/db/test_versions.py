@@ -5,19 +5,16 @@ running renderer without a restart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from scripts_engine import versions as vs
-from scripts_engine.config import ROOT, Settings
+from scripts_engine.config import ROOT
 from scripts_engine.db.errors import Conflict, Forbidden
-from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.models import TemplateEvent, TemplateVersion
-from scripts_engine.db.session import Database, open_database, write_transaction
+from scripts_engine.db.session import write_transaction
 from scripts_engine.grid import Grid
 from scripts_engine.lint import SAMPLE_CUSTOMERS, SAMPLE_DATE, SAMPLE_SCORES
 from scripts_engine.render import Renderer
@@ -28,18 +25,10 @@ BOB = vs.Actor("bob", "qa", 11)
 
 
 @pytest.fixture
-def db(db_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = open_database(Settings(state_dir=tmp_path), url=db_url)
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def store(db: Database, grid: Grid) -> vs.VersionStore:
-    s = vs.VersionStore(db, ROOT / "personas", grid)
-    s.seed(NOW)
-    return s
+def store(store: vs.VersionStore) -> vs.VersionStore:
+    """The store, seeded from personas/."""
+    store.seed(NOW)
+    return store
 
 
 def live_source(store: vs.VersionStore, name: str) -> str:
