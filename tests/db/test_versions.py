@@ -158,3 +158,36 @@ def test_a_live_change_is_rendered_without_restart(store: vs.VersionStore, grid:
     after, new_version = signoff()
     assert "期待下次再聊" in after and "期待下次再聊" not in before
     assert new_version == row.version != old_version
+
+
+def test_styles_are_versioned_too(store: vs.VersionStore, grid: Grid) -> None:
+    styles = live_source(store, vs.STYLES)
+    broken, _ = store.save(name=vs.STYLES, source=styles.replace("agent:", "agent: [", 1),
+                           actor=ALICE, message="", now=NOW)  # fmt: skip
+    assert broken.lint_errors and broken.lint[0]["code"] == "data" and broken.lint[0]["line"]
+    no_label, _ = store.save(name=vs.STYLES, source=styles.replace("人工智能合成", "智能"),
+                             actor=ALICE, message="", now=NOW)  # fmt: skip
+    assert no_label.lint_errors  # the opening no longer discloses AI: CR-13
+    renamed, _ = store.save(name=vs.STYLES, source=styles.replace("name: 小安", "name: 小和"),
+                            actor=ALICE, message="agent name", now=NOW)  # fmt: skip
+    assert renamed.lint_errors == 0
+    renderer = Renderer(ROOT / "personas", grid=grid, source=store.source(), reload_interval=0)
+    store.submit(renamed.id, actor=ALICE, now=NOW)
+    store.approve(renamed.id, actor=BOB, now=NOW, publish=True)
+    script = renderer.render_script(SAMPLE_CUSTOMERS[0], None, SAMPLE_SCORES[0], as_of=SAMPLE_DATE)
+    assert "小和" in script.segments[0].text and "小安" not in script.text
+
+
+def test_concurrent_steps_keep_one_chain(store: vs.VersionStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def save(i: int) -> int:
+        row, _ = store.save(name="call/signoff", source=f"{{{{ nope{i} }}}}", actor=ALICE,
+                            message=str(i), now=NOW)  # fmt: skip
+        return row.id
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(save, range(12)))
+    assert len(set(ids)) == 12
+    with store.db.read() as session:
+        assert vs.verify_chain(session) == (True, None)
