@@ -301,3 +301,16 @@ class CalibrationIn(_In):
 class CalibrationCreated(BaseModel):
     id: str
     reviews: int
+
+
+class RefreshIn(_In):
+    every: bool = Field(default=False, description="Re-render every waiting call, not only "
+                        "those whose template versions are no longer live.")  # fmt: skip
+
+
+class RefreshOut(BaseModel):
+    campaign_id: str
+    ready: int = Field(description="Calls waiting to be claimed.")
+    stale: int = Field(description="Of those, made with a version no longer live.")
+    refreshed: int
+    failed: list[dict[str, str]]

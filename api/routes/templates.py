@@ -14,6 +14,8 @@ from api.schemas_writers import (
     AuditOut,
     DiffOut,
     EventOut,
+    RefreshIn,
+    RefreshOut,
     RejectIn,
     RollbackIn,
     SavedVersion,
@@ -25,6 +27,7 @@ from api.schemas_writers import (
 )
 from scripts_engine import versions as vs
 from scripts_engine.db.models import TemplateVersion
+from scripts_engine.refresh import refresh_campaign
 
 router = APIRouter(prefix="/v1", tags=["templates"], responses=ERROR_RESPONSES)
 #: ids are 32-bit integers in every database
@@ -184,3 +187,14 @@ def audit_log(
         rows = vs.events(session, name=name, limit=limit)
         return AuditOut(chain_ok=ok, first_bad_id=bad,
                         events=[EventOut.model_validate(e, from_attributes=True) for e in rows])  # fmt: skip
+
+
+@router.post("/campaigns/{campaign_id}/refresh-scripts", response_model=RefreshOut)
+def refresh_scripts(
+    campaign_id: str, body: RefreshIn, _: Approver, services: ServicesDep, now: Now
+) -> dict[str, Any]:
+    """Re-render (and re-synthesise) a built campaign's calls still waiting to be claimed whose
+    script used a template version that is no longer live; `every` re-renders all of them
+    (after a styles.yaml change). Calls already handed out keep what they said."""
+    return refresh_campaign(db=services.db, toolkit=services.toolkit, campaign_id=campaign_id,
+                            now=now, every=body.every)  # fmt: skip

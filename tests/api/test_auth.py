@@ -55,6 +55,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/reviews/{review_id}/scorecard"): {"admin", "qa"},
     ("GET", "/v1/reports/campaigns/{campaign_id}"): STAFF,
     ("GET", "/v1/reports/templates"): STAFF,
+    ("POST", "/v1/campaigns/{campaign_id}/refresh-scripts"): {"admin", "qa"},
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from scripts_engine import qa
+from scripts_engine.campaigns import call_id
 from scripts_engine.config import Settings
 from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client
 from tests.api.test_journey import wait_ready
@@ -40,6 +41,14 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         dave = key(c, admin, "qa", "dave")
         alice_qa = key(c, admin, "qa", "alice")  # the same person with a reviewer's key
         dialler = key(c, admin, "dialler", "acme")
+
+        # 0. a campaign built from the seeded templates, waiting to be claimed
+        records = demo_records(12)
+        assert c.post("/v1/customers", json=records, headers=auth(admin)).status_code == 200
+        r = c.post("/v1/campaigns", json={"name": "w", "min_hits": 0, "holdout_pct": 30},
+                   headers=auth(admin))  # fmt: skip
+        cid = r.json()["id"]
+        wait_ready(c, cid, admin)
 
         # 1. the writer reads the live template and saves an edit: a linted draft
         listing = c.get("/v1/templates", params={"prefix": "call/"}, headers=auth(alice)).json()
@@ -95,13 +104,13 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         r = c.post(f"/v1/template-versions/{draft['id']}/publish", headers=auth(alice))
         assert r.json()["status"] == "live"
 
-        # 4. the next campaign's claimed call says the new sentence (no restart)
-        records = demo_records(12)
-        assert c.post("/v1/customers", json=records, headers=auth(admin)).status_code == 200
-        r = c.post("/v1/campaigns", json={"name": "w", "min_hits": 0, "holdout_pct": 30},
-                   headers=auth(admin))  # fmt: skip
-        cid = r.json()["id"]
-        wait_ready(c, cid, admin)
+        # 4. the campaign built before the change is refreshed; the next claimed call says
+        #    the new sentence (no restart)
+        r = c.post(f"/v1/campaigns/{cid}/refresh-scripts", json={}, headers=auth(bob))
+        assert r.status_code == 200, r.text
+        assert r.json()["stale"] == r.json()["refreshed"] == r.json()["ready"] == 12
+        again = c.post(f"/v1/campaigns/{cid}/refresh-scripts", json={}, headers=auth(bob))
+        assert again.json()["stale"] == 0
         claimed: list[dict[str, Any]] = []
         while batch := c.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 5},
                               headers=auth(dialler)).json()["calls"]:  # fmt: skip
@@ -110,6 +119,9 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         for call in claimed:
             seg = signoff_segment(call["script"])
             assert seg["version"] == draft["version"] and NEW_LINE in seg["text"]
+        record = c.get(f"/v1/calls/{claimed[0]['id']}", headers=auth(bob)).json()["record"]
+        assert record["replaces_script"] and draft["version"] in {
+            t["version"] for t in record["templates"]}  # fmt: skip
         outcomes = [{"status": "connected", "converted": True},
                     {"status": "connected", "opt_out": True},
                     {"status": "connected", "notes": "客户表示要投诉"}]  # fmt: skip
@@ -192,13 +204,19 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         assert f["control"]["built"] > 0 and rep["lift"]["difference_ci95"] is not None
         assert rep["defects"] and rep["by_profile"] and rep["by_tag"] and rep["by_hit_count"]
 
-        # 8. rollback to the seeded version: the next render uses it again
+        # 8. rollback to the seeded version: the next render and campaign use it again
         r = c.post(f"/v1/template-versions/{live['id']}/rollback", json={"reason": "QA defect"},
                    headers=auth(bob))  # fmt: skip
         assert r.status_code == 200 and r.json()["status"] == "live"
         r = c.post("/v1/scripts/render", json={"customer_id": records[2]["customer_id"]},
                    headers=auth(alice))  # fmt: skip
         assert signoff_segment(r.json())["version"] == live["version"]
+        r = c.post("/v1/campaigns", json={"name": "after", "min_hits": 0}, headers=auth(admin))
+        after = r.json()["id"]
+        wait_ready(c, after, admin)
+        built = c.get(f"/v1/calls/{call_id(after, records[3]['customer_id'])}",
+                      headers=auth(bob)).json()  # fmt: skip
+        assert signoff_segment(built["script"])["version"] == live["version"]
         log = c.get("/v1/template-events", params={"name": SIGNOFF}, headers=auth(bob)).json()
         assert log["chain_ok"] is True
         actions = [e["action"] for e in reversed(log["events"])]
