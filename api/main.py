@@ -36,8 +36,14 @@ Persona-tailored call scripts and dialect audio for outbound diallers.
 
 **Authentication**: `Authorization: Bearer <api key>` on every `/v1` route (create keys with
 `scripts-engine keys create --role ROLE`). Roles: `admin` (keys, customers, campaigns),
-`dialler` (claim calls, report outcomes, fetch audio), `writer` (render, score, synthesise),
-`qa` (read scores, scripts, call records and statistics).
+`dialler` (claim calls, report outcomes, fetch audio), `writer` (render, score, synthesise;
+edit templates as new versions, preview and submit them), `qa` (read scores, scripts, call
+records and statistics; approve or reject other people's template versions; review calls).
+
+**Writers and QA**: `PUT /v1/templates/{name}` saves a linted version;
+`POST /v1/previews` renders and speaks drafts; `.../submit`, `.../approve` (a qa or admin user
+who is not the author), `.../publish`; `/v1/reviews` is the QA queue and scorecards;
+`/v1/reports` the funnel, lift against the control group and defect rates.
 
 **Errors** have one shape: `{ok: false, status, code, message, errors: [{field, error}],
 request_id}`.
