@@ -163,12 +163,17 @@ class PreviewIn(_In):
     styles: list[str | None] = Field(default=[None], min_length=1, max_length=5,
                                      description="temperament.interest; null: chosen by rules.")  # fmt: skip
     as_of: date | None = None
-    audio: bool = Field(default=False, description="Synthesise the call scripts (at most 6).")
+    audio: Literal["none", "changed", "script"] = Field(
+        default="none",
+        description="Speak the call segments the previewed versions made (changed: up to 4 "
+        "prompts) or the first whole call (script).",
+    )
     voice: str = Field(default="auto", max_length=64)
 
 
 class PreviewAudio(BaseModel):
     url: str
+    spoken: Literal["changed", "script"]
     sha256: str
     duration_s: float
     voice: str

@@ -1,5 +1,6 @@
 """Preview: render draft versions, laid over the live set, for synthetic customers and chosen
-profiles, channels, moments and styles, and speak the call scripts, before they go live.
+profiles, channels, moments and styles, and speak them, before they go live: the segments the
+drafts made (``audio="changed"``, up to 4 prompts) or one whole call (``audio="script"``).
 
 Writers see synthetic customers only (COMPLIANCE.md 1.3): the three lint samples or records
 they type in. A combination that breaks a content rule is shown with the reason, not dropped:
@@ -23,7 +24,8 @@ from scripts_engine.render import Renderer
 from scripts_engine.versions import StaticSource, VersionStore, get_version, live_versions
 
 MAX_RENDERS = 40
-MAX_AUDIO = 6
+#: prompts spoken per preview: changed segments are short, a whole call is not
+MAX_AUDIO = {"changed": 4, "script": 1}
 SAMPLES = {str(c["customer_id"]): c for c in SAMPLE_CUSTOMERS}
 
 
@@ -37,7 +39,8 @@ class PreviewRequest:
     moments: list[str]
     styles: list[str | None]
     as_of: date
-    audio: bool = False
+    #: none; changed: speak the segments the previewed versions made; script: the whole call
+    audio: str = "none"
     voice: str = "auto"
 
 
@@ -118,7 +121,7 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
     if len(combos) > MAX_RENDERS:
         raise PreviewError(f"{len(combos)} combinations; at most {MAX_RENDERS}", field="body")
     voice = None
-    if req.audio:
+    if req.audio != "none":
         voice = toolkit.voices.get(req.voice) if req.voice != "auto" else None
     out = Preview(versions=[{"id": r.id, "version": r.version} for r in rows])
     spoken = 0
@@ -145,13 +148,17 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
                                      for i in changed}  # fmt: skip
             except ScriptsEngineError:
                 item["live_text"] = {}
-        if req.audio and channel == "call" and spoken < MAX_AUDIO and toolkit.store is not None:
+        texts = [s.text for s in script.main]
+        if req.audio == "changed":
+            texts = [script.segments[i].text for i in changed if script.segments[i] in script.main]
+        if (texts and channel == "call" and toolkit.store is not None
+                and spoken < MAX_AUDIO.get(req.audio, 0)):  # fmt: skip
             v = voice or toolkit.voices.choose(record.get("province"), record.get("city"))
             with toolkit.store_lock:
-                stored = toolkit.store.synthesize_segments([s.text for s in script.main], v)
+                stored = toolkit.store.synthesize_segments(texts, v)
             row = audio_row(stored.path, toolkit.store.root, "wav8k", stored.duration_s)
             out.audio_rows.append(row)
-            item["audio"] = {"sha256": row["sha256"], "ext": row["ext"],
+            item["audio"] = {"sha256": row["sha256"], "ext": row["ext"], "spoken": req.audio,
                              "duration_s": row["duration_s"], "voice": v.id}  # fmt: skip
             spoken += 1
         out.items.append(item)

@@ -46,5 +46,6 @@ def make_preview(
         if a:
             item["audio"] = {"url": f"{base}/v1/audio/{a['sha256']}.{a['ext']}",
                              "sha256": a["sha256"], "duration_s": a["duration_s"],
+                             "spoken": a["spoken"],
                              "voice": a["voice"]}  # fmt: skip
     return PreviewOut.model_validate({"versions": result.versions, "items": result.items})

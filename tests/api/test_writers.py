@@ -73,7 +73,7 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
 
         # 2. preview: rendered and spoken for sample customers, before it goes live
         r = c.post("/v1/previews", json={"versions": [draft["id"]], "samples": ["S-1", "S-2"],
-                                         "channels": ["call", "sms"], "audio": True},
+                                         "channels": ["call", "sms"], "audio": "changed"},
                    headers=auth(alice))  # fmt: skip
         assert r.status_code == 200, r.text
         calls = [i for i in r.json()["items"] if i["channel"] == "call"]
@@ -87,6 +87,10 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
             )
             audio = c.get(item["audio"]["url"], headers=auth(alice))
             assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+            assert item["audio"]["spoken"] == "changed" and 0 < item["audio"]["duration_s"] < 20
+        whole = c.post("/v1/previews", json={"versions": [draft["id"]], "audio": "script"},
+                       headers=auth(alice)).json()["items"][0]["audio"]  # fmt: skip
+        assert whole["spoken"] == "script" and whole["duration_s"] > 20
         sms = [i for i in r.json()["items"] if i["channel"] == "sms"]
         assert sms and all(i["changed"] == [] for i in sms)
 
