@@ -20,8 +20,7 @@ from scripts_engine.context import MOMENTS
 from scripts_engine.errors import ScriptsEngineError
 from scripts_engine.features import load_customers
 from scripts_engine.lint import SAMPLE_CUSTOMERS
-from scripts_engine.render import Renderer
-from scripts_engine.versions import StaticSource, VersionStore, get_version, live_versions
+from scripts_engine.versions import VersionStore, get_version, live_versions
 
 MAX_RENDERS = 40
 #: prompts spoken per preview: changed segments are short, a whole call is not
@@ -63,13 +62,25 @@ def _customers(
     toolkit: Toolkit, req: PreviewRequest
 ) -> list[tuple[str, dict[str, Any], dict[str, float], str | None]]:
     """``(id, record, tag scores, own profile)`` per customer, scored like the service does."""
-    records = [dict(SAMPLES[sid]) for sid in req.samples]
-    records += [{"customer_id": f"custom-{i + 1}", **c} for i, c in enumerate(req.customers)]
+    key = id(toolkit.engine)
+    if _SAMPLES_SCORED.get(key) is None:  # the samples never change: score them once
+        _SAMPLES_SCORED.clear()
+        _SAMPLES_SCORED[key] = _scored(toolkit, list(SAMPLES.values()), "samples")
+    out = [x for x in _SAMPLES_SCORED[key] if x[0] in req.samples]
+    records = [{"customer_id": f"custom-{i + 1}", **c} for i, c in enumerate(req.customers)]
+    return out + (_scored(toolkit, records, "body.customers") if records else [])
+
+
+_SAMPLES_SCORED: dict[int, list[tuple[str, dict[str, Any], dict[str, float], str | None]]] = {}
+
+
+def _scored(
+    toolkit: Toolkit, records: list[dict[str, Any]], where: str
+) -> list[tuple[str, dict[str, Any], dict[str, float], str | None]]:
     loaded = load_customers(records, toolkit.engine.grid)
     if loaded.errors:
         e = loaded.errors[0]
-        k = e.row - 1 - len(req.samples)
-        raise PreviewError(e.error, field=f"body.customers[{k}].{e.field}")
+        raise PreviewError(e.error, field=f"{where}[{e.row - 1}].{e.field}")
     out: list[tuple[str, dict[str, Any], dict[str, float], str | None]] = []
     scored = toolkit.engine.score(loaded.batch) if len(loaded.batch) else None
     for i in range(len(loaded.batch)):
@@ -98,15 +109,12 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
         raise PreviewError("preview one version per file", field="body.versions")
     sources = {**live, **{r.name: r.source for r in rows}}
     draft = {(r.name, r.version) for r in rows}
-    grid = toolkit.engine.grid
     try:
-        renderer = Renderer(versions.personas_dir, grid=grid, reload_interval=1e9, memoize=False,
-                            source=StaticSource(versions.builder, sources))  # fmt: skip
+        renderer = versions.renderer(sources)
     except ScriptsEngineError as exc:
         raise PreviewError(f"the previewed versions do not load: {exc}",
                            field="body.versions") from None  # fmt: skip
-    base = Renderer(versions.personas_dir, grid=grid, reload_interval=1e9,
-                    source=StaticSource(versions.builder, live))  # fmt: skip
+    base = versions.renderer(live)
     for i, p in enumerate(req.profiles):
         if p != "generic" and p not in {x.id for x in toolkit.engine.profiles}:
             raise PreviewError(f"unknown profile '{p}'", field=f"body.profiles[{i}]")

@@ -51,6 +51,8 @@ from scripts_engine.db.models import TemplateEvent, TemplateVersion
 from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.errors import CatalogError, ScriptsEngineError
 from scripts_engine.grid import Grid
+from scripts_engine.lint import LintReport, _render_matrix, check_template
+from scripts_engine.render import Renderer
 from scripts_engine.sandbox import ScriptSandbox
 from scripts_engine.styles import Styles, parse_styles
 from scripts_engine.templates import _NAME, SUFFIX, PackTemplate, TemplatePack, compile_template
@@ -314,9 +316,6 @@ def lint_sources(
     Static checks of the file itself first; if it is clean, the whole candidate set is
     rendered over the lint matrix through the content rules (scripts_engine.lint).
     """
-    from scripts_engine.lint import LintReport, _render_matrix, check_template
-    from scripts_engine.render import Renderer
-
     env = ScriptSandbox()
     source = sources[name]
     if len(source) > MAX_SOURCE:
@@ -354,9 +353,26 @@ class VersionStore:
         self.db, self.personas_dir, self.grid = db, Path(personas_dir), grid
         self.builder = PackBuilder(self.personas_dir)
         self.on_live_change = on_live_change
+        self._renderers: dict[Any, Renderer] = {}
+        self._lock = threading.Lock()
 
     def source(self) -> LiveSource:
         return LiveSource(self.db, self.builder)
+
+    def renderer(self, sources: Mapping[str, str]) -> Renderer:
+        """A renderer for a fixed set of sources (previews), kept for the next request."""
+        source = StaticSource(self.builder, sources)
+        key = source.signature()
+        with self._lock:
+            found = self._renderers.get(key)
+        if found is None:
+            found = Renderer(self.personas_dir, grid=self.grid, reload_interval=1e9,
+                             source=source)  # fmt: skip
+            with self._lock:
+                if len(self._renderers) >= 8:
+                    self._renderers.pop(next(iter(self._renderers)))
+                self._renderers[key] = found
+        return found
 
     # seeding
     def seed(self, now: datetime) -> int:
