@@ -163,17 +163,16 @@ class PreviewIn(_In):
     styles: list[str | None] = Field(default=[None], min_length=1, max_length=5,
                                      description="temperament.interest; null: chosen by rules.")  # fmt: skip
     as_of: date | None = None
-    audio: Literal["none", "changed", "script"] = Field(
+    audio: Literal["none", "changed"] = Field(
         default="none",
-        description="Speak the call segments the previewed versions made (changed: up to 4 "
-        "prompts) or the first whole call (script).",
+        description="changed: speak the call segments that differ from the live set (up to 4 "
+        "prompts, 600 characters).",
     )
     voice: str = Field(default="auto", max_length=64)
 
 
 class PreviewAudio(BaseModel):
     url: str
-    spoken: Literal["changed", "script"]
     sha256: str
     duration_s: float
     voice: str
@@ -187,7 +186,7 @@ class PreviewItem(BaseModel):
     style: str | None
     script: dict[str, Any] | None = Field(description="The rendered Script (segments name "
                                           "their template and version).")  # fmt: skip
-    changed: list[int] = Field(default=[], description="Segments made by a previewed version.")
+    changed: list[int] = Field(default=[], description="Segments that differ from the live set.")
     live_text: dict[int, str] = Field(default={},
                                       description="What the live set says in those segments.")  # fmt: skip
     error: str | None = Field(default=None, description="Why it did not render (a rule broken).")

