@@ -34,6 +34,7 @@ from scripts_engine.db import repository as repo
 from scripts_engine.db.session import Database
 from scripts_engine.gate import Gate
 from scripts_engine.signing import HEADER, SignatureError, derive, verify
+from scripts_engine.versions import Actor, VersionStore
 
 _URL_KEY_NAMES = {"api_key", "apikey", "key", "token", "access_token", "authorization"}
 
@@ -50,6 +51,7 @@ class Services:
     metrics: Metrics
     clock: Callable[[], datetime]
     synth: Any = None
+    versions: VersionStore | None = None
     render_lock: threading.Lock = field(default_factory=threading.Lock)
     limiter: RateLimiter | None = None
     keys: KeyCache | None = None
@@ -64,6 +66,13 @@ class Principal:
     role: str
     prefix: str
     signing: tuple[str, ...] = ()
+    #: the user the key belongs to (its name; ``key:<prefix>`` for an unnamed key)
+    name: str = ""
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the workflows (template versions, reviews) know users."""
+        return Actor(name=self.name or f"key:{self.prefix}", role=self.role, key_id=self.key_id)
 
 
 class KeyCache:
@@ -110,7 +119,9 @@ def _lookup(services: Services, key: str) -> Principal | None:
         if row.role == "dialler":
             salts = repo.live_signing_salts(session=session, api_key_id=row.id, now=now)
     signing = tuple(derive(services.signing_master, salt) for salt in salts)
-    return Principal(key_id=row.id, role=row.role, prefix=row.prefix, signing=signing)
+    return Principal(
+        key_id=row.id, role=row.role, prefix=row.prefix, signing=signing, name=row.name.strip()
+    )
 
 
 async def get_principal(
@@ -173,6 +184,9 @@ Dialler = Annotated[Principal, Depends(require("dialler"))]
 Reader = Annotated[Principal, Depends(require("admin", "qa", "dialler"))]
 Author = Annotated[Principal, Depends(require("admin", "writer", "qa"))]
 Analyst = Annotated[Principal, Depends(require("admin", "qa"))]
+Writer = Annotated[Principal, Depends(require("admin", "writer"))]
+Approver = Annotated[Principal, Depends(require("admin", "qa"))]
+Staff = Annotated[Principal, Depends(require("admin", "writer", "qa"))]
 AnyRole = Annotated[Principal, Depends(require("admin", "dialler", "writer", "qa"))]
 Now = Annotated[datetime, Depends(now)]
 
