@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.errors import Conflict, Forbidden, NotFound
-from scripts_engine.db.models import Call, Outcome, ReviewItem, ReviewResult
+from scripts_engine.db.models import Call, CallDocument, Outcome, ReviewItem, ReviewResult
 from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.errors import ScriptsEngineError
 from scripts_engine.versions import SYSTEM, Actor, VersionStore, find_versions
@@ -121,7 +121,8 @@ def build_queue(
 
     def run(session: Session) -> dict[str, Any]:
         rows = session.execute(
-            select(Call.id, Call.profile_id, Call.record, Call.created_at)
+            select(Call.id, Call.profile_id, CallDocument.record, Call.created_at)
+            .join_from(Call, CallDocument)
             .where(Call.campaign_id == campaign_id)
             .order_by(Call.created_at, Call.id)
         ).all()
@@ -347,10 +348,10 @@ def start_calibration(
 
     def run(session: Session) -> str:
         for cid in dict.fromkeys(call_ids):
-            call = session.get(Call, cid)
-            if call is None:
+            call, doc = session.get(Call, cid), session.get(CallDocument, cid)
+            if call is None or doc is None:
                 raise NotFound(f"no call '{cid}'")
-            templates = _templates(call.record)
+            templates = _templates(doc.record)
             stored = find_versions(session, [(t["template"], t["version"]) for t in templates])
             authors = sorted({v.author for v in stored.values()})
             clash = sorted(set(reviewers) & set(authors))
@@ -359,7 +360,7 @@ def start_calibration(
                                 code="own_template")  # fmt: skip
             session.add(ReviewItem(
                 batch=batch, call_id=cid, campaign_id=call.campaign_id,
-                profile_id=call.profile_id, pack_version=call.record.get("pack_version"),
+                profile_id=call.profile_id, pack_version=doc.record.get("pack_version"),
                 templates=templates, authors=authors, reasons=["calibration"],
                 assignees=list(dict.fromkeys(reviewers)), status="open", created_by=actor.name,
                 created_at=now,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from scripts_engine.campaigns import Toolkit, build_chunk
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.models import Call
+from scripts_engine.db.models import Call, CallDocument
 from scripts_engine.db.session import Database, write_transaction
 
 BATCH = 100
@@ -54,8 +54,9 @@ def refresh_campaign(
             raise NotFound(f"no campaign '{campaign_id}'")
         options = dict(campaign.options)
         rows = session.execute(
-            select(Call.id, Call.customer_id, Call.record).where(
-                Call.campaign_id == campaign_id, Call.status == "ready")
+            select(Call.id, Call.customer_id, CallDocument.record)
+            .join_from(Call, CallDocument)
+            .where(Call.campaign_id == campaign_id, Call.status == "ready")
         ).all()  # fmt: skip
     toolkit.renderer.refresh(force=True)
     live = {t.name: t.version for t in toolkit.renderer.pack}
@@ -91,8 +92,14 @@ def _replace(
         result = session.execute(
             update(Call)
             .where(Call.id == call["id"], Call.status == "ready")
-            .values(script=call["script"], record=record, audio=call["audio"],
-                    profile_id=call["profile_id"], group=call["group"])
+            .values(audio=call["audio"], profile_id=call["profile_id"], group=call["group"])
         )  # fmt: skip
-        done += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            continue  # handed out meanwhile: what the dialler got stays the record
+        session.execute(
+            update(CallDocument)
+            .where(CallDocument.call_id == call["id"])
+            .values(script=call["script"], record=record, payload=call["payload"])
+        )  # fmt: skip
+        done += 1
     return done

@@ -32,7 +32,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.models import Call, Campaign, Outcome, ReviewItem, ReviewResult
+from scripts_engine.db.models import (
+    Call,
+    CallDocument,
+    Campaign,
+    Outcome,
+    ReviewItem,
+    ReviewResult,
+)
 from scripts_engine.versions import find_versions
 
 GROUPS = ("model", "control")
@@ -114,8 +121,9 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
     if campaign is None:
         raise NotFound(f"no campaign '{campaign_id}'")
     calls = session.execute(
-        select(Call.id, Call.group, Call.claims, Call.record).where(
-            Call.campaign_id == campaign_id)
+        select(Call.id, Call.group, Call.claims, CallDocument.record)
+        .join_from(Call, CallDocument)
+        .where(Call.campaign_id == campaign_id)
     ).all()  # fmt: skip
     outcomes = {o.call_id: o for o in session.scalars(
         select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip

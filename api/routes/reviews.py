@@ -116,15 +116,16 @@ def _detail(request: Request, services: ServicesDep, item_id: int, viewer: Princ
     with services.db.read() as session:
         item = qa.get_item(session, item_id)
         call = repo.get_call(session=session, call_id=item.call_id)
-        if call is None:
+        doc = repo.get_call_document(session=session, call_id=item.call_id)
+        if call is None or doc is None:
             raise ApiError(404, f"the call of review {item_id} no longer exists")
         outcome = repo.get_outcome(session=session, call_id=call.id)
         results = qa.results_of(session, item.id)
         stored = find_versions(session, [(t["template"], t["version"]) for t in item.templates])
         base = str(request.base_url).rstrip("/")
         audio = {fmt: f"{base}/v1/audio/{a['sha256']}.{a['ext']}"
-                 for fmt, a in (call.record.get("audio") or {}).items()}  # fmt: skip
-        scoring = call.record.get("scoring")
+                 for fmt, a in (doc.record.get("audio") or {}).items()}  # fmt: skip
+        scoring = doc.record.get("scoring")
         templates = []
         for t in item.templates:
             v = stored.get((t["template"], t["version"]))
@@ -133,7 +134,7 @@ def _detail(request: Request, services: ServicesDep, item_id: int, viewer: Princ
                               "status": v.status if v else None})  # fmt: skip
         mine = any(r.reviewer == viewer.actor.name for r in results)
         return ReviewDetail(
-            **summary(item, mine).model_dump(), group=call.group, script=call.script,
+            **summary(item, mine).model_dump(), group=call.group, script=doc.script,
             audio=audio,
             scoring={**scoring, "profile": profile_out(scoring["profile"])} if scoring else None,
             templates=templates,  # type: ignore[arg-type]
