@@ -23,6 +23,7 @@ from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import Database
 from scripts_engine.gate import Gate
+from scripts_engine.versions import Actor, VersionStore
 
 _URL_KEY_NAMES = {"api_key", "apikey", "key", "token", "access_token", "authorization"}
 
@@ -39,6 +40,7 @@ class Services:
     metrics: Metrics
     clock: Callable[[], datetime]
     synth: Any = None
+    versions: VersionStore | None = None
     render_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -49,6 +51,13 @@ class Principal:
     key_id: int
     role: str
     prefix: str
+    #: the user the key belongs to (its name; ``key:<prefix>`` for an unnamed key)
+    name: str = ""
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the workflows (template versions, reviews) know users."""
+        return Actor(name=self.name or f"key:{self.prefix}", role=self.role, key_id=self.key_id)
 
 
 def get_services(request: Request) -> Services:
@@ -78,7 +87,7 @@ def get_principal(
     if row is None:
         raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.key_prefix = row.prefix
-    return Principal(key_id=row.id, role=row.role, prefix=row.prefix)
+    return Principal(key_id=row.id, role=row.role, prefix=row.prefix, name=row.name.strip())
 
 
 def require(*roles: str) -> Callable[..., Principal]:
@@ -102,6 +111,9 @@ Dialler = Annotated[Principal, Depends(require("dialler"))]
 Reader = Annotated[Principal, Depends(require("admin", "qa", "dialler"))]
 Author = Annotated[Principal, Depends(require("admin", "writer", "qa"))]
 Analyst = Annotated[Principal, Depends(require("admin", "qa"))]
+Writer = Annotated[Principal, Depends(require("admin", "writer"))]
+Approver = Annotated[Principal, Depends(require("admin", "qa"))]
+Staff = Annotated[Principal, Depends(require("admin", "writer", "qa"))]
 AnyRole = Annotated[Principal, Depends(require("admin", "dialler", "writer", "qa"))]
 Now = Annotated[datetime, Depends(now)]
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError as SQLDataError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scripts_engine.db.errors import Busy, Conflict, NotFound
+from scripts_engine.db.errors import Busy, Conflict, Forbidden, NotFound
 from scripts_engine.errors import (
     DataError,
     PersonaNotFound,
@@ -125,6 +125,8 @@ def _engine_status(exc: ScriptsEngineError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(exc, Conflict):
         return 409, exc.code
+    if isinstance(exc, Forbidden):
+        return 403, exc.code
     if isinstance(exc, Busy):
         return 503, "busy"
     if isinstance(exc, VoiceUnavailable):

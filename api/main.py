@@ -28,6 +28,7 @@ from scripts_engine.propensity import read_manifest
 from scripts_engine.render import Renderer
 from scripts_engine.scoring import Engine
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
+from scripts_engine.versions import VersionStore
 from scripts_engine.voice import get_catalog
 
 DESCRIPTION = """\
@@ -35,8 +36,14 @@ Persona-tailored call scripts and dialect audio for outbound diallers.
 
 **Authentication**: `Authorization: Bearer <api key>` on every `/v1` route (create keys with
 `scripts-engine keys create --role ROLE`). Roles: `admin` (keys, customers, campaigns),
-`dialler` (claim calls, report outcomes, fetch audio), `writer` (render, score, synthesise),
-`qa` (read scores, scripts, call records and statistics).
+`dialler` (claim calls, report outcomes, fetch audio), `writer` (render, score, synthesise;
+edit templates as new versions, preview and submit them), `qa` (read scores, scripts, call
+records and statistics; approve or reject other people's template versions; review calls).
+
+**Writers and QA**: `PUT /v1/templates/{name}` saves a linted version;
+`POST /v1/previews` renders and speaks drafts; `.../submit`, `.../approve` (a qa or admin user
+who is not the author), `.../publish`; `/v1/reviews` is the QA queue and scorecards;
+`/v1/reports` the funnel, lift against the control group and defect rates.
 
 **Errors** have one shape: `{ok: false, status, code, message, errors: [{field, error}],
 request_id}`.
@@ -56,7 +63,13 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
         model_version = str(read_manifest(settings.resolved_model_path).get("model_sha256", ""))
     except Exception:  # noqa: BLE001 - the version is informative only
         model_version = ""
-    renderer = Renderer(settings.personas_dir, grid=engine.grid)
+    versions = VersionStore(db, settings.personas_dir, engine.grid)
+    source = None
+    if settings.templates_source == "database":
+        versions.seed(clock())
+        source = versions.source()
+    renderer = Renderer(settings.personas_dir, grid=engine.grid, source=source)
+    versions.on_live_change = lambda: bool(renderer.refresh(force=True))
     voices = get_catalog(settings.voices_dir)
     synth: Any
     if settings.service_synthesis == "pool":
@@ -69,7 +82,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     metrics = Metrics()
     builder = Builder(db, toolkit)
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
-                    metrics=metrics, clock=clock, synth=synth)  # fmt: skip
+                    metrics=metrics, clock=clock, synth=synth, versions=versions)  # fmt: skip
 
 
 def create_app(

@@ -44,6 +44,15 @@ def load_yaml(path: Path) -> tuple[Any, dict[KeyPath, int]]:
         raise CatalogError("file not found", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError(f"cannot read the file: {exc}", path=str(path)) from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path) -> tuple[Any, dict[KeyPath, int]]:
+    """Like :func:`load_yaml`, for text that is not (or not yet) a file; ``path`` names it.
+
+    Raises:
+        CatalogError: not valid YAML (with its line).
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

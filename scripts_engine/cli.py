@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scripts_engine.cli_voice",
     "scripts_engine.cli_scripts",
     "scripts_engine.cli_service",
+    "scripts_engine.cli_reports",
 )
 
 

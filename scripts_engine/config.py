@@ -71,6 +71,17 @@ class Settings(BaseSettings):
         description="Where the service synthesises audio: 'pool' (worker processes, with "
         "timeouts; see synth_workers) or 'inline' (in the service process).",
     )
+    templates_source: Literal["database", "files"] = Field(
+        default="database",
+        description="Where the service renders from: 'database' (the live template versions, "
+        "seeded from personas/ on first start) or 'files' (personas/ as it is on disk).",
+    )
+    qa_sample_rate: float = Field(
+        default=0.02, ge=0, le=1, description="QA: share of each stratum sampled for review."
+    )
+    qa_new_version_renders: int = Field(
+        default=3, ge=0, description="QA: the first N calls of a new template version are reviewed."
+    )
     api_docs: bool = Field(
         default=True, description="Serve the interactive API docs at /docs and /redoc."
     )

@@ -42,7 +42,7 @@ from scripts_engine.profiles import Profile, ProfileCatalog
 from scripts_engine.sandbox import Limits, ScriptSandbox, reset_steps, safe_range, start_budget
 from scripts_engine.script import Script, Segment, script_id
 from scripts_engine.styles import load_styles
-from scripts_engine.templates import PackTemplate, TemplatePack, signature
+from scripts_engine.templates import PackSource, PackTemplate, TemplatePack, signature
 
 _LINES = re.compile(r"[ \t]*\n[ \t]*")
 #: characters a customer value may not carry into a script: controls, template and markup
@@ -145,8 +145,11 @@ class Renderer:
         reload_interval: float = 2.0,
         memoize: bool = True,
         memo_size: int = 50_000,
+        source: PackSource | None = None,
     ):
         self.personas_dir = Path(personas_dir)
+        #: where templates and styles come from: the files (None) or, e.g., the live versions
+        self.source = source
         self.grid = grid or load_grid(self.personas_dir / "grid.yaml")
         self.profiles = ProfileCatalog(self.grid)
         self.env = ScriptSandbox(limits)
@@ -164,10 +167,18 @@ class Renderer:
         d = self.personas_dir
         return (d / "templates", d / "styles.yaml", d / "compliance.yaml")
 
+    def _signature(self) -> Any:
+        if self.source is None:
+            return signature(*self._watched())
+        return (self.source.signature(), signature(self.personas_dir / "compliance.yaml"))
+
     def _load(self) -> None:
-        sig = signature(*self._watched())
-        pack = TemplatePack.load(self.personas_dir / "templates", self.env)
-        styles = load_styles(self.personas_dir / "styles.yaml")
+        sig = self._signature()
+        if self.source is None:
+            pack = TemplatePack.load(self.personas_dir / "templates", self.env)
+            styles = load_styles(self.personas_dir / "styles.yaml")
+        else:
+            pack, styles = self.source.load(self.env)
         rules = load_rules(self.personas_dir / "compliance.yaml")
         self.pack, self.styles, self.rules, self._sig = pack, styles, rules, sig
         self._memo = {}
@@ -181,7 +192,7 @@ class Renderer:
         if not force and now - self._checked < self.reload_interval:
             return False
         self._checked = now
-        if signature(*self._watched()) == self._sig:
+        if self._signature() == self._sig:
             return False
         self._load()
         return True

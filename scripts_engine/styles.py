@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scripts_engine._yaml import load_yaml, validate
+from scripts_engine._yaml import load_yaml, parse_yaml, validate
 from scripts_engine.context import CLOSES, MOMENTS, StyleInfo
 from scripts_engine.errors import ScriptRenderError
 
@@ -279,4 +279,14 @@ def load_styles(path: Path) -> Styles:
         CatalogError: with file, key and line.
     """
     data, lines = load_yaml(path)
+    return validate(Styles, data, path=path, lines=lines)
+
+
+def parse_styles(text: str, path: Path = Path("styles.yaml")) -> Styles:
+    """Validate ``styles.yaml`` content given as text (a stored version); see :func:`load_styles`.
+
+    Raises:
+        CatalogError: with key and line.
+    """
+    data, lines = parse_yaml(text, path)
     return validate(Styles, data, path=path, lines=lines)

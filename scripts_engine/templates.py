@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import TemplateAssertionError
@@ -25,6 +26,9 @@ from jinja2.exceptions import TemplateAssertionError
 from scripts_engine.compliance import Finding
 from scripts_engine.errors import ScriptRenderError
 from scripts_engine.sandbox import ScriptSandbox, check_policy
+
+if TYPE_CHECKING:
+    from scripts_engine.styles import Styles
 
 SUFFIX = ".j2"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
@@ -118,6 +122,16 @@ def compile_template(
     version = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
     deps = dependencies(tree)
     return PackTemplate(name, path or Path(filename), source, version, template, deps), []
+
+
+class PackSource(Protocol):
+    """Where a renderer gets its templates and styles when not from the personas files."""
+
+    def signature(self) -> Hashable:
+        """Changes whenever :meth:`load` would return something else (checked often: cheap)."""
+
+    def load(self, env: ScriptSandbox) -> tuple[TemplatePack, Styles]:
+        """The pack and the styles to render with now."""
 
 
 class TemplatePack:

@@ -19,3 +19,11 @@ class Conflict(ScriptsEngineError):
 
 class Busy(ScriptsEngineError):
     """The database stayed locked or deadlocked through every retry; safe to retry later."""
+
+
+class Forbidden(ScriptsEngineError, PermissionError):
+    """The caller may not take this step (four eyes, their own template); ``code`` says why."""
+
+    def __init__(self, message: str, *, code: str = "forbidden"):
+        self.code = code
+        super().__init__(message)

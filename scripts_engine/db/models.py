@@ -235,3 +235,109 @@ class AudioFile(Base):
     content_type: Mapped[str] = mapped_column(String(40))
     size: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
+
+
+class TemplateVersion(Base):
+    """One immutable version of a writer-editable file (a template or ``styles.yaml``).
+
+    ``version`` is the content hash the renderer puts on every segment; ``source`` never
+    changes after insert. Only the workflow columns (status, decisions, flags) move.
+    """
+
+    __tablename__ = "template_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_template_versions_name_version"),
+        Index("ix_template_versions_name_status", "name", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(12))  # template | styles
+    version: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(Text)
+    #: draft | submitted | approved | rejected | live | superseded
+    status: Mapped[str] = mapped_column(String(12))
+    author: Mapped[str] = mapped_column(String(200))
+    author_key_id: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    parent: Mapped[str | None] = mapped_column(String(16))
+    lint: Mapped[list[Any]]
+    lint_errors: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None]
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None]
+    live_at: Mapped[datetime | None]
+    #: failed QA reviews that named this version
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TemplateEvent(Base):
+    """The append-only, hash-chained audit log of the template workflow (CR-40, CR-41)."""
+
+    __tablename__ = "template_events"
+    __table_args__ = (Index("ix_template_events_name", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(16))
+    #: seed | import | save | submit | approve | reject | publish | rollback | flag
+    action: Mapped[str] = mapped_column(String(12))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ReviewItem(Base):
+    """A call in the QA queue (``batch`` "queue") or in a calibration session (its id)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("call_id", "batch", name="uq_review_items_call_batch"),
+        Index("ix_review_items_campaign", "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch: Mapped[str] = mapped_column(String(40))
+    call_id: Mapped[str] = mapped_column(String(40))
+    campaign_id: Mapped[str] = mapped_column(String(40))
+    profile_id: Mapped[str | None] = mapped_column(String(16))
+    pack_version: Mapped[str | None] = mapped_column(String(16))
+    #: [{template, version}] of every segment of the call's script
+    templates: Mapped[list[Any]]
+    #: the authors of those versions (a reviewer may not be one of them)
+    authors: Mapped[list[Any]]
+    #: why it is here: sample, opt_out, complaint, new_version, wealth, age_60
+    reasons: Mapped[list[Any]]
+    #: calibration: the reviewers it is sent to, blind (empty: anyone eligible)
+    assignees: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(8), default="open")  # open | done
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class ReviewResult(Base):
+    """One reviewer's scorecard for one review item."""
+
+    __tablename__ = "review_results"
+    __table_args__ = (
+        UniqueConstraint("item_id", "reviewer", name="uq_review_results_item_reviewer"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    reviewer_key_id: Mapped[int | None] = mapped_column(Integer)
+    critical: Mapped[dict[str, Any]]
+    quality: Mapped[dict[str, Any]]
+    score: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    #: [{template, version, item, note}]: the template versions the failures are traced to
+    defects: Mapped[list[Any]]
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]

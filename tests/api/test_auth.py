@@ -13,6 +13,7 @@ from scripts_engine.db.session import open_database
 from tests.api.conftest import ROLES, auth
 
 ALL = set(ROLES)
+STAFF = {"admin", "writer", "qa"}
 #: who may call each route (everyone else gets 403)
 MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/keys"): {"admin"},
@@ -33,6 +34,28 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/voices"): ALL,
     ("POST", "/v1/voices/synthesize"): {"admin", "writer", "qa"},
     ("GET", "/v1/stats/profiles"): {"admin", "qa"},
+    ("GET", "/v1/templates"): STAFF,
+    ("GET", "/v1/templates/{name}"): STAFF,
+    ("PUT", "/v1/templates/{name}"): {"admin", "writer"},
+    ("GET", "/v1/template-versions/{version_id}"): STAFF,
+    ("GET", "/v1/template-versions/{version_id}/diff"): STAFF,
+    ("POST", "/v1/template-versions/{version_id}/submit"): {"admin", "writer"},
+    ("POST", "/v1/template-versions/{version_id}/approve"): {"admin", "qa"},
+    ("POST", "/v1/template-versions/{version_id}/reject"): {"admin", "qa"},
+    ("POST", "/v1/template-versions/{version_id}/publish"): STAFF,
+    ("POST", "/v1/template-versions/{version_id}/rollback"): {"admin", "qa"},
+    ("GET", "/v1/template-events"): STAFF,
+    ("POST", "/v1/previews"): STAFF,
+    ("GET", "/v1/reviews/scorecard"): STAFF,
+    ("POST", "/v1/reviews/queue"): {"admin", "qa"},
+    ("POST", "/v1/reviews/calibrations"): {"admin", "qa"},
+    ("GET", "/v1/reviews/calibrations/{session_id}"): {"admin", "qa"},
+    ("GET", "/v1/reviews"): {"admin", "qa"},
+    ("GET", "/v1/reviews/{review_id}"): {"admin", "qa"},
+    ("POST", "/v1/reviews/{review_id}/scorecard"): {"admin", "qa"},
+    ("GET", "/v1/reports/campaigns/{campaign_id}"): STAFF,
+    ("GET", "/v1/reports/templates"): STAFF,
+    ("POST", "/v1/campaigns/{campaign_id}/refresh-scripts"): {"admin", "qa"},
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 
@@ -50,7 +73,8 @@ def test_every_route_is_in_the_matrix(client: TestClient) -> None:
 def test_role_matrix(client: TestClient, keys: dict[str, str]) -> None:
     for (method, path), allowed in MATRIX.items():
         url = path.format(prefix="nope", customer_id="nope", campaign_id="nope", call_id="nope",
-                          name="0" * 64 + ".wav")  # fmt: skip
+                          name="0" * 64 + ".wav", version_id="1", review_id="1",
+                          session_id="nope")  # fmt: skip
         assert client.request(method, url).status_code == 401, (method, path)
         for role in ROLES:
             r = client.request(method, url, headers=auth(keys[role]), json={})

@@ -1,0 +1,411 @@
+"""QA review: the queue, the scorecard, calibration (COMPLIANCE.md section 6).
+
+The queue of a campaign mixes a **stratified random sample** with **must-review** calls:
+
+- sample: within each stratum (profile, template-pack version) of the campaign's calls, a
+  share ``rate`` (default 2 %) is drawn. Calls are ordered by a keyed hash of their id and
+  the first ``floor(rate * n)`` are taken, plus one more with probability equal to the
+  fraction left (drawn from the stratum's own hash), so small strata are sampled too while
+  the expected share stays ``rate``. The same campaign gives the same sample every time.
+- must-review: opt-outs and complaints (outcome notes with a complaint word), the first
+  ``new_version_renders`` calls that used a template version written through the API (not a
+  ``system`` seed), wealth-product offers, customers aged 60 or over.
+
+Building the queue again adds what became due since (new outcomes) and never duplicates a call.
+
+A review shows the script, audio, tags and reason, the outcome, and every template version the
+call used (with its author). The scorecard has **critical** compliance items (pass, fail or
+n/a; any fail fails the review, and the reviewer names the template(s) at fault, whose
+versions are flagged) and **weighted quality** items scored 1-5. A reviewer may not review a
+call made with a template version they wrote. **Calibration** sends the same calls to two or
+more named reviewers, blind (nobody sees another's scorecard until all have scored), and
+reports the spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scripts_engine.db.errors import Conflict, Forbidden, NotFound
+from scripts_engine.db.models import Call, Outcome, ReviewItem, ReviewResult
+from scripts_engine.db.session import Database, write_transaction
+from scripts_engine.errors import ScriptsEngineError
+from scripts_engine.versions import SYSTEM, Actor, VersionStore, find_versions
+
+QUEUE = "queue"
+#: critical compliance items: pass | fail | na; any fail fails the review
+CRITICAL: dict[str, str] = {
+    "opening_disclosure": "CR-13: the opening names the bank and the purpose, says the voice "
+    "is AI-generated and how to opt out, before any pitch",
+    "risk_disclosure": "CR-11/12: wealth offers carry the full risk disclosure; deposits the "
+    "deposit-insurance note",
+    "no_banned_claims": "CR-10: no guaranteed returns, deposit blurring, regulator "
+    "endorsement or incentives",
+    "opt_out_honoured": "CR-14: a refusal ends the pitch and the opt-out is confirmed",
+    "audio_ai_label": "CR-20: the audio says it is AI-synthesised before the content",
+    "no_personal_data": "CR-15: no raw ID, card or phone numbers or balances are spoken",
+}
+#: weighted quality items, each scored 1 (poor) to 5 (excellent)
+QUALITY: dict[str, float] = {
+    "clarity": 0.3, "persona_fit": 0.3, "dialect_naturalness": 0.2, "pacing": 0.2,
+}  # fmt: skip
+QUALITY_HELP = {
+    "clarity": "easy to follow on the phone: short sentences, one idea each",
+    "persona_fit": "speaks to this customer's profile and style, not generic",
+    "dialect_naturalness": "the voice and wording sound natural in the customer's dialect",
+    "pacing": "pauses and speed suit a phone call",
+}
+REASONS = ("sample", "opt_out", "complaint", "new_version", "wealth", "age_60")
+#: words in a dialler's outcome notes that make a call a complaint (COMPLIANCE.md 6)
+COMPLAINT_WORDS = ("投诉", "起诉", "监管", "举报", "complain")
+WEALTH_OFFERS = frozenset({"wealth", "insurance"})
+
+
+class InvalidScorecard(ScriptsEngineError, ValueError):
+    """The scorecard is incomplete or names templates the call did not use."""
+
+    def __init__(self, message: str, *, field: str):
+        self.field = field
+        super().__init__(message)
+
+
+def _unit(*parts: str) -> float:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def stratified_sample(strata: Mapping[Any, Sequence[str]], rate: float, *, seed: str) -> set[str]:
+    """Call ids drawn from each stratum (see the module docstring); deterministic in ``seed``."""
+    chosen: set[str] = set()
+    for key, ids in strata.items():
+        want = rate * len(ids)
+        k = math.floor(want)
+        if _unit(seed, "stratum", repr(key)) < want - k:
+            k += 1
+        ordered = sorted(ids, key=lambda cid: _unit(seed, cid))
+        chosen.update(ordered[:k])
+    return chosen
+
+
+def _templates(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    seen: dict[tuple[str, str], None] = {}
+    for t in record.get("templates") or []:
+        seen[(str(t.get("template")), str(t.get("version")))] = None
+    return [{"template": n, "version": v} for n, v in seen]
+
+
+def _is_complaint(outcome: Outcome | None) -> bool:
+    notes = (outcome.notes or "").lower() if outcome is not None else ""
+    return any(w in notes for w in COMPLAINT_WORDS)
+
+
+def build_queue(
+    *, db: Database, campaign_id: str, rate: float, new_version_renders: int, actor: Actor,
+    now: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Add the campaign's sample and must-review calls to the queue; returns counts.
+
+    Raises:
+        NotFound: no such campaign or it has no calls.
+    """
+
+    def run(session: Session) -> dict[str, Any]:
+        rows = session.execute(
+            select(Call.id, Call.profile_id, Call.record, Call.created_at)
+            .where(Call.campaign_id == campaign_id)
+            .order_by(Call.created_at, Call.id)
+        ).all()
+        if not rows:
+            raise NotFound(f"campaign '{campaign_id}' has no calls (yet)")
+        outcomes = {o.call_id: o for o in session.scalars(
+            select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
+        strata: dict[Any, list[str]] = defaultdict(list)
+        info: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        for cid, pid, record, _ in rows:
+            strata[(pid or "generic", record.get("pack_version"))].append(cid)
+            info[cid] = (pid, record)
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for cid in stratified_sample(strata, rate, seed=campaign_id):
+            reasons[cid].append("sample")
+        existing = {i.call_id: i for i in session.scalars(
+            select(ReviewItem).where(ReviewItem.batch == QUEUE))}  # fmt: skip
+        pairs = {(t["template"], t["version"]) for _, r in info.values() for t in _templates(r)}
+        stored = find_versions(session, pairs)
+        new_versions = {p for p, v in stored.items() if v.author != SYSTEM}
+        seen_new: dict[tuple[str, str], int] = defaultdict(int)
+        for item in existing.values():
+            if "new_version" in item.reasons:
+                for t in item.templates:
+                    seen_new[(t["template"], t["version"])] += 1
+        for cid, (_, record) in info.items():
+            outcome = outcomes.get(cid)
+            if outcome is not None and outcome.opt_out:
+                reasons[cid].append("opt_out")
+            if _is_complaint(outcome):
+                reasons[cid].append("complaint")
+            context = record.get("context") or {}
+            if (context.get("offer") or {}).get("kind") in WEALTH_OFFERS:
+                reasons[cid].append("wealth")
+            if int((context.get("customer") or {}).get("age") or 0) >= 60:
+                reasons[cid].append("age_60")
+            for t in _templates(record):
+                p = (t["template"], t["version"])
+                if (
+                    p in new_versions
+                    and cid not in existing
+                    and (seen_new[p] < new_version_renders)
+                ):
+                    seen_new[p] += 1
+                    if "new_version" not in reasons[cid]:
+                        reasons[cid].append("new_version")
+        added = updated = 0
+        counts: dict[str, int] = defaultdict(int)
+        for cid, why in reasons.items():
+            if not why:
+                continue
+            for w in why:
+                counts[w] += 1
+            old = existing.get(cid)
+            if old is not None:
+                merged = list(dict.fromkeys([*old.reasons, *why]))
+                if merged != old.reasons and old.status == "open":
+                    old.reasons = merged
+                    updated += 1
+                continue
+            pid, record = info[cid]
+            templates = _templates(record)
+            authors = sorted({stored[(t["template"], t["version"])].author
+                              for t in templates if (t["template"], t["version"]) in stored})  # fmt: skip
+            session.add(ReviewItem(
+                batch=QUEUE, call_id=cid, campaign_id=campaign_id, profile_id=pid,
+                pack_version=record.get("pack_version"), templates=templates, authors=authors,
+                reasons=why, assignees=[], status="open", created_by=actor.name, created_at=now,
+            ))  # fmt: skip
+            added += 1
+        session.flush()
+        return {"campaign_id": campaign_id, "calls": len(rows), "added": added,
+                "updated": updated, "rate": rate, "by_reason": {r: counts.get(r, 0)
+                                                                for r in REASONS}}  # fmt: skip
+
+    return write_transaction(db, run)
+
+
+# --- reading the queue --------------------------------------------------------------------------
+
+
+def may_review(item: ReviewItem, reviewer: str) -> bool:
+    """Segregation of duties, and calibration assignments."""
+    if reviewer in item.authors:
+        return False
+    return not item.assignees or reviewer in item.assignees
+
+
+def list_items(
+    session: Session, *, reviewer: str, campaign_id: str | None = None, status: str | None = None,
+    reason: str | None = None, batch: str | None = None, mine: bool = True, limit: int = 100,
+) -> list[tuple[ReviewItem, bool]]:  # fmt: skip
+    """Review items, newest first, with whether ``reviewer`` has scored each. With ``mine``,
+    only the items this reviewer may review."""
+    stmt = select(ReviewItem).order_by(ReviewItem.id.desc())
+    if campaign_id:
+        stmt = stmt.where(ReviewItem.campaign_id == campaign_id)
+    if status:
+        stmt = stmt.where(ReviewItem.status == status)
+    if batch:
+        stmt = stmt.where(ReviewItem.batch == batch)
+    items = list(session.scalars(stmt))
+    if reason:
+        items = [i for i in items if reason in i.reasons]
+    if mine:
+        items = [i for i in items if may_review(i, reviewer)]
+    items = items[:limit]
+    done = set(session.scalars(select(ReviewResult.item_id).where(
+        ReviewResult.reviewer == reviewer, ReviewResult.item_id.in_([i.id for i in items]))))  # fmt: skip
+    return [(i, i.id in done) for i in items]
+
+
+def get_item(session: Session, item_id: int) -> ReviewItem:
+    item = session.get(ReviewItem, item_id)
+    if item is None:
+        raise NotFound(f"no review {item_id}")
+    return item
+
+
+def results_of(session: Session, item_id: int) -> list[ReviewResult]:
+    stmt = select(ReviewResult).where(ReviewResult.item_id == item_id)
+    return list(session.scalars(stmt.order_by(ReviewResult.id)))
+
+
+def visible_results(
+    item: ReviewItem, results: list[ReviewResult], viewer: Actor
+) -> list[ReviewResult]:
+    """Blind calibration: until every assignee has scored, a reviewer sees only their own."""
+    if not item.assignees or item.status == "done":
+        return results
+    return [r for r in results if r.reviewer == viewer.name]
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+def quality_score(quality: Mapping[str, int]) -> float:
+    """Weighted quality on 0-100 (1 -> 0, 5 -> 100 per item)."""
+    total = sum(QUALITY.values())
+    return round(100 * sum(w * (int(quality[k]) - 1) / 4 for k, w in QUALITY.items()) / total, 2)
+
+
+def submit_scorecard(
+    *, db: Database, versions: VersionStore, item_id: int, actor: Actor, critical: dict[str, str],
+    quality: dict[str, int], defects: list[dict[str, str]], notes: str, now: datetime,
+) -> ReviewResult:  # fmt: skip
+    """Store one reviewer's scorecard; a failed critical item flags the named versions.
+
+    Raises:
+        NotFound: no such review.
+        Forbidden: the reviewer wrote a template the call used, or is not assigned.
+        Conflict: this reviewer already scored it.
+        InvalidScorecard: items missing or unknown, defects not naming the call's templates.
+    """
+    missing = [k for k in CRITICAL if k not in critical]
+    if missing or set(critical) - set(CRITICAL):
+        raise InvalidScorecard(f"critical items: give pass, fail or na for each of "
+                               f"{', '.join(CRITICAL)}", field="critical")  # fmt: skip
+    if set(quality) != set(QUALITY):
+        raise InvalidScorecard(f"quality items: score each of {', '.join(QUALITY)} from 1 to 5",
+                               field="quality")  # fmt: skip
+    failed = [k for k, v in critical.items() if v == "fail"]
+
+    def run(session: Session) -> ReviewResult:
+        item = get_item(session, item_id)
+        if actor.name in item.authors:
+            raise Forbidden("a reviewer cannot review calls made with their own template",
+                            code="own_template")  # fmt: skip
+        if item.assignees and actor.name not in item.assignees:
+            raise Forbidden("this calibration review is assigned to other reviewers",
+                            code="not_assigned")  # fmt: skip
+        if any(r.reviewer == actor.name for r in results_of(session, item_id)):
+            raise Conflict("you already scored this review", code="already_reviewed")
+        used = {t["template"]: t["version"] for t in item.templates}
+        traced = []
+        for i, d in enumerate(defects):
+            name = d.get("template", "")
+            if name not in used:
+                raise InvalidScorecard(f"the call used no template '{name}'",
+                                       field=f"defects[{i}].template")  # fmt: skip
+            if d.get("item") not in (*CRITICAL, *QUALITY):
+                raise InvalidScorecard("name a scorecard item", field=f"defects[{i}].item")
+            traced.append({**d, "version": used[name]})
+        if failed and not any(d["item"] in failed for d in traced):
+            raise InvalidScorecard("a failed critical item needs a defect naming the template "
+                                   "that caused it", field="defects")  # fmt: skip
+        row = ReviewResult(
+            item_id=item.id, reviewer=actor.name, reviewer_key_id=actor.key_id,
+            critical=dict(critical), quality={k: int(v) for k, v in quality.items()},
+            score=quality_score(quality), passed=not failed, defects=traced, notes=notes,
+            created_at=now,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        if not item.assignees:
+            item.status = "done"
+        else:
+            scored = {r.reviewer for r in results_of(session, item.id)}
+            if set(item.assignees) <= scored:
+                item.status = "done"
+        if failed:
+            pairs = {(d["template"], d["version"]) for d in traced if d["item"] in failed}
+            versions.flag(session, pairs, actor=actor, now=now, review_id=item.id)
+        return row
+
+    return write_transaction(db, run)
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def start_calibration(
+    *, db: Database, call_ids: Sequence[str], reviewers: Sequence[str], actor: Actor,
+    now: datetime,
+) -> str:  # fmt: skip
+    """Send the same calls to every reviewer, blind; returns the session id.
+
+    Raises:
+        NotFound: a call does not exist.
+        Forbidden: a reviewer wrote a template one of the calls used.
+    """
+    batch = "CAL-" + uuid.uuid4().hex[:12]
+
+    def run(session: Session) -> str:
+        for cid in dict.fromkeys(call_ids):
+            call = session.get(Call, cid)
+            if call is None:
+                raise NotFound(f"no call '{cid}'")
+            templates = _templates(call.record)
+            stored = find_versions(session, [(t["template"], t["version"]) for t in templates])
+            authors = sorted({v.author for v in stored.values()})
+            clash = sorted(set(reviewers) & set(authors))
+            if clash:
+                raise Forbidden(f"{', '.join(clash)} wrote a template call {cid} used",
+                                code="own_template")  # fmt: skip
+            session.add(ReviewItem(
+                batch=batch, call_id=cid, campaign_id=call.campaign_id,
+                profile_id=call.profile_id, pack_version=call.record.get("pack_version"),
+                templates=templates, authors=authors, reasons=["calibration"],
+                assignees=list(dict.fromkeys(reviewers)), status="open", created_by=actor.name,
+                created_at=now,
+            ))  # fmt: skip
+        session.flush()
+        return batch
+
+    return write_transaction(db, run)
+
+
+def calibration_report(session: Session, batch: str, *, reveal: bool) -> dict[str, Any]:
+    """Spread between reviewers per call and overall; scores shown only when ``reveal``
+    (everyone has scored, or an admin asks)."""
+    items = list(session.scalars(select(ReviewItem).where(ReviewItem.batch == batch)
+                                 .order_by(ReviewItem.id)))  # fmt: skip
+    if not items:
+        raise NotFound(f"no calibration session '{batch}'")
+    out_items, ranges, agreements = [], [], []
+    item_sd: dict[str, list[float]] = defaultdict(list)
+    for item in items:
+        results = results_of(session, item.id)
+        scores = [r.score for r in results]
+        entry: dict[str, Any] = {"review_id": item.id, "call_id": item.call_id,
+                                 "assignees": item.assignees, "scored": len(results),
+                                 "status": item.status}  # fmt: skip
+        if len(results) >= 2:
+            spread = max(scores) - min(scores)
+            ranges.append(spread)
+            verdicts = [r.passed for r in results]
+            agree = max(verdicts.count(True), verdicts.count(False)) / len(verdicts)
+            agreements.append(agree)
+            per_item = {k: round(statistics.pstdev([r.quality[k] for r in results]), 3)
+                        for k in QUALITY}  # fmt: skip
+            for k, v in per_item.items():
+                item_sd[k].append(v)
+            entry.update(score_range=round(spread, 2),
+                         score_sd=round(statistics.pstdev(scores), 2),
+                         verdict_agreement=round(agree, 3), quality_sd=per_item)  # fmt: skip
+        if reveal:
+            entry["results"] = [{"reviewer": r.reviewer, "score": r.score, "passed": r.passed,
+                                 "critical": r.critical, "quality": r.quality} for r in results]  # fmt: skip
+        out_items.append(entry)
+    done = all(i.status == "done" for i in items)
+    return {
+        "id": batch, "complete": done, "items": out_items,
+        "mean_score_range": round(statistics.fmean(ranges), 2) if ranges else None,
+        "verdict_agreement": round(statistics.fmean(agreements), 3) if agreements else None,
+        "quality_sd": {k: round(statistics.fmean(v), 3) for k, v in item_sd.items()},
+    }  # fmt: skip
