@@ -64,8 +64,21 @@ def templates_page(request: Request, user: Reader, services: ServicesDep) -> Res
 
 
 @router.get("/{name:path}")
-def template_page(request: Request, name: str, user: Reader, services: ServicesDep) -> Response:
-    """One template: highlighted source and lint findings at their lines."""
+def template_page(
+    request: Request, name: str, user: Reader, services: ServicesDep, v: int | None = None,
+    saved: str = "", done: str = "",
+) -> Response:  # fmt: skip
+    """One template: highlighted source and lint findings at their lines; with versions (the
+    service renders from the database), the editor (:mod:`api.web.editor`)."""
+    from api.web.editor import editor_context
+
+    ctx = editor_context(services, name, v, user)
+    if ctx is not None:
+        if saved:
+            ctx["notice"] = "editor.saved"
+        elif done in ("submit", "approve", "reject", "publish", "rollback"):
+            ctx["notice"] = f"editor.done.{done}"
+        return page(request, "editor.html", ctx, user=user)
     personas_dir = services.settings.personas_dir
     path = template_files(personas_dir).get(name)
     if path is None:

@@ -30,6 +30,20 @@ DYNAMIC = {
     "campaign.lift_": ("no_data", "no_conversions"),
     "moment.": ("maturity", "birthday", "holiday", "payday", "market_swing", "event", "none",
                 "auto"),
+    "vstatus.": ("draft", "submitted", "approved", "rejected", "live", "superseded"),
+    "editor.done.": ("submit", "approve", "reject", "publish", "rollback"),
+    "editor.err.": ("own_version", "role", "bad_state", "lint_errors"),
+    "preview.audio_": ("changed", "script", "none"),
+    "reason.": ("sample", "opt_out", "complaint", "new_version", "wealth", "age_60",
+                "calibration"),
+    "group.": ("model", "control"),
+    "card.": ("opening_disclosure", "risk_disclosure", "no_banned_claims", "opt_out_honoured",
+              "audio_ai_label", "no_personal_data", "clarity", "persona_fit",
+              "dialect_naturalness", "pacing"),
+    "verdict.": ("pass", "fail", "na"),
+    "reviews.status_": ("open", "done"),
+    "reviews.err.": ("own_template", "not_assigned", "already_reviewed", "defects",
+                     "defect_template", "defect_item", "critical", "quality"),
 }  # fmt: skip
 
 
