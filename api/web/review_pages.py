@@ -173,6 +173,16 @@ def review_page(
     return page(request, "review.html", ctx, user=user)
 
 
+def _scorecard_error(field: str) -> tuple[str, str]:
+    """Where the core's scorecard error goes on the form, and its catalog key."""
+    if field == "defects":
+        return "defect_template", "reviews.err.defects"
+    if field.startswith("defects"):
+        which = "template" if field.endswith(".template") else "item"
+        return f"defect_{which}", f"reviews.err.defect_{which}"
+    return "form", f"reviews.err.{field if field in ('critical', 'quality') else 'critical'}"
+
+
 @router.post("/{review_id}/scorecard")
 async def score(
     request: Request, review_id: int, user: Reviewer, services: ServicesDep
@@ -221,10 +231,8 @@ async def score(
                     now=services.clock(),
                 )  # fmt: skip
             except qa.InvalidScorecard as exc:
-                field = exc.field
-                key = ("defect_template" if field.endswith(".template") else
-                       "defect_item" if field.startswith("defects") else field)  # fmt: skip
-                errors[key] = t(f"reviews.err.{key}")
+                key, text = _scorecard_error(exc.field)
+                errors[key] = t(text)
             except NotFound:
                 return page(request, "error.html", {"message": "error.no_review"}, user=user,
                             status=404)  # fmt: skip
