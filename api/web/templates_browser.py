@@ -1,9 +1,10 @@
-"""A read-only browser of the script templates (``personas/templates``): the list, and one
-template's source with Jinja highlighted and lint findings at their lines.
+"""The script templates (``personas/templates`` and ``styles.yaml``): the list, with the
+versions waiting for approval or to go live, and one template's source with Jinja
+highlighted and lint findings at their lines (with versions, the editor: :mod:`api.web.editor`).
 
-Names in URLs are looked up in the list of files the server found itself; a name that is not
-in it is a 404 (no path from a request ever reaches the file system). The template editor
-grows from this page once templates have versions.
+Names in URLs are looked up among the stored versions (a database query) or in the list of
+files the server found itself; a name in neither is a 404 (no path from a request ever reaches
+the file system).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 
 from api.deps import ServicesDep
 from api.web.auth import WebUser
 from api.web.pages import require
 from api.web.render import page
+from scripts_engine import versions as vs
 from scripts_engine.compliance import load_rules
+from scripts_engine.db.models import TemplateVersion
 from scripts_engine.errors import CatalogError
 from scripts_engine.lint import check_template
 from scripts_engine.sandbox import ScriptSandbox
@@ -60,7 +64,18 @@ def templates_page(request: Request, user: Reader, services: ServicesDep) -> Res
     for name in template_files(services.settings.personas_dir):
         folder = name.rsplit("/", 1)[0] if "/" in name else ""
         groups.setdefault(folder, []).append(name)
-    return page(request, "templates.html", {"groups": groups}, user=user)
+    with services.db.read() as session:
+        summaries = vs.summaries(session)
+        pending = list(session.scalars(select(TemplateVersion).where(
+            TemplateVersion.status.in_(("submitted", "approved"))).order_by(TemplateVersion.id)))  # fmt: skip
+        for row in pending:
+            session.expunge(row)
+    if any(s["name"] == vs.STYLES for s in summaries):
+        groups.setdefault("", []).append(vs.STYLES)
+    drafts = {s["name"]: sum(s["counts"].get(k, 0) for k in ("draft", "submitted", "approved"))
+              for s in summaries}  # fmt: skip
+    return page(request, "templates.html", {"groups": groups, "pending": pending,
+                                            "drafts": drafts}, user=user)  # fmt: skip
 
 
 @router.get("/{name:path}")

@@ -129,7 +129,9 @@ def test_edit_preview_submit_approve_rollback(page: Any, second: Any, live: Live
 
     # another user approves; it goes live
     sign_in(second, live.keys["qa"], lang="en")
-    second.goto(f"/web/templates/{NAME}?v={draft_id}")
+    second.get_by_role("navigation", name="Main menu").get_by_role("link", name="Templates").click()
+    second.locator(f"#pending li[data-id='{draft_id}'] a").click()  # what waits for approval
+    second.wait_for_url(f"**/web/templates/{NAME}?v={draft_id}")
     check_widths(second, "approve")
     second.get_by_label("Note (optional)").fill("checked")
     second.get_by_role("button", name="Approve").click()

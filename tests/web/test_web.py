@@ -143,6 +143,8 @@ PAGES = {
     "/web/campaigns": {"admin", "qa"},
     "/web/templates": {"admin", "writer", "qa"},
     "/web/templates/call/opening": {"admin", "writer", "qa"},
+    "/web/templates/styles.yaml": {"admin", "writer", "qa"},
+    "/web/reviews": {"admin", "qa"},
 }
 
 
@@ -160,6 +162,15 @@ def test_pages_by_role(live: Live) -> None:
             assert token is not None
             r = c.post("/web/campaigns", data={"csrf": token.group(1), "name": "x"})
             assert r.status_code == (422 if role == "admin" else 403)  # only admins create
+            # the editor's forms: the role's steps only, and never without the form token
+            r = c.post("/web/templates/call/opening", data={"csrf": token.group(1), "source": ""})
+            assert r.status_code == (403 if role == "qa" else 422)  # qa does not write
+            r = c.post("/web/templates/call/opening", data={"source": "x"})
+            assert r.status_code == 403  # no token
+            r = c.post("/web/template-versions/1/approve", data={"csrf": token.group(1)})
+            assert r.status_code in ((403,) if role == "writer" else (409, 403))
+            r = c.post("/web/reviews/queue", data={"csrf": token.group(1)})
+            assert r.status_code == (403 if role == "writer" else 422)
 
 
 @pytest.mark.parametrize(
