@@ -176,6 +176,8 @@ async def save(request: Request, name: str, user: Author, services: ServicesDep)
         except ValueError:
             return page(request, "error.html", {"message": "error.no_template"}, user=user,
                         status=404)  # fmt: skip
+        if form.get("then") == "preview":
+            return RedirectResponse(f"/web/template-versions/{row.id}/preview", status_code=303)
         return RedirectResponse(f"/web/templates/{quote(name)}?v={row.id}&saved=1",
                                 status_code=303)  # fmt: skip
     ctx = editor_context(services, name, None, user)

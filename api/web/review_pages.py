@@ -55,7 +55,8 @@ def _queue_context(
                   "created_at": i.created_at} for i, scored in rows]  # fmt: skip
         names = {c.id: c.name for c in repo.list_campaigns(session=session, limit=1000)}
     return {"items": items, "campaigns": campaigns, "names": names, "status": status,
-            "values": values, "errors": errors, "reasons": qa.REASONS, "added": None}  # fmt: skip
+            "values": values, "errors": errors, "reasons": qa.REASONS, "added": None,
+            "cal_values": {"call_ids": "", "reviewers": ""}, "cal_errors": {}}  # fmt: skip
 
 
 @router.get("")
@@ -138,6 +139,39 @@ def _tags(services: ServicesDep) -> list[dict[str, Any]]:
     grid = services.toolkit.engine.grid
     return [{"name": n, "label_zh": s.label_zh, "label_en": s.label_en, "code": s.code}
             for n, s in grid.tags.items()]  # fmt: skip
+
+
+@router.post("/calibrations")
+async def start_calibration(request: Request, user: Reviewer, services: ServicesDep) -> Response:
+    """Send the same calls to two or more reviewers, blind."""
+    form = await request.form()
+    check_csrf(request, user, str(form.get("csrf") or ""))
+    t = i18n.Translator(i18n.pick(request)[0])
+    values = {"call_ids": str(form.get("call_ids") or "").strip(),
+              "reviewers": str(form.get("reviewers") or "").strip()}  # fmt: skip
+    calls = list(dict.fromkeys(values["call_ids"].replace(",", " ").split()))
+    reviewers = list(dict.fromkeys(r.strip() for r in values["reviewers"].replace("，", ",")
+                                   .split(",") if r.strip()))  # fmt: skip
+    errors: dict[str, str] = {}
+    if not calls:
+        errors["call_ids"] = t("err.missing")
+    elif len(calls) > 20:
+        errors["call_ids"] = t("err.too_long", max_length=20)
+    if len(reviewers) < 2:
+        errors["reviewers"] = t("reviews.err.two_reviewers")
+    if not errors:
+        try:
+            batch = qa.start_calibration(db=services.db, call_ids=calls, reviewers=reviewers,
+                                         actor=actor(user), now=services.clock())  # fmt: skip
+        except NotFound as exc:
+            errors["call_ids"] = str(exc)
+        except Forbidden as exc:
+            errors["reviewers"] = str(exc)
+        else:
+            return RedirectResponse(f"/web/reviews/calibrations/{batch}", status_code=303)
+    ctx = _queue_context(services, user, "open", {"campaign_id": "", "rate": ""}, {})
+    ctx["cal_values"], ctx["cal_errors"] = values, errors
+    return page(request, "reviews.html", ctx, user=user, status=422)
 
 
 @router.get("/calibrations/{session_id}")

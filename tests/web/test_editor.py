@@ -165,9 +165,11 @@ def test_reject_needs_a_reason(page: Any, second: Any, live: Live) -> None:
     page.goto("/web/templates/chat/sms")
     page.get_by_label("模板文本").fill(page.get_by_label("模板文本").input_value() + " ")
     page.get_by_label("说明", exact=True).fill("trailing space")
-    page.get_by_role("button", name="保存为新版本").click()
-    page.wait_for_url("**saved=1")
-    vid, _ = shown(page)
+    page.get_by_role("button", name="保存并预览").click()  # saved, then straight to the preview
+    page.wait_for_url("**/web/template-versions/*/preview")
+    vid = int(page.url.split("/")[-2])
+    page.goto(f"/web/templates/chat/sms?v={vid}")
+    assert shown(page) == (vid, "draft")
     page.get_by_role("button", name="提交审批").click()
     page.wait_for_url("**done=submit")
 

@@ -32,6 +32,7 @@ def test_review_a_call(page: Any, live: Live) -> None:
     sign_in(page, live.keys["qa"])
     page.get_by_role("navigation", name="主菜单").get_by_role("link", name="质检").click()
     page.wait_for_url("**/web/reviews")
+    assert page.title() == "质检队列 · " + page.locator(".brand").inner_text()
 
     # the queue form: errors next to the fields
     form = page.locator("#build-queue form")
@@ -109,12 +110,18 @@ def test_calibration_results(page: Any, live: Live) -> None:
         ids = [
             i for i in ids if c.get(f"/v1/calls/{i}", headers=auth(live.keys["admin"])).is_success
         ]
-        r = c.post("/v1/reviews/calibrations",
-                   json={"call_ids": ids[:1], "reviewers": ["test qa", "test admin"]},
-                   headers=auth(live.keys["admin"]))  # fmt: skip
-        assert r.status_code == 201, r.text
-        cal = r.json()["id"]
     sign_in(page, live.keys["qa"], lang="en")
+    page.goto("/web/reviews")
+    form = page.locator("#calibrate form")
+    form.get_by_label("Call ids").fill(ids[0])
+    form.get_by_label("Reviewers").fill("test qa")
+    form.get_by_role("button", name="Start the calibration").click()
+    assert "two different reviewers" in page.locator("#reviewers-error").inner_text()
+    assert page.get_by_label("Call ids").input_value() == ids[0]  # kept
+    page.locator("#calibrate form").get_by_label("Reviewers").fill("test qa, test admin")
+    page.locator("#calibrate form").get_by_role("button", name="Start the calibration").click()
+    page.wait_for_url("**/web/reviews/calibrations/CAL-*")
+    cal = page.url.rsplit("/", 1)[1]
     page.goto(f"/web/reviews/calibrations/{cal}")
     assert page.locator("#cal-complete").inner_text() == "waiting for reviewers"
     page.locator("#calibration tbody tr a").first.click()
