@@ -17,10 +17,11 @@ from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.deps import ServicesDep
+from api.routes.templates import MAX_ID
 from api.web import i18n, pages
 from api.web.auth import WebUser
 from api.web.pages import check_csrf, require
@@ -40,6 +41,9 @@ router = APIRouter(prefix="/web", include_in_schema=False)
 Reader = Annotated[WebUser, require("admin", "writer", "qa")]
 Author = Annotated[WebUser, require("admin", "writer")]
 Approver = Annotated[WebUser, require("admin", "qa")]
+#: ids are 32-bit integers in every database (as the API's routes check)
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int, Query(ge=1, le=MAX_ID)]
 CHANNELS = ("call", "wechat", "sms")
 AUDIO = ("changed", "script", "none")
 #: the workflow's steps and the roles that may ask for each (the store checks four eyes)
@@ -191,7 +195,7 @@ async def save(request: Request, name: str, user: Author, services: ServicesDep)
 
 @router.post("/template-versions/{version_id}/{step}")
 async def step(
-    request: Request, version_id: int, step: str, user: Reader, services: ServicesDep
+    request: Request, version_id: Id, step: str, user: Reader, services: ServicesDep
 ) -> Response:
     """One workflow step on a version: submit, approve, reject, publish or roll back."""
     form = await request.form()
@@ -243,7 +247,7 @@ async def step(
 
 @router.get("/template-diff")
 def diff_page(
-    request: Request, user: Reader, services: ServicesDep, a: int = 0, b: int = 0
+    request: Request, user: Reader, services: ServicesDep, a: QueryId = 1, b: QueryId = 1
 ) -> Response:
     """Two versions of one file side by side (a: the older, b: the newer)."""
     with services.db.read() as session:
@@ -274,7 +278,7 @@ def _style_choices(services: ServicesDep) -> list[str]:
 
 @router.get("/template-versions/{version_id}/preview")
 def preview_page(
-    request: Request, version_id: int, user: Reader, services: ServicesDep,
+    request: Request, version_id: Id, user: Reader, services: ServicesDep,
     sample: str = "S-1", profile: str = "", moment: str = "none", style: str = "",
     audio: str = "changed", run: str = "",
 ) -> Response:  # fmt: skip

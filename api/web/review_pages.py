@@ -23,7 +23,7 @@ from api.schemas_writers import ScorecardIn
 from api.web import i18n
 from api.web.auth import WebUser
 from api.web.campaign_pages import _message
-from api.web.editor import actor, store
+from api.web.editor import Id, actor, store
 from api.web.pages import check_csrf, require
 from api.web.render import page
 from scripts_engine import qa
@@ -194,7 +194,7 @@ def calibration_page(
 
 @router.get("/{review_id}")
 def review_page(
-    request: Request, review_id: int, user: Reviewer, services: ServicesDep, scored: str = ""
+    request: Request, review_id: Id, user: Reviewer, services: ServicesDep, scored: str = ""
 ) -> Response:
     """One call to review, and the scorecard."""
     try:
@@ -218,9 +218,7 @@ def _scorecard_error(field: str) -> tuple[str, str]:
 
 
 @router.post("/{review_id}/scorecard")
-async def score(
-    request: Request, review_id: int, user: Reviewer, services: ServicesDep
-) -> Response:
+async def score(request: Request, review_id: Id, user: Reviewer, services: ServicesDep) -> Response:
     """Score the review; errors come back next to their fields."""
     form = await request.form()
     check_csrf(request, user, str(form.get("csrf") or ""))

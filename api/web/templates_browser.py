@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
@@ -80,7 +80,8 @@ def templates_page(request: Request, user: Reader, services: ServicesDep) -> Res
 
 @router.get("/{name:path}")
 def template_page(
-    request: Request, name: str, user: Reader, services: ServicesDep, v: int | None = None,
+    request: Request, name: str, user: Reader, services: ServicesDep,
+    v: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     saved: str = "", done: str = "",
 ) -> Response:  # fmt: skip
     """One template: highlighted source and lint findings at their lines; with versions (the

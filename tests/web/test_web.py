@@ -171,6 +171,10 @@ def test_pages_by_role(live: Live) -> None:
             assert r.status_code in ((403,) if role == "writer" else (409, 403))
             r = c.post("/web/reviews/queue", data={"csrf": token.group(1)})
             assert r.status_code == (403 if role == "writer" else 422)
+            for path in ("/web/templates/call/opening?v=99999999999", "/web/template-diff?a=0&b=1",
+                         "/web/template-versions/99999999999/preview"):  # fmt: skip
+                assert c.get(path).status_code == 422, path  # refused, never a database error
+            assert c.get("/web/template-versions/999999/preview").status_code == 404
 
 
 @pytest.mark.parametrize(
