@@ -105,12 +105,28 @@ def side_by_side(a: str, b: str) -> list[dict[str, Any]]:
             continue
         for k in range(max(i2 - i1, j2 - j1)):
             li, rj = i1 + k, j1 + k
-            rows.append({
+            row = {
                 "kind": {"replace": "change", "delete": "delete", "insert": "insert"}[tag],
                 "left": left[li] if li < i2 else None, "ln": li + 1 if li < i2 else None,
                 "right": right[rj] if rj < j2 else None, "rn": rj + 1 if rj < j2 else None,
-            })  # fmt: skip
+            }  # fmt: skip
+            if row["left"] is not None and row["right"] is not None:
+                row["lparts"], row["rparts"] = _changed_spans(row["left"], row["right"])
+            rows.append(row)
     return rows
+
+
+def _changed_spans(a: str, b: str) -> tuple[list[tuple[bool, str]], list[tuple[bool, str]]]:
+    """The two sides of a changed line as ``(changed, text)`` pieces (by character, so a
+    Chinese sentence shows which words changed)."""
+    left: list[tuple[bool, str]] = []
+    right: list[tuple[bool, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if i2 > i1:
+            left.append((tag != "equal", a[i1:i2]))
+        if j2 > j1:
+            right.append((tag != "equal", b[j1:j2]))
+    return left, right
 
 
 def _lint_by_line(row: TemplateVersion) -> tuple[dict[int, list[Any]], list[Any]]:

@@ -77,6 +77,7 @@ def test_edit_preview_submit_approve_rollback(page: Any, second: Any, live: Live
     assert changed.count() >= 1
     assert NEW_LINE in changed.first.locator("td.right").inner_text()
     assert NEW_LINE not in changed.first.locator("td.left").inner_text()
+    assert NEW_LINE in changed.first.locator("td.right ins").inner_text()  # the words added
     check_widths(page, "diff")
 
     # preview: call, WeChat and SMS for a sample customer, the call's changed segment spoken

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from api.web import i18n
+from api.web.editor import side_by_side
 from api.web.reports import lift_view
 from api.web.templates_browser import highlight
 from scripts_engine.reports import lift
@@ -133,6 +134,18 @@ def test_highlight_keeps_every_character_and_marks_jinja() -> None:
     assert "\n".join("".join(text for _, text in line) for line in lines) == source
     kinds = [k for line in lines for k, _ in line]
     assert kinds.count("expr") == 1 and kinds.count("stmt") == 2 and kinds.count("comment") == 1
+
+
+def test_side_by_side_pairs_changed_lines_and_folds_long_runs() -> None:
+    a = "".join(f"{i}\n" for i in range(10)) + "您好，再见\n旧\n"
+    b = "".join(f"{i}\n" for i in range(10)) + "您好，明天见\n"
+    rows = side_by_side(a, b)
+    assert [r["kind"] for r in rows].count("fold") == 1  # ten equal lines: 3, fold, 3
+    change, delete = rows[-2], rows[-1]
+    assert change["kind"] == "change" and (change["ln"], change["rn"]) == (11, 11)
+    assert [t for ch, t in change["rparts"] if ch] == ["明天"]
+    assert [t for ch, t in change["lparts"] if ch] == ["再"]
+    assert delete["kind"] == "change" and delete["right"] is None and delete["left"] == "旧"
 
 
 #: who may open each page (the others get the 403 page); everyone must sign in first
