@@ -55,9 +55,13 @@ def test_edit_preview_submit_approve_rollback(page: Any, second: Any, live: Live
     assert page.evaluate("() => window.__pwned") is None
 
     # a broken version: lint findings at their lines, no submit button
-    page.get_by_label("Template text").fill(edited.rstrip("\n") + "\n{{ customer.nmae }}")
+    broken = edited.rstrip("\n") + "\n{{ customer.nmae }}" + HOSTILE
+    page.get_by_label("Template text").fill(broken)
+    assert page.evaluate("() => window.__pwned") is None  # the mirror shows it as text
     page.get_by_role("button", name="Save a new version").click()
     page.wait_for_url("**saved=1")
+    assert page.evaluate("() => window.__pwned") is None  # and so does the source listing
+    assert page.get_by_label("Template text").input_value() == broken
     finding = page.locator("ol.source .finding[data-code='undeclared']")
     assert finding.count() == 1
     line = int(finding.get_attribute("data-line"))
