@@ -295,10 +295,10 @@ def _style_choices(services: ServicesDep) -> list[str]:
 @router.get("/template-versions/{version_id}/preview")
 def preview_page(
     request: Request, version_id: Id, user: Reader, services: ServicesDep,
-    sample: str = "S-1", profile: str = "", moment: str = "none", style: str = "",
+    profile: str = "", moment: str = "none", style: str = "",
     audio: str = "changed", run: str = "",
 ) -> Response:  # fmt: skip
-    """A version rendered as call, WeChat and SMS scripts for a sample customer, with the
+    """A version rendered as call, WeChat and SMS scripts for sample customers, with the
     voice of the call (the segments it changed, or the whole call) to play."""
     channels = [c for c in request.query_params.getlist("channel") if c in CHANNELS]
     if not run:
@@ -311,10 +311,11 @@ def preview_page(
                         status=404)  # fmt: skip
         session.expunge(row)
     t = i18n.Translator(i18n.pick(request)[0])
-    values = {"sample": sample, "profile": profile, "moment": moment, "style": style,
+    samples = list(dict.fromkeys(request.query_params.getlist("sample"))) or ["S-1"]
+    values = {"samples": samples, "profile": profile, "moment": moment, "style": style,
               "audio": audio, "channels": channels}  # fmt: skip
     errors: dict[str, str] = {}
-    if sample not in SAMPLES:
+    if any(s not in SAMPLES for s in samples):
         errors["sample"] = t("err.literal_error")
     if (
         profile
@@ -334,7 +335,7 @@ def preview_page(
     items: list[dict[str, Any]] = []
     if run and not errors:
         req = PreviewRequest(
-            version_ids=[row.id], samples=[sample], customers=[],
+            version_ids=[row.id], samples=samples, customers=[],
             profiles=[profile] if profile else [], channels=channels, moments=[moment],
             styles=[style or None], as_of=services.clock().date() or date.today(),
             audio=audio, voice="auto",

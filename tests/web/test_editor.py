@@ -87,16 +87,19 @@ def test_edit_preview_submit_approve_rollback(page: Any, second: Any, live: Live
     # preview: call, WeChat and SMS for a sample customer, the call's changed segment spoken
     page.goto(f"/web/templates/{NAME}?v={draft_id}")
     page.get_by_role("link", name="Preview this version").click()
-    page.get_by_label("Sample customer").select_option("S-1")
+    samples = page.get_by_role("group", name="Sample customers")
+    samples.get_by_label("S-1", exact=False).check()
+    samples.get_by_label("S-2", exact=False).check()
     page.get_by_label("Moment").select_option("none")
     page.get_by_role("button", name="Preview", exact=True).click()
     page.wait_for_selector("#results")
     items = page.locator("article.preview-item")
-    assert items.count() == 3
-    assert {items.nth(i).get_attribute("data-channel") for i in range(3)} == {
-        "call", "wechat", "sms"
-    }  # fmt: skip
-    call = page.locator("article.preview-item[data-channel='call']")
+    assert items.count() == 6  # two customers, three channels
+    assert sorted(items.nth(i).get_attribute("data-channel") for i in range(6)) == [
+        "call", "call", "sms", "sms", "wechat", "wechat"
+    ]  # fmt: skip
+    assert page.locator("article.preview-item[data-channel='call'] audio").count() == 2
+    call = page.locator("article.preview-item[data-channel='call']").first
     assert NEW_LINE in call.locator("li.segment.changed").first.inner_text()
     audio = call.locator("audio")
     src = audio.get_attribute("src")
