@@ -35,6 +35,7 @@ from scripts_engine.db.models import TemplateVersion
 from scripts_engine.db.session import write_transaction
 from scripts_engine.errors import CatalogError, ScriptsEngineError
 from scripts_engine.preview import SAMPLES, PreviewError, PreviewRequest, preview
+from scripts_engine.reports import defect_report
 from scripts_engine.styles import parse_styles
 
 router = APIRouter(prefix="/web", include_in_schema=False)
@@ -161,6 +162,7 @@ def editor_context(
             shown = live or rows[0]
         for r in rows:
             session.expunge(r)
+        defects = {d["version_id"]: d for d in defect_report(session, name=name)}
     by_line, general = _lint_by_line(shown)
     return {"name": name, "rows": rows, "shown": shown, "live": live,
             "by_line": by_line, "general": general, "findings": shown.lint or [],
@@ -168,7 +170,7 @@ def editor_context(
             "can_edit": user.can("admin", "writer"),
             "values": {"source": shown.source, "message": ""}, "errors": {},
             "step_error": None, "quote": quote, "lines": highlight(shown.source),
-            "notice": None}  # fmt: skip
+            "notice": None, "defects": defects}  # fmt: skip
 
 
 @router.post("/templates/{name:path}")

@@ -102,6 +102,15 @@ def test_review_a_call(page: Any, live: Live) -> None:
     assert page.locator("#scorecard").count() == 0  # scored once
     shot(page, "review-scored")
 
+    # the writer sees the defect traced to the version in the template's history
+    live_version = page.locator("#versions tr[data-template='call/opening'] a").get_attribute(
+        "href"
+    )
+    page.goto(str(live_version))
+    current = page.locator("#history tr.current td.qa-defects")
+    defective, reviewed = current.inner_text().split("\n")[0].split("/")
+    assert int(defective) >= 1 and int(reviewed) >= int(defective)
+
 
 def test_calibration_results(page: Any, live: Live) -> None:
     cid = make_campaign(live, "calibration")
