@@ -43,6 +43,7 @@ DYNAMIC = {
               "audio_ai_label", "no_personal_data", "clarity", "persona_fit",
               "dialect_naturalness", "pacing"),
     "verdict.": ("pass", "fail", "na"),
+    "outcome.": ("connected", "no_answer", "busy", "voicemail", "failed"),
     "reviews.status_": ("open", "done"),
     "reviews.err.": ("own_template", "not_assigned", "already_reviewed", "defects",
                      "defect_template", "defect_item", "critical", "quality"),
