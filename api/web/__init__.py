@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.web import campaign_pages, pages, templates_browser
+from api.web import campaign_pages, editor, pages, review_pages, templates_browser
 from api.web.auth import current_user
 from api.web.render import page
 
@@ -25,6 +25,8 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(campaign_pages.router)
     app.include_router(templates_browser.router)
+    app.include_router(editor.router)
+    app.include_router(review_pages.router)
     app.mount("/web/static", StaticFiles(directory=STATIC), name="web-static")
 
     @app.get("/", include_in_schema=False)

@@ -124,7 +124,7 @@ def campaign_page(
     """One campaign: progress while it builds, then the funnel, conversion and lift."""
     with services.db.read() as session:
         c = repo.get_campaign(session=session, campaign_id=campaign_id)
-        report = reports.campaign_report(session=session, campaign=c) if c else None
+        report = reports.page_report(session=session, campaign=c) if c else None
     if c is None or report is None:
         return page(request, "error.html", {"message": "error.no_campaign"}, user=user,
                     status=404)  # fmt: skip

@@ -46,13 +46,13 @@ class NavItem:
     roles: tuple[str, ...]
 
 
-#: The sections, in menu order. Template editing and QA review join here when their pages
-#: exist (roles writer and qa); there are no placeholders.
+#: The sections, in menu order (the template editor lives under nav.templates).
 NAV = (
     NavItem("nav.home", "/web/", ("admin", "writer", "qa")),
     NavItem("nav.grid", "/web/grid", ("admin", "writer", "qa")),
     NavItem("nav.campaigns", "/web/campaigns", ("admin", "qa")),
     NavItem("nav.templates", "/web/templates", ("admin", "writer", "qa")),
+    NavItem("nav.reviews", "/web/reviews", ("admin", "qa")),
 )
 
 

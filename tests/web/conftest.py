@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,28 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+@contextmanager
+def fresh_page(browser: Any, live: Live, *, timeout_ms: int = 20_000) -> Iterator[Any]:
+    """A page in a fresh browser context (no cookies) at 1280 x 900."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url)
+    p = context.new_page()
+    p.set_default_timeout(timeout_ms)
+    yield p
+    context.close()
+
+
 @pytest.fixture
 def page(browser: Any, live: Live) -> Iterator[Any]:
     """A fresh browser context (no cookies) at 1280 x 900."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    yield p
-    context.close()
+    with fresh_page(browser, live) as p:
+        yield p
+
+
+@pytest.fixture
+def second(browser: Any, live: Live) -> Iterator[Any]:
+    """A second person's browser (its own cookies), for the four-eyes steps."""
+    with fresh_page(browser, live, timeout_ms=60_000) as p:
+        yield p
 
 
 def shot(page: Any, name: str) -> Path:

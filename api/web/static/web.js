@@ -1,5 +1,40 @@
-// The workspace's only script: a live progress bar while a campaign builds.
-// Without it the page still refreshes itself (a <noscript> meta refresh) and shows the same.
+// The workspace's only script: a live progress bar while a campaign builds, and the template
+// editor's highlighting. Without it the pages still work: the campaign page refreshes itself
+// (a <noscript> meta refresh) and the editor is a plain textarea under the highlighted source.
+
+// The editor: the textarea's text, highlighted (Jinja expressions, statements, comments) in a
+// mirror drawn behind it, kept in step as the writer types and scrolls. Text is only ever set
+// with textContent, so nothing typed becomes markup.
+(function () {
+  "use strict";
+  var box = document.querySelector(".code-editor");
+  if (!box) return;
+  var area = box.querySelector("textarea");
+  var mirror = box.querySelector(".mirror");
+  if (!area || !mirror) return;
+  var token = /(\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}|\{#[\s\S]*?#\})/;
+  var kinds = { "{{": "tok-expr", "{%": "tok-stmt", "{#": "tok-comment" };
+  function paint() {
+    var parts = area.value.split(token);
+    var frag = document.createDocumentFragment();
+    parts.forEach(function (piece, i) {
+      if (!piece) return;
+      var span = document.createElement("span");
+      span.className = i % 2 ? kinds[piece.slice(0, 2)] : "tok-text";
+      span.textContent = piece;
+      frag.appendChild(span);
+    });
+    frag.appendChild(document.createTextNode("\n"));  // a trailing newline keeps its height
+    mirror.textContent = "";
+    mirror.appendChild(frag);
+    mirror.scrollTop = area.scrollTop;
+  }
+  box.classList.add("enhanced");
+  area.addEventListener("input", paint);
+  area.addEventListener("scroll", function () { mirror.scrollTop = area.scrollTop; });
+  paint();
+})();
+
 (function () {
   "use strict";
   var box = document.getElementById("build");
