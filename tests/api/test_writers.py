@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from scripts_engine import qa
 from scripts_engine.campaigns import call_id
 from scripts_engine.config import Settings
-from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client
+from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client, outcome
 from tests.api.test_journey import wait_ready
 
 SIGNOFF = "call/signoff"
@@ -129,8 +129,7 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         for i, call in enumerate(claimed):
             o = outcomes[i] if i < len(outcomes) else {"status": "connected",
                                                        "converted": i % 3 == 0}  # fmt: skip
-            r = c.post(f"/v1/calls/{call['id']}/outcome", json=o,
-                       headers={**auth(dialler), "Idempotency-Key": f"w-{i}"})  # fmt: skip
+            r = outcome(c, call["id"], dialler, o, idem=f"w-{i}")
             assert r.status_code == 201, r.text
 
         # 5. QA queue: sample plus must-review; the author never reviews her own template

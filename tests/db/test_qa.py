@@ -14,7 +14,14 @@ from sqlalchemy import select
 from scripts_engine import qa
 from scripts_engine import versions as vs
 from scripts_engine.db.errors import Conflict, Forbidden
-from scripts_engine.db.models import Call, Campaign, Outcome, ReviewItem, TemplateVersion
+from scripts_engine.db.models import (
+    Call,
+    CallDocument,
+    Campaign,
+    Outcome,
+    ReviewItem,
+    TemplateVersion,
+)
 from scripts_engine.db.session import Database, write_transaction
 
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
@@ -46,8 +53,9 @@ def fill(db: Database, n: int = 200) -> None:
                             "customer": {"age": 66 if i == 8 else 40}},
             }  # fmt: skip
             s.add(Call(id=f"K-{i:03d}", campaign_id="C-q", customer_id=f"c{i}", chunk=0,
-                       group="model", profile_id="P-1" if i % 4 else "P-2", script={},
-                       record=record, audio={}, status="done", claims=1, created_at=NOW))  # fmt: skip
+                       group="model", profile_id="P-1" if i % 4 else "P-2", audio={},
+                       status="done", claims=1, created_at=NOW))  # fmt: skip
+            s.add(CallDocument(call_id=f"K-{i:03d}", script={}, record=record))
         s.flush()
         for i, extra in ((9, {"opt_out": True}), (10, {"notes": "他说要去监管部门投诉"})):
             s.add(Outcome(call_id=f"K-{i:03d}", campaign_id="C-q", customer_id=f"c{i}",

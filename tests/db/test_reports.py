@@ -14,7 +14,14 @@ from click.testing import CliRunner
 
 from scripts_engine.cli import main
 from scripts_engine.config import Settings
-from scripts_engine.db.models import Call, Campaign, Outcome, ReviewItem, ReviewResult
+from scripts_engine.db.models import (
+    Call,
+    CallDocument,
+    Campaign,
+    Outcome,
+    ReviewItem,
+    ReviewResult,
+)
 from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.reports import campaign_report, defect_report
 
@@ -63,9 +70,10 @@ def db(db: Database) -> Database:
             record = {"scoring": {"profile": profile, "hits": tags},
                       "templates": [{"template": "call/opening", "version": "a" * 16}]}  # fmt: skip
             s.add(Call(id=f"K-{i}", campaign_id=CID, customer_id=f"c{i}", chunk=0, group=group,
-                       profile_id=profile["id"] if group == "model" else None, script={},
-                       record=record, audio={}, status="done" if outcome else "ready",
-                       claims=int(claimed), created_at=NOW))  # fmt: skip
+                       profile_id=profile["id"] if group == "model" else None, audio={},
+                       status="done" if outcome else "ready", claims=int(claimed),
+                       created_at=NOW))  # fmt: skip
+            s.add(CallDocument(call_id=f"K-{i}", script={}, record=record))
             if outcome:
                 status, converted, opt_out = outcome
                 s.add(Outcome(call_id=f"K-{i}", campaign_id=CID, customer_id=f"c{i}",

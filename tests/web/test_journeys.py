@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import auth
+from tests.api.conftest import auth, outcome
 from tests.web.conftest import Live, no_horizontal_scroll, shot, sign_in
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
@@ -118,8 +118,7 @@ def report_outcomes(live: Live, campaign_id: str) -> list[dict[str, Any]]:
         for i, call in enumerate(claimed):
             converted = (i % 2 == 0) if call["group"] == "model" else (i % 5 == 0)
             body = {"status": "connected" if i % 3 else "no_answer", "converted": converted}
-            h = {**auth(live.keys["dialler"]), "Idempotency-Key": f"web-{call['id']}"}
-            r = c.post(f"/v1/calls/{call['id']}/outcome", json=body, headers=h)
+            r = outcome(c, call["id"], live.keys["dialler"], body, idem=f"web-{call['id']}")
             assert r.status_code == 201, r.text
             call["converted"] = converted
     return claimed
