@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from scripts_engine import qa
 from scripts_engine.campaigns import call_id
 from scripts_engine.config import Settings
-from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client, outcome
+from tests.api.conftest import SECRETS, Clock, auth, create_keys, demo_records, make_client, outcome
 from tests.api.test_journey import wait_ready
 
 SIGNOFF = "call/signoff"
@@ -26,6 +26,8 @@ GOOD = {"clarity": 4, "persona_fit": 4, "dialect_naturalness": 3, "pacing": 4}
 def key(c: TestClient, admin: str, role: str, name: str) -> str:
     r = c.post("/v1/keys", json={"role": role, "name": name}, headers=auth(admin))
     assert r.status_code == 201, r.text
+    if r.json().get("signing_secret"):  # a dialler signs its outcome reports with it
+        SECRETS[r.json()["key"]] = r.json()["signing_secret"]
     return str(r.json()["key"])
 
 
