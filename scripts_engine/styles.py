@@ -212,8 +212,27 @@ class Styles(_Frozen):
         """
         return self.info(*self.pick(record, override))
 
+    @cached_property
+    def _picks(self) -> dict[tuple[Any, ...], tuple[str, str]]:
+        """Memo of :meth:`pick` on the values of :attr:`fields_used` (bounded)."""
+        return {}
+
     def pick(self, record: Mapping[str, Any], override: str | None = None) -> tuple[str, str]:
         """``(temperament, interest)`` for a customer; see :meth:`choose_style`."""
+        key = (override, *(record.get(f) for f in self.fields_used))
+        try:
+            return self._picks[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: choose without the memo
+            return self._pick(record, override)
+        picked = self._pick(record, override)
+        if len(self._picks) >= 100_000:
+            self._picks.clear()
+        self._picks[key] = picked
+        return picked
+
+    def _pick(self, record: Mapping[str, Any], override: str | None) -> tuple[str, str]:
         temp_o, _, int_o = (override or "").partition(".")
         temp = temp_o or next(
             (r.temperament for r in self.choose.temperament.rules if r.matches(record)),
