@@ -3,7 +3,6 @@ idempotent build_chunk, the stable hash-chosen control group, min_hits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from sqlalchemy import func, select
 from scripts_engine import campaigns as camp
 from scripts_engine.config import ROOT, Settings
 from scripts_engine.db import repository as repo
-from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.models import Call, Campaign
 from scripts_engine.db.session import Database, open_database, write_transaction
 from scripts_engine.render import Renderer
@@ -24,14 +22,6 @@ from tests.api.conftest import demo_records
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
 OPTIONS = {"channel": "call", "moment": "none", "voice": "auto", "min_hits": 0,
            "holdout_pct": 25.0, "audio_formats": ["wav8k"]}  # fmt: skip
-
-
-@pytest.fixture
-def db(db_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = open_database(Settings(state_dir=tmp_path), url=db_url)
-    upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture(scope="module")
