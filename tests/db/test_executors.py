@@ -19,9 +19,9 @@ from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import Call, CallDocument, Campaign, Chunk
 from scripts_engine.db.session import Database
-from tests.db.test_campaigns import NOW, OPTIONS, count_calls, db, load, toolkit
+from tests.db.test_campaigns import NOW, OPTIONS, count_calls, load, toolkit
 
-__all__ = ["db", "toolkit"]
+__all__ = ["toolkit"]
 
 pytestmark = pytest.mark.slow
 
