@@ -92,8 +92,11 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     observability: Any = importlib.import_module("api.observability")
     main: Any = importlib.import_module("api.main")
     observability.configure_logging(json_logs=settings.log_json)
-    base = f"http://{host}:{port}"
-    click.echo(f"\nscripts-engine API on {base}  (interactive docs: {base}/docs)")
+    # a wildcard address is where the server listens, not where a browser can go
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    base = f"http://{shown}:{port}"
+    where = f" (listening on {host}:{port})" if shown != host else ""
+    click.echo(f"\nscripts-engine API on {base}{where}  (interactive docs: {base}/docs)")
     click.echo(f"web workspace: {base}/web/  (sign in with an admin, writer or qa key)")
     click.echo("get a key:   scripts-engine keys create --role admin   (admin|dialler|writer|qa)")
     click.echo("             a dialler key prints its outcome-signing secret on a second line")
