@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from scripts_engine.errors import ScriptsEngineError
 
@@ -31,6 +32,15 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ScriptsEngineError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except ValidationError as exc:  # settings from the environment or .env
+            if exc.title != "Settings":
+                raise
+            for e in exc.errors():
+                where = ".".join(str(p) for p in e["loc"])
+                name = f"SCRIPTS_ENGINE_{where.upper()}" if where else "settings"
+                msg = e["msg"].removeprefix("Value error, ")
+                click.secho(f"error: {name}: {msg}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

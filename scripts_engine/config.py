@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root when running from a checkout (the default data lives beside the code).
@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     def training_file(self) -> Path:
         """The shipped historical outcomes the default model is trained on."""
         return self.data_dir / "bank-marketing" / "bank-train.csv"
+
+    @model_validator(mode="after")
+    def _executor_has_what_it_needs(self) -> Settings:
+        if self.campaign_executor == "dask" and not self.dask_address:
+            raise ValueError("campaign_executor is 'dask' but dask_address is not set "
+                             "(SCRIPTS_ENGINE_DASK_ADDRESS, e.g. tcp://10.0.0.5:8786)")  # fmt: skip
+        return self
 
     @property
     def demo_customers_file(self) -> Path:

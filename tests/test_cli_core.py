@@ -133,3 +133,26 @@ def test_stale_default_model_is_retrained(state: Settings, tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     assert "the saved model is not usable" in res.stderr
     assert prop.read_manifest(state.resolved_model_path)["format"] == prop.FORMAT_VERSION
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SCRIPTS_ENGINE_CAMPAIGN_EXECUTOR": "daskx"},
+         "error: SCRIPTS_ENGINE_CAMPAIGN_EXECUTOR: Input should be 'inline', 'local' or 'dask'"),
+        ({"SCRIPTS_ENGINE_CAMPAIGN_EXECUTOR": "dask"},
+         "error: settings: campaign_executor is 'dask' but dask_address is not set"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_clear_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SCRIPTS_ENGINE_STATE_DIR": str(tmp_path), **env}
+    cmd = [str(Path(sys.executable).with_name("scripts-engine")), "serve"]
+    res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.startswith(expected) and "Traceback" not in res.stderr
