@@ -9,7 +9,10 @@ The web layer is imported only inside ``serve`` (the engine never imports it at 
 from __future__ import annotations
 
 import importlib
+import shutil
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -75,6 +78,18 @@ def prepare_demo(settings: Settings, db: Database) -> str | None:
                           chunk_size=settings.campaign_chunk_size, created_by=None, now=now)  # fmt: skip
 
 
+def command_path() -> str:
+    """How to run this command from the current folder: its name when it is on PATH, else the
+    path it was started from (``.venv/bin/scripts-engine`` after ``make run``)."""
+    exe = Path(sys.argv[0])
+    if shutil.which("scripts-engine") or exe.name != "scripts-engine":
+        return "scripts-engine"
+    try:
+        return str(exe.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe.absolute())
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -98,7 +113,8 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     where = f" (listening on {host}:{port})" if shown != host else ""
     click.echo(f"\nscripts-engine API on {base}{where}  (interactive docs: {base}/docs)")
     click.echo(f"web workspace: {base}/web/  (sign in with an admin, writer or qa key)")
-    click.echo("get a key:   scripts-engine keys create --role admin   (admin|dialler|writer|qa)")
+    cli = command_path()
+    click.echo(f"get a key:   {cli} keys create --role admin   (admin|dialler|writer|qa)")
     click.echo("             a dialler key prints its outcome-signing secret on a second line")
     if demo_id:
         click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
