@@ -124,6 +124,6 @@ def script_id(inputs: Mapping[str, str | None]) -> str:
     built the mapping in, and much cheaper than canonical JSON.
     """
     blob = "\x1e".join(
-        [f"{k}\x1f{'' if v is None else v}\x1f{v is None:d}" for k, v in sorted(inputs.items())]
+        [f"{k}\x1f\x1f1" if v is None else f"{k}\x1f{v}\x1f0" for k, v in sorted(inputs.items())]
     )
     return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
