@@ -100,7 +100,7 @@ class _Plan:
     what each template reads; ``block_keys`` the ``block`` fields each template reads.
     """
 
-    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys")
+    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys", "blocks")
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class _Plan:
         key: KeyFn | None,
         template_keys: tuple[KeyFn | None, ...],
         block_keys: tuple[Callable[[Mapping[str, Any]], Any], ...],
+        blocks: bool,
     ):
         #: the same for every plan with the same items and template versions (profiles
         #: without overrides share their groups' memo entries)
@@ -119,6 +120,8 @@ class _Plan:
         self.key = key
         self.template_keys = template_keys
         self.block_keys = block_keys
+        #: whether each template gets its own value block (``block``)
+        self.blocks = blocks
 
 
 def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
@@ -166,41 +169,43 @@ class SegmentAssembly:
         blocks: list[dict[str, Any]] | None,
     ) -> tuple[list[Segment], list[GroupFacts]]:
         """The script's segments in order, and the content facts of each group of them."""
+        sig = (channel, tags, pid, close, moment, blocks is None)
+        plans: tuple[_Plan, ...] | None = self._plans.get(sig)
+        if plans is None:
+            plans = self._plans[sig] = self._script_plans(sig)
+        segments: list[Segment] = []
+        parts: list[GroupFacts] = []
+        for plan in plans:
+            if plan.blocks:
+                group, facts = self._group(plan, base, blocks, hits)
+            else:
+                group, facts = self._group(plan, base)
+            segments += group
+            parts.append(facts)
+        return segments, parts
+
+    def _script_plans(self, sig: tuple[Any, ...]) -> tuple[_Plan, ...]:
+        """The plans of a script's groups, for ``sig`` as :meth:`_segments` builds it."""
+        channel, tags, pid, close, moment, no_blocks = sig
         lead = tags[0] if tags else None
         if channel == "sms":
-            groups = [self._group(("sms", None, pid, lead), base)]
-        elif channel == "wechat":
-            groups = [self._group(("wechat", None, pid, lead), base)]
-        else:
-            # the opening (it names the customer) and the moment (dates) change with
-            # different customers: two groups, so that each is memoised on its own values
-            groups = [
-                self._group(("opening", None, pid, lead), base),
-                self._group(("moment", moment, pid, lead), base),
-            ]
-            if tags and blocks is not None:
-                groups.append(self._group(("value", tags, pid, lead), base, blocks, hits))
-            else:
-                groups.append(self._group(("value", None, pid, lead), base))
-            groups.append(self._group(("tail", close, pid, lead), base))
-        segments = [seg for group in groups for seg in group]
-        return segments, [self._facts(group) for group in groups]
+            return (self._plan(("sms", None, pid, lead)),)
+        if channel == "wechat":
+            return (self._plan(("wechat", None, pid, lead)),)
+        # the opening (it names the customer) and the moment (dates) change with different
+        # customers: two groups, so that each is memoised on its own values
+        value = ("value", None, pid, lead) if no_blocks else ("value", tags, pid, lead)
+        return (
+            self._plan(("opening", None, pid, lead)),
+            self._plan(("moment", moment, pid, lead)),
+            self._plan(value, blocks=not no_blocks),
+            self._plan(("tail", close, pid, lead)),
+        )
 
-    def _facts(self, group: tuple[Segment, ...]) -> GroupFacts:
-        """The content facts of a group, once per group object (groups are memoised)."""
-        slot = ("facts", id(group))
-        entry = self._memo.get(slot)
-        # the entry holds the group, so no other object can have its id meanwhile
-        if entry is not None and entry[0] is group:
-            facts: GroupFacts = entry[1]
-            return facts
-        facts = self.rules.facts(group)
-        self._memo[slot] = (group, facts)
-        return facts
-
-    def _plan(self, sig: tuple[Any, ...]) -> _Plan:
-        """The plan of a group ``sig``: (group, variant, profile id, lead tag)."""
-        plan: _Plan | None = self._plans.get(sig)
+    def _plan(self, sig: tuple[Any, ...], *, blocks: bool = False) -> _Plan:
+        """The plan of a group ``sig``: (group, variant, profile id, lead tag); ``blocks``:
+        its templates get one value block each."""
+        plan: _Plan | None = self._plans.get((*sig, blocks))
         if plan is None:
             items = _items(sig[0], sig[1])
             pid, lead = sig[2], sig[3]
@@ -215,13 +220,14 @@ class SegmentAssembly:
             ident = self._plans.get(same)
             if ident is None:
                 ident = self._plans[same] = len(self._plans)
-            plan = self._plans[sig] = _Plan(
+            plan = self._plans[(*sig, blocks)] = _Plan(
                 ident,
                 items,
                 tpls,
                 shared,
                 tuple(p[0] for p in per_template),
                 tuple(p[1] for p in per_template),
+                blocks,
             )
         return plan
 
@@ -254,23 +260,23 @@ class SegmentAssembly:
 
     def _group(
         self,
-        sig: tuple[Any, ...],
+        plan: _Plan,
         base: dict[str, Any],
         blocks: list[dict[str, Any]] | None = None,
         hits: tuple[bool, ...] = (),
-    ) -> tuple[Segment, ...]:
-        """Render templates that see the same variables (plus one ``block`` each, for value).
+    ) -> tuple[tuple[Segment, ...], GroupFacts]:
+        """Render templates that see the same variables (plus one ``block`` each, for value),
+        and the content facts of what they rendered.
 
         Memoised on the plan, the values its templates read and, for value blocks, the hit
         flags (with the order, which the plan's signature holds, they fix every ``block``).
         """
-        plan = self._plan(sig)
         key = None
         if plan.key is not None and self.memoize:
             values = plan.key(base)
             if values is not None:
                 key = (plan.ident, hits, values)
-                found: tuple[Segment, ...] | None = self._memo.get(key)
+                found: tuple[tuple[Segment, ...], GroupFacts] | None = self._memo.get(key)
                 if found is not None:
                     return found
         out = []
@@ -290,7 +296,8 @@ class SegmentAssembly:
                 seg = self._segment(item, tpl, None, {**base, "block": blocks[n]})
             if seg is not None:
                 out.append(seg)
-        result = tuple(out)
+        group = tuple(out)
+        result = (group, self.rules.facts(group))
         if key is not None:
             if len(self._memo) >= self.memo_size:
                 self._memo.clear()
