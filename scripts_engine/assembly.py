@@ -100,7 +100,9 @@ class _Plan:
     what each template reads; ``block_keys`` the ``block`` fields each template reads.
     """
 
-    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys", "blocks")
+    __slots__ = (
+        "ident", "items", "templates", "key", "template_keys", "block_keys", "blocks", "index",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -122,6 +124,8 @@ class _Plan:
         self.block_keys = block_keys
         #: whether each template gets its own value block (``block``)
         self.blocks = blocks
+        #: the position of each item by its key (a value block's tag)
+        self.index = {item[1]: n for n, item in enumerate(items)}
 
 
 def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
@@ -169,32 +173,38 @@ class SegmentAssembly:
         blocks: list[dict[str, Any]] | None,
     ) -> tuple[list[Segment], list[GroupFacts]]:
         """The script's segments in order, and the content facts of each group of them."""
-        sig = (channel, tags, pid, close, moment, blocks is None)
+        lead = tags[0] if tags else None
+        sig = (channel, pid, lead, close, moment, blocks is None)
         plans: tuple[_Plan, ...] | None = self._plans.get(sig)
         if plans is None:
-            plans = self._plans[sig] = self._script_plans(sig)
+            plans = self._plans[sig] = self._script_plans(sig, tags)
         segments: list[Segment] = []
         parts: list[GroupFacts] = []
         for plan in plans:
-            if plan.blocks:
-                group, facts = self._group(plan, base, blocks, hits)
+            if plan.blocks and blocks is not None:
+                group, facts = self._value_group(plan, base, tags, hits, blocks)
             else:
                 group, facts = self._group(plan, base)
             segments += group
             parts.append(facts)
         return segments, parts
 
-    def _script_plans(self, sig: tuple[Any, ...]) -> tuple[_Plan, ...]:
-        """The plans of a script's groups, for ``sig`` as :meth:`_segments` builds it."""
-        channel, tags, pid, close, moment, no_blocks = sig
-        lead = tags[0] if tags else None
+    def _script_plans(self, sig: tuple[Any, ...], tags: tuple[str, ...]) -> tuple[_Plan, ...]:
+        """The plans of a script's groups, for ``sig`` as :meth:`_segments` builds it.
+
+        The value group's plan holds the blocks' templates in tag-name order: one plan, and
+        one group key function, serves every speaking order of the same tags.
+        """
+        channel, pid, lead, close, moment, no_blocks = sig
         if channel == "sms":
             return (self._plan(("sms", None, pid, lead)),)
         if channel == "wechat":
             return (self._plan(("wechat", None, pid, lead)),)
         # the opening (it names the customer) and the moment (dates) change with different
         # customers: two groups, so that each is memoised on its own values
-        value = ("value", None, pid, lead) if no_blocks else ("value", tags, pid, lead)
+        value = (
+            ("value", None, pid, lead) if no_blocks else ("value", tuple(sorted(tags)), pid, lead)
+        )
         return (
             self._plan(("opening", None, pid, lead)),
             self._plan(("moment", moment, pid, lead)),
@@ -258,45 +268,68 @@ class SegmentAssembly:
         fn: KeyFn | None = self._plans[sig]
         return fn
 
-    def _group(
-        self,
-        plan: _Plan,
-        base: dict[str, Any],
-        blocks: list[dict[str, Any]] | None = None,
-        hits: tuple[bool, ...] = (),
-    ) -> tuple[tuple[Segment, ...], GroupFacts]:
-        """Render templates that see the same variables (plus one ``block`` each, for value),
-        and the content facts of what they rendered.
+    def _group(self, plan: _Plan, base: dict[str, Any]) -> tuple[tuple[Segment, ...], GroupFacts]:
+        """Render templates that see the same variables, and the content facts of the result.
 
-        Memoised on the plan, the values its templates read and, for value blocks, the hit
-        flags (with the order, which the plan's signature holds, they fix every ``block``).
+        Memoised on the plan and the values its templates read.
         """
         key = None
         if plan.key is not None and self.memoize:
             values = plan.key(base)
             if values is not None:
-                key = (plan.ident, hits, values)
+                key = (plan.ident, values)
                 found: tuple[tuple[Segment, ...], GroupFacts] | None = self._memo.get(key)
                 if found is not None:
                     return found
         out = []
         for n, item in enumerate(plan.items):
-            tpl = plan.templates[n]
-            if blocks is None:
-                seg = self._segment(item, tpl, plan.template_keys[n], base)
-            elif key is not None:
+            seg = self._segment(item, plan.templates[n], plan.template_keys[n], base)
+            if seg is not None:
+                out.append(seg)
+        return self._keep_group(key, tuple(out))
+
+    def _value_group(
+        self,
+        plan: _Plan,
+        base: dict[str, Any],
+        tags: tuple[str, ...],
+        hits: tuple[bool, ...],
+        blocks: list[dict[str, Any]],
+    ) -> tuple[tuple[Segment, ...], GroupFacts]:
+        """The value blocks in speaking order (``tags``), each template with its ``block``.
+
+        Memoised on the plan, the values its templates read but ``block``, the order and the
+        hit flags (which together fix every ``block``); each block also on its own.
+        """
+        key = None
+        if plan.key is not None and self.memoize:
+            values = plan.key(base)
+            if values is not None:
+                key = (plan.ident, tags, hits, values)
+                found: tuple[tuple[Segment, ...], GroupFacts] | None = self._memo.get(key)
+                if found is not None:
+                    return found
+        out = []
+        for block, tag in zip(blocks, tags, strict=True):
+            n = plan.index[tag]
+            item, tpl = plan.items[n], plan.templates[n]
+            if key is not None:
                 # a block's text is a function of the group's values and its block fields
-                block = blocks[n]
-                sub = (tpl.version, item, key[2], plan.block_keys[n](block))
+                sub = (tpl.version, item, key[3], plan.block_keys[n](block))
                 if sub in self._memo:
                     seg = self._memo[sub]
                 else:
                     seg = self._memo[sub] = self._segment(item, tpl, None, {**base, "block": block})
             else:
-                seg = self._segment(item, tpl, None, {**base, "block": blocks[n]})
+                seg = self._segment(item, tpl, None, {**base, "block": block})
             if seg is not None:
                 out.append(seg)
-        group = tuple(out)
+        return self._keep_group(key, tuple(out))
+
+    def _keep_group(
+        self, key: tuple[Any, ...] | None, group: tuple[Segment, ...]
+    ) -> tuple[tuple[Segment, ...], GroupFacts]:
+        """A rendered group with its content facts, memoised under ``key`` (if any)."""
         result = (group, self.rules.facts(group))
         if key is not None:
             if len(self._memo) >= self.memo_size:
