@@ -38,7 +38,7 @@ from scripts_engine.grid import Grid, load_grid
 from scripts_engine.moments import resolve_moment
 from scripts_engine.profiles import Profile, ProfileCatalog
 from scripts_engine.sandbox import Limits, ScriptSandbox, safe_range, start_budget
-from scripts_engine.script import Script, script_id
+from scripts_engine.script import Script, rendered_script_id
 from scripts_engine.styles import load_styles
 from scripts_engine.templates import PackSource, TemplatePack, signature
 
@@ -318,16 +318,16 @@ class Renderer(SegmentAssembly):
                 "the rendered script breaks content rules: " + "; ".join(map(str, findings[:3])),
                 findings=tuple(findings),
             )
-        inputs = {
+        sid = rendered_script_id(
             # the customer's context values in contract order, one unit separator apart
-            "customer": "\x1d".join(map(str, base["customer"].values())),
-            "customer_id": customer_id, "profile": pid, "tags": ",".join(tags),
-            "hits": "".join(["1" if h else "0" for h in hits]), "channel": channel,
-            "moment": moment_kind, "style": style_id, "offer": offer_kind, "close": close,
-            "as_of": as_of_s, "pack": self.pack.version,
-        }  # fmt: skip
+            customer="\x1d".join(map(str, base["customer"].values())),
+            customer_id=customer_id, profile=pid, tags=",".join(tags),
+            hits="".join(["1" if h else "0" for h in hits]), channel=channel,
+            moment=moment_kind, style=style_id, offer=offer_kind, close=close,
+            as_of=as_of_s, pack=self.pack.version,
+        )  # fmt: skip
         return Script(
-            id=script_id(inputs),
+            id=sid,
             customer_id=customer_id or None,
             profile_id=pid,
             persona=pid is not None,

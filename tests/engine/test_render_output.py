@@ -17,7 +17,7 @@ from datetime import date
 from scripts_engine.config import ROOT
 from scripts_engine.features import load_customers
 from scripts_engine.render import Renderer
-from scripts_engine.script import Script
+from scripts_engine.script import RENDER_INPUTS, Script, rendered_script_id, script_id
 
 PERSONAS = ROOT / "personas"
 DIGEST = "22029e6e5d3ef5e2d489927c2813dbe9"
@@ -55,3 +55,15 @@ def test_rendered_scripts_are_unchanged() -> None:
     plain, _ = _digest(_sample(Renderer(PERSONAS, reload_interval=1e9, memoize=False), 12))
     assert memo == plain, "memoised and unmemoised rendering disagree"
     assert memo == DIGEST, f"the rendered scripts changed: digest {memo}"
+
+
+def test_rendered_script_id_is_script_id_of_the_same_inputs() -> None:
+    rng = random.Random(5)
+    alphabet = "ab王,\x1d{}%s0"
+    for n in range(300):
+        inputs: dict[str, str | None] = {
+            k: "".join(rng.choices(alphabet, k=rng.randrange(6))) for k in RENDER_INPUTS
+        }
+        if n % 3 == 0:
+            inputs["profile"] = None
+        assert rendered_script_id(**inputs) == script_id(inputs)  # type: ignore[arg-type]
