@@ -198,6 +198,11 @@ class GroupFacts:
     present: frozenset[str]
 
 
+#: shared by every segment and group without such facts (they are kept in memos)
+_NONE: frozenset[str] = frozenset()
+_NO_FACTS = GroupFacts((), (), _NONE)
+
+
 class _Seg(Protocol):
     @property
     def stage(self) -> str: ...
@@ -345,7 +350,9 @@ class ContentRules(_Frozen):
             present = frozenset(
                 ph for p in self.products.values() for ph in p.required if ph in text
             )
-            facts = self._facts[text] = SegmentFacts(banned, leaks, triggered, present)
+            facts = self._facts[text] = SegmentFacts(
+                banned, leaks, triggered or _NONE, present or _NONE
+            )
         return facts
 
     def facts(self, segments: Sequence[_Seg]) -> GroupFacts:
@@ -370,7 +377,9 @@ class ContentRules(_Frozen):
                 mentioned.setdefault(key, seg)
             if facts.present:
                 present |= facts.present
-        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present))
+        if not (findings or mentioned or present):
+            return _NO_FACTS
+        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present) or _NONE)
 
     def check(
         self,

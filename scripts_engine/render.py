@@ -250,11 +250,8 @@ class Renderer(SegmentAssembly):
             "range": safe_range,
         }
         if pid is not None:
-            key = ("profile", pid, tags, hits)
-            profile_d = cache.get(key)
-            if profile_d is None:
-                profile_d = self._keep(key, profile_info(self.grid, pid, tags, hits))
-            base["profile"] = profile_d
+            # not cached: one order and hit pattern of many, cheaper to build than to keep
+            base["profile"] = profile_info(self.grid, pid, tags, hits)
         return base, _Decided(tags, hits, pid, lead, close)
 
     # -- rendering --------------------------------------------------------------------------
@@ -295,12 +292,8 @@ class Renderer(SegmentAssembly):
         tags, hits, pid, close = d.tags, d.hits, d.pid, d.close
         offer_kind, style_id = base["offer"]["kind"], base["style"]["id"]
         moment_kind, as_of_s = base["moment"]["kind"], base["call"]["as_of"]
-        blocks = None
-        if tags and channel == "call":
-            key = ("blocks", tags, hits)
-            blocks = self._ctx_cache.get(key)
-            if blocks is None:
-                blocks = self._keep(key, value_blocks(self.grid, tags, hits))
+        # not cached (see the profile in _context)
+        blocks = value_blocks(self.grid, tags, hits) if tags and channel == "call" else None
         start_budget(self.limits)
         segments, parts = self._segments(channel, base, tags, hits, pid, close, moment_kind, blocks)
         total = sum([len(s.text) for s in segments])
