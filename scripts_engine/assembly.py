@@ -31,6 +31,8 @@ from scripts_engine.sandbox import Limits, reset_steps
 from scripts_engine.script import Segment
 from scripts_engine.templates import PackTemplate, TemplatePack
 
+#: a memo entry that is not there (``None`` is a segment that rendered empty)
+_MISSING: Any = object()
 _LINES = re.compile(r"[ \t]*\n[ \t]*")
 _OBJ_REPR = re.compile(r"<[^<>]*>")
 #: (stage, key, stage path) of each template of a group
@@ -182,7 +184,7 @@ class SegmentAssembly:
         parts: list[GroupFacts] = []
         for plan in plans:
             if plan.blocks and blocks is not None:
-                group, facts = self._value_group(plan, base, tags, hits, blocks)
+                group, facts = self._value_group(plan, base, tags, blocks)
             else:
                 group, facts = self._group(plan, base)
             segments += group
@@ -235,7 +237,8 @@ class SegmentAssembly:
                 items,
                 tpls,
                 shared,
-                tuple(p[0] for p in per_template),
+                # a group of one template is memoised as a group only
+                tuple(p[0] for p in per_template) if len(tpls) > 1 else (None,),
                 tuple(p[1] for p in per_template),
                 blocks,
             )
@@ -293,38 +296,32 @@ class SegmentAssembly:
         plan: _Plan,
         base: dict[str, Any],
         tags: tuple[str, ...],
-        hits: tuple[bool, ...],
         blocks: list[dict[str, Any]],
     ) -> tuple[tuple[Segment, ...], GroupFacts]:
         """The value blocks in speaking order (``tags``), each template with its ``block``.
 
-        Memoised on the plan, the values its templates read but ``block``, the order and the
-        hit flags (which together fix every ``block``); each block also on its own.
+        Each block is memoised on the values its template reads but ``block`` and the
+        ``block`` fields it reads. The group is not: a speaking order with its hit pattern
+        is one of thousands, and keeping each would cost more than it saves.
         """
-        key = None
-        if plan.key is not None and self.memoize:
-            values = plan.key(base)
-            if values is not None:
-                key = (plan.ident, tags, hits, values)
-                found: tuple[tuple[Segment, ...], GroupFacts] | None = self._memo.get(key)
-                if found is not None:
-                    return found
+        values = plan.key(base) if plan.key is not None and self.memoize else None
         out = []
         for block, tag in zip(blocks, tags, strict=True):
             n = plan.index[tag]
             item, tpl = plan.items[n], plan.templates[n]
-            if key is not None:
+            if values is not None:
                 # a block's text is a function of the group's values and its block fields
-                sub = (tpl.version, item, key[3], plan.block_keys[n](block))
-                if sub in self._memo:
-                    seg = self._memo[sub]
-                else:
-                    seg = self._memo[sub] = self._segment(item, tpl, None, {**base, "block": block})
+                sub = (tpl.version, item, values, plan.block_keys[n](block))
+                seg = self._memo.get(sub, _MISSING)
+                if seg is _MISSING:
+                    seg = self._segment(item, tpl, None, {**base, "block": block})
+                    self._memorise(sub, seg)
             else:
                 seg = self._segment(item, tpl, None, {**base, "block": block})
             if seg is not None:
                 out.append(seg)
-        return self._keep_group(key, tuple(out))
+        group = tuple(out)
+        return group, self.rules.facts(group)
 
     def _keep_group(
         self, key: tuple[Any, ...] | None, group: tuple[Segment, ...]
@@ -332,10 +329,14 @@ class SegmentAssembly:
         """A rendered group with its content facts, memoised under ``key`` (if any)."""
         result = (group, self.rules.facts(group))
         if key is not None:
-            if len(self._memo) >= self.memo_size:
-                self._memo.clear()
-            self._memo[key] = result
+            self._memorise(key, result)
         return result
+
+    def _memorise(self, key: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value`` under ``key`` (the memo is emptied when it is full)."""
+        if len(self._memo) >= self.memo_size:
+            self._memo.clear()
+        self._memo[key] = value
 
     def _segment(
         self, item: Item, tpl: PackTemplate, key_fn: KeyFn | None, variables: dict[str, Any]
@@ -346,13 +347,13 @@ class SegmentAssembly:
             values = key_fn(variables)
             if values is not None:
                 key = (tpl.version, item, values)
-                if key in self._memo:
-                    found: Segment | None = self._memo[key]
+                found: Segment | None = self._memo.get(key, _MISSING)
+                if found is not _MISSING:
                     return found
         text = self._render_now(tpl, variables)
         seg = Segment(item[0], item[1], text, tpl.name, tpl.version) if text else None
         if key is not None:
-            self._memo[key] = seg
+            self._memorise(key, seg)
         return seg
 
     def _render_now(self, tpl: PackTemplate, variables: dict[str, Any]) -> str:
