@@ -201,6 +201,7 @@ class GroupFacts:
 #: shared by every segment and group without such facts (they are kept in memos)
 _NONE: frozenset[str] = frozenset()
 _NO_FACTS = GroupFacts((), (), _NONE)
+_CLEAN = SegmentFacts((), (), _NONE, _NONE)
 
 
 class _Seg(Protocol):
@@ -350,9 +351,11 @@ class ContentRules(_Frozen):
             present = frozenset(
                 ph for p in self.products.values() for ph in p.required if ph in text
             )
-            facts = self._facts[text] = SegmentFacts(
-                banned, leaks, triggered or _NONE, present or _NONE
-            )
+            if banned or leaks or triggered or present:
+                facts = SegmentFacts(banned, leaks, triggered, present)
+            else:
+                facts = _CLEAN
+            self._facts[text] = facts
         return facts
 
     def facts(self, segments: Sequence[_Seg]) -> GroupFacts:

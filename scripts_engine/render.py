@@ -211,6 +211,8 @@ class Renderer(SegmentAssembly):
         # only the customer's hits that can bar an offer matter (the same for most customers)
         risk = customer.get("risk_rating")
         barring = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags if persona else None
+        if barring is not None:  # one of a few sets: keep one object of each
+            barring = cache.setdefault(("barring", barring), barring)
         key = ("offer", pid, lead, risk, barring)
         offer = cache.get(key)
         if offer is None:
