@@ -2,17 +2,24 @@
 
 A call is ``opening`` + ``moment`` + ``value`` (five blocks, or the generic one) +
 ``disclosure, close, signoff, objections``; WeChat is up to three messages; SMS one. Each
-``+`` separates a *group*: templates rendered and memoised together. Each template resolves by the lookup order of
-:meth:`~scripts_engine.templates.TemplatePack.resolve` once per (group, profile, lead): that
-is the group's *plan*.
+``+`` separates a *group*: templates rendered and memoised together. Each template resolves
+by the lookup order of :meth:`~scripts_engine.templates.TemplatePack.resolve` once per
+(group, profile, lead): that is the group's *plan* (the value group's holds its templates in
+tag-name order and serves every speaking order). A script's plans are found once per
+(channel, profile, lead, close, moment).
 
 Memoisation: a template of the dialect cannot bind names or call anything but ``range()``,
 so its output is a pure function of the context paths it reads
 (:func:`~scripts_engine.templates.dependencies`). A plan compiles those paths into one key
-function (``operator.itemgetter`` per context object), and a group's segments are memoised on
-(plan, values read); value blocks also on the tag order and hit flags, which determine every
-``block`` value. A template that binds names, or a value that cannot be a key (a list), is
-rendered every time. Memoised or not, the content rules run on every script's text.
+function (``operator.itemgetter`` per context object), and a group's segments are memoised,
+with their content facts, on (plan, values read); the templates of a group of several also
+one by one. Value blocks are memoised block by block, on the values read and the ``block``
+fields the template reads: a whole value group (one speaking order and hit pattern of
+thousands) is not kept, because every kept object is walked by each full pass of Python's
+cyclic garbage collector, which cost a cold run more than the memo saved. A template that
+binds names, or a value that cannot be a key (a list), is rendered every time. Memoised or
+not, every script is checked: a segment's facts are found once per text (and kept with its
+group), the script-level rules (disclosures, the opening's order, lengths) run on each.
 """
 
 from __future__ import annotations
