@@ -45,6 +45,9 @@ _OBJ_REPR = re.compile(r"<[^<>]*>")
 #: (stage, key, stage path) of each template of a group
 Item = tuple[str, str, str]
 KeyFn = Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
+#: a rendered group as it is memoised: its content facts, then its segments (one object, not
+#: a pair: every object a memo keeps is walked by each full pass of the garbage collector)
+GroupEntry = tuple[Any, ...]
 _CALL_TAIL: tuple[Item, ...] = (
     ("disclosure", "disclosure", "call/disclosure"),
     ("signoff", "signoff", "call/signoff"),
@@ -191,11 +194,11 @@ class SegmentAssembly:
         parts: list[GroupFacts] = []
         for plan in plans:
             if plan.blocks and blocks is not None:
-                group, facts = self._value_group(plan, base, tags, blocks)
+                entry = self._value_group(plan, base, tags, blocks)
             else:
-                group, facts = self._group(plan, base)
-            segments += group
-            parts.append(facts)
+                entry = self._group(plan, base)
+            parts.append(entry[0])
+            segments += entry[1:]
         return segments, parts
 
     def _script_plans(self, sig: tuple[Any, ...], tags: tuple[str, ...]) -> tuple[_Plan, ...]:
@@ -278,8 +281,8 @@ class SegmentAssembly:
         fn: KeyFn | None = self._plans[sig]
         return fn
 
-    def _group(self, plan: _Plan, base: dict[str, Any]) -> tuple[tuple[Segment, ...], GroupFacts]:
-        """Render templates that see the same variables, and the content facts of the result.
+    def _group(self, plan: _Plan, base: dict[str, Any]) -> GroupEntry:
+        """Render templates that see the same variables: the content facts and the segments.
 
         Memoised on the plan and the values its templates read.
         """
@@ -288,7 +291,7 @@ class SegmentAssembly:
             values = plan.key(base)
             if values is not None:
                 key = (plan.ident, values)
-                found: tuple[tuple[Segment, ...], GroupFacts] | None = self._memo.get(key)
+                found: GroupEntry | None = self._memo.get(key)
                 if found is not None:
                     return found
         out = []
@@ -296,7 +299,7 @@ class SegmentAssembly:
             seg = self._segment(item, plan.templates[n], plan.template_keys[n], base)
             if seg is not None:
                 out.append(seg)
-        return self._keep_group(key, tuple(out))
+        return self._keep_group(key, out)
 
     def _value_group(
         self,
@@ -304,7 +307,7 @@ class SegmentAssembly:
         base: dict[str, Any],
         tags: tuple[str, ...],
         blocks: list[dict[str, Any]],
-    ) -> tuple[tuple[Segment, ...], GroupFacts]:
+    ) -> GroupEntry:
         """The value blocks in speaking order (``tags``), each template with its ``block``.
 
         Each block is memoised on the values its template reads but ``block`` and the
@@ -327,14 +330,11 @@ class SegmentAssembly:
                 seg = self._segment(item, tpl, None, {**base, "block": block})
             if seg is not None:
                 out.append(seg)
-        group = tuple(out)
-        return group, self.rules.facts(group)
+        return (self.rules.facts(out), *out)
 
-    def _keep_group(
-        self, key: tuple[Any, ...] | None, group: tuple[Segment, ...]
-    ) -> tuple[tuple[Segment, ...], GroupFacts]:
-        """A rendered group with its content facts, memoised under ``key`` (if any)."""
-        result = (group, self.rules.facts(group))
+    def _keep_group(self, key: tuple[Any, ...] | None, group: list[Segment]) -> GroupEntry:
+        """A rendered group's entry, memoised under ``key`` (if any)."""
+        result = (self.rules.facts(group), *group)
         if key is not None:
             self._memorise(key, result)
         return result

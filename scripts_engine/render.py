@@ -210,9 +210,13 @@ class Renderer(SegmentAssembly):
         close = call[0]
         # only the customer's hits that can bar an offer matter (the same for most customers)
         risk = customer.get("risk_rating")
-        barring = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags if persona else None
-        if barring is not None:  # one of a few sets: keep one object of each
-            barring = cache.setdefault(("barring", barring), barring)
+        barring: tuple[str, ...] | None = None
+        if persona:
+            hit = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags
+            # as a sorted tuple: the offer's cache keys then hold no set for the GC to walk
+            barring = cache.get(("barring", hit))
+            if barring is None:
+                barring = self._keep(("barring", hit), tuple(sorted(hit)))
         key = ("offer", pid, lead, risk, barring)
         offer = cache.get(key)
         if offer is None:
