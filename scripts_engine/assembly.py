@@ -2,17 +2,24 @@
 
 A call is ``opening`` + ``moment`` + ``value`` (five blocks, or the generic one) +
 ``disclosure, close, signoff, objections``; WeChat is up to three messages; SMS one. Each
-``+`` separates a *group*: templates rendered and memoised together. Each template resolves by the lookup order of
-:meth:`~scripts_engine.templates.TemplatePack.resolve` once per (group, profile, lead): that
-is the group's *plan*.
+``+`` separates a *group*: templates rendered and memoised together. Each template resolves
+by the lookup order of :meth:`~scripts_engine.templates.TemplatePack.resolve` once per
+(group, profile, lead): that is the group's *plan* (the value group's holds its templates in
+tag-name order and serves every speaking order). A script's plans are found once per
+(channel, profile, lead, close, moment).
 
 Memoisation: a template of the dialect cannot bind names or call anything but ``range()``,
 so its output is a pure function of the context paths it reads
 (:func:`~scripts_engine.templates.dependencies`). A plan compiles those paths into one key
-function (``operator.itemgetter`` per context object), and a group's segments are memoised on
-(plan, values read); value blocks also on the tag order and hit flags, which determine every
-``block`` value. A template that binds names, or a value that cannot be a key (a list), is
-rendered every time. Memoised or not, the content rules run on every script's text.
+function (``operator.itemgetter`` per context object), and a group's segments are memoised,
+with their content facts, on (plan, values read); the templates of a group of several also
+one by one. Value blocks are memoised block by block, on the values read and the ``block``
+fields the template reads: a whole value group (one speaking order and hit pattern of
+thousands) is not kept, because every kept object is walked by each full pass of Python's
+cyclic garbage collector, which cost a cold run more than the memo saved. A template that
+binds names, or a value that cannot be a key (a list), is rendered every time. Memoised or
+not, every script is checked: a segment's facts are found once per text (and kept with its
+group), the script-level rules (disclosures, the opening's order, lengths) run on each.
 """
 
 from __future__ import annotations
@@ -31,11 +38,16 @@ from scripts_engine.sandbox import Limits, reset_steps
 from scripts_engine.script import Segment
 from scripts_engine.templates import PackTemplate, TemplatePack
 
+#: a memo entry that is not there (``None`` is a segment that rendered empty)
+_MISSING: Any = object()
 _LINES = re.compile(r"[ \t]*\n[ \t]*")
 _OBJ_REPR = re.compile(r"<[^<>]*>")
 #: (stage, key, stage path) of each template of a group
 Item = tuple[str, str, str]
 KeyFn = Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
+#: a rendered group as it is memoised: its content facts, then its segments (one object, not
+#: a pair: every object a memo keeps is walked by each full pass of the garbage collector)
+GroupEntry = tuple[Any, ...]
 _CALL_TAIL: tuple[Item, ...] = (
     ("disclosure", "disclosure", "call/disclosure"),
     ("signoff", "signoff", "call/signoff"),
@@ -100,7 +112,9 @@ class _Plan:
     what each template reads; ``block_keys`` the ``block`` fields each template reads.
     """
 
-    __slots__ = ("ident", "items", "templates", "key", "template_keys", "block_keys")
+    __slots__ = (
+        "ident", "items", "templates", "key", "template_keys", "block_keys", "blocks", "index",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -110,6 +124,7 @@ class _Plan:
         key: KeyFn | None,
         template_keys: tuple[KeyFn | None, ...],
         block_keys: tuple[Callable[[Mapping[str, Any]], Any], ...],
+        blocks: bool,
     ):
         #: the same for every plan with the same items and template versions (profiles
         #: without overrides share their groups' memo entries)
@@ -119,6 +134,10 @@ class _Plan:
         self.key = key
         self.template_keys = template_keys
         self.block_keys = block_keys
+        #: whether each template gets its own value block (``block``)
+        self.blocks = blocks
+        #: the position of each item by its key (a value block's tag)
+        self.index = {item[1]: n for n, item in enumerate(items)}
 
 
 def _block_fields(tpl: PackTemplate) -> Callable[[Mapping[str, Any]], Any]:
@@ -167,40 +186,48 @@ class SegmentAssembly:
     ) -> tuple[list[Segment], list[GroupFacts]]:
         """The script's segments in order, and the content facts of each group of them."""
         lead = tags[0] if tags else None
-        if channel == "sms":
-            groups = [self._group(("sms", None, pid, lead), base)]
-        elif channel == "wechat":
-            groups = [self._group(("wechat", None, pid, lead), base)]
-        else:
-            # the opening (it names the customer) and the moment (dates) change with
-            # different customers: two groups, so that each is memoised on its own values
-            groups = [
-                self._group(("opening", None, pid, lead), base),
-                self._group(("moment", moment, pid, lead), base),
-            ]
-            if tags and blocks is not None:
-                groups.append(self._group(("value", tags, pid, lead), base, blocks, hits))
+        sig = (channel, pid, lead, close, moment, blocks is None)
+        plans: tuple[_Plan, ...] | None = self._plans.get(sig)
+        if plans is None:
+            plans = self._plans[sig] = self._script_plans(sig, tags)
+        segments: list[Segment] = []
+        parts: list[GroupFacts] = []
+        for plan in plans:
+            if plan.blocks and blocks is not None:
+                entry = self._value_group(plan, base, tags, blocks)
             else:
-                groups.append(self._group(("value", None, pid, lead), base))
-            groups.append(self._group(("tail", close, pid, lead), base))
-        segments = [seg for group in groups for seg in group]
-        return segments, [self._facts(group) for group in groups]
+                entry = self._group(plan, base)
+            parts.append(entry[0])
+            segments += entry[1:]
+        return segments, parts
 
-    def _facts(self, group: tuple[Segment, ...]) -> GroupFacts:
-        """The content facts of a group, once per group object (groups are memoised)."""
-        slot = ("facts", id(group))
-        entry = self._memo.get(slot)
-        # the entry holds the group, so no other object can have its id meanwhile
-        if entry is not None and entry[0] is group:
-            facts: GroupFacts = entry[1]
-            return facts
-        facts = self.rules.facts(group)
-        self._memo[slot] = (group, facts)
-        return facts
+    def _script_plans(self, sig: tuple[Any, ...], tags: tuple[str, ...]) -> tuple[_Plan, ...]:
+        """The plans of a script's groups, for ``sig`` as :meth:`_segments` builds it.
 
-    def _plan(self, sig: tuple[Any, ...]) -> _Plan:
-        """The plan of a group ``sig``: (group, variant, profile id, lead tag)."""
-        plan: _Plan | None = self._plans.get(sig)
+        The value group's plan holds the blocks' templates in tag-name order: one plan, and
+        one group key function, serves every speaking order of the same tags.
+        """
+        channel, pid, lead, close, moment, no_blocks = sig
+        if channel == "sms":
+            return (self._plan(("sms", None, pid, lead)),)
+        if channel == "wechat":
+            return (self._plan(("wechat", None, pid, lead)),)
+        # the opening (it names the customer) and the moment (dates) change with different
+        # customers: two groups, so that each is memoised on its own values
+        value = (
+            ("value", None, pid, lead) if no_blocks else ("value", tuple(sorted(tags)), pid, lead)
+        )
+        return (
+            self._plan(("opening", None, pid, lead)),
+            self._plan(("moment", moment, pid, lead)),
+            self._plan(value, blocks=not no_blocks),
+            self._plan(("tail", close, pid, lead)),
+        )
+
+    def _plan(self, sig: tuple[Any, ...], *, blocks: bool = False) -> _Plan:
+        """The plan of a group ``sig``: (group, variant, profile id, lead tag); ``blocks``:
+        its templates get one value block each."""
+        plan: _Plan | None = self._plans.get((*sig, blocks))
         if plan is None:
             items = _items(sig[0], sig[1])
             pid, lead = sig[2], sig[3]
@@ -215,13 +242,15 @@ class SegmentAssembly:
             ident = self._plans.get(same)
             if ident is None:
                 ident = self._plans[same] = len(self._plans)
-            plan = self._plans[sig] = _Plan(
+            plan = self._plans[(*sig, blocks)] = _Plan(
                 ident,
                 items,
                 tpls,
                 shared,
-                tuple(p[0] for p in per_template),
+                # a group of one template is memoised as a group only
+                tuple(p[0] for p in per_template) if len(tpls) > 1 else (None,),
                 tuple(p[1] for p in per_template),
+                blocks,
             )
         return plan
 
@@ -252,50 +281,69 @@ class SegmentAssembly:
         fn: KeyFn | None = self._plans[sig]
         return fn
 
-    def _group(
-        self,
-        sig: tuple[Any, ...],
-        base: dict[str, Any],
-        blocks: list[dict[str, Any]] | None = None,
-        hits: tuple[bool, ...] = (),
-    ) -> tuple[Segment, ...]:
-        """Render templates that see the same variables (plus one ``block`` each, for value).
+    def _group(self, plan: _Plan, base: dict[str, Any]) -> GroupEntry:
+        """Render templates that see the same variables: the content facts and the segments.
 
-        Memoised on the plan, the values its templates read and, for value blocks, the hit
-        flags (with the order, which the plan's signature holds, they fix every ``block``).
+        Memoised on the plan and the values its templates read.
         """
-        plan = self._plan(sig)
         key = None
         if plan.key is not None and self.memoize:
             values = plan.key(base)
             if values is not None:
-                key = (plan.ident, hits, values)
-                found: tuple[Segment, ...] | None = self._memo.get(key)
+                key = (plan.ident, values)
+                found: GroupEntry | None = self._memo.get(key)
                 if found is not None:
                     return found
         out = []
         for n, item in enumerate(plan.items):
-            tpl = plan.templates[n]
-            if blocks is None:
-                seg = self._segment(item, tpl, plan.template_keys[n], base)
-            elif key is not None:
-                # a block's text is a function of the group's values and its block fields
-                block = blocks[n]
-                sub = (tpl.version, item, key[2], plan.block_keys[n](block))
-                if sub in self._memo:
-                    seg = self._memo[sub]
-                else:
-                    seg = self._memo[sub] = self._segment(item, tpl, None, {**base, "block": block})
-            else:
-                seg = self._segment(item, tpl, None, {**base, "block": blocks[n]})
+            seg = self._segment(item, plan.templates[n], plan.template_keys[n], base)
             if seg is not None:
                 out.append(seg)
-        result = tuple(out)
+        return self._keep_group(key, out)
+
+    def _value_group(
+        self,
+        plan: _Plan,
+        base: dict[str, Any],
+        tags: tuple[str, ...],
+        blocks: list[dict[str, Any]],
+    ) -> GroupEntry:
+        """The value blocks in speaking order (``tags``), each template with its ``block``.
+
+        Each block is memoised on the values its template reads but ``block`` and the
+        ``block`` fields it reads. The group is not: a speaking order with its hit pattern
+        is one of thousands, and keeping each would cost more than it saves.
+        """
+        values = plan.key(base) if plan.key is not None and self.memoize else None
+        out = []
+        for block, tag in zip(blocks, tags, strict=True):
+            n = plan.index[tag]
+            item, tpl = plan.items[n], plan.templates[n]
+            if values is not None:
+                # a block's text is a function of the group's values and its block fields
+                sub = (tpl.version, item, values, plan.block_keys[n](block))
+                seg = self._memo.get(sub, _MISSING)
+                if seg is _MISSING:
+                    seg = self._segment(item, tpl, None, {**base, "block": block})
+                    self._memorise(sub, seg)
+            else:
+                seg = self._segment(item, tpl, None, {**base, "block": block})
+            if seg is not None:
+                out.append(seg)
+        return (self.rules.facts(out), *out)
+
+    def _keep_group(self, key: tuple[Any, ...] | None, group: list[Segment]) -> GroupEntry:
+        """A rendered group's entry, memoised under ``key`` (if any)."""
+        result = (self.rules.facts(group), *group)
         if key is not None:
-            if len(self._memo) >= self.memo_size:
-                self._memo.clear()
-            self._memo[key] = result
+            self._memorise(key, result)
         return result
+
+    def _memorise(self, key: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value`` under ``key`` (the memo is emptied when it is full)."""
+        if len(self._memo) >= self.memo_size:
+            self._memo.clear()
+        self._memo[key] = value
 
     def _segment(
         self, item: Item, tpl: PackTemplate, key_fn: KeyFn | None, variables: dict[str, Any]
@@ -306,13 +354,13 @@ class SegmentAssembly:
             values = key_fn(variables)
             if values is not None:
                 key = (tpl.version, item, values)
-                if key in self._memo:
-                    found: Segment | None = self._memo[key]
+                found: Segment | None = self._memo.get(key, _MISSING)
+                if found is not _MISSING:
                     return found
         text = self._render_now(tpl, variables)
         seg = Segment(item[0], item[1], text, tpl.name, tpl.version) if text else None
         if key is not None:
-            self._memo[key] = seg
+            self._memorise(key, seg)
         return seg
 
     def _render_now(self, tpl: PackTemplate, variables: dict[str, Any]) -> str:

@@ -198,6 +198,12 @@ class GroupFacts:
     present: frozenset[str]
 
 
+#: shared by every segment and group without such facts (they are kept in memos)
+_NONE: frozenset[str] = frozenset()
+_NO_FACTS = GroupFacts((), (), _NONE)
+_CLEAN = SegmentFacts((), (), _NONE, _NONE)
+
+
 class _Seg(Protocol):
     @property
     def stage(self) -> str: ...
@@ -345,7 +351,11 @@ class ContentRules(_Frozen):
             present = frozenset(
                 ph for p in self.products.values() for ph in p.required if ph in text
             )
-            facts = self._facts[text] = SegmentFacts(banned, leaks, triggered, present)
+            if banned or leaks or triggered or present:
+                facts = SegmentFacts(banned, leaks, triggered, present)
+            else:
+                facts = _CLEAN
+            self._facts[text] = facts
         return facts
 
     def facts(self, segments: Sequence[_Seg]) -> GroupFacts:
@@ -370,7 +380,9 @@ class ContentRules(_Frozen):
                 mentioned.setdefault(key, seg)
             if facts.present:
                 present |= facts.present
-        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present))
+        if not (findings or mentioned or present):
+            return _NO_FACTS
+        return GroupFacts(tuple(findings), tuple(mentioned.items()), frozenset(present) or _NONE)
 
     def check(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scripts_engine.filters import honorific_of, mask_phone, surname_of, to_date
+from scripts_engine.filters import honorific_with, mask_phone, surname_of, to_date
 
 #: characters a customer value may not carry into a script: controls, template and markup
 _DROP = str.maketrans("", "", "".join(map(chr, range(32))) + "\x7f{}<>")
@@ -44,9 +44,11 @@ def customer_info(customer: Mapping[str, Any]) -> dict[str, Any]:
         age_years = int(age) if age is not None and age == age else 0
     except (TypeError, ValueError):
         age_years = 0
+    name = name.strip()  # clean() cut it to length after stripping
+    surname = surname_of(name)
     return {
-        "honorific": honorific_of(name, gender),
-        "surname": surname_of(name),
+        "honorific": honorific_with(name, surname, gender),
+        "surname": surname,
         "gender": gender,
         "age": age_years,
         "city": clean(customer.get("city"), 20),

@@ -46,7 +46,11 @@ def honorific_of(name: str | None, gender: str | None) -> str:
     neutral ``您``, so ``{{ customer.honorific }}好`` always reads naturally.
     """
     name = (name or "").strip()
-    surname = surname_of(name)
+    return honorific_with(name, surname_of(name), gender)
+
+
+def honorific_with(name: str, surname: str, gender: str | None) -> str:
+    """:func:`honorific_of` for a stripped ``name`` whose :func:`surname_of` is known."""
     if surname and gender in ("F", "M"):
         out = surname + ("女士" if gender == "F" else "先生")
     elif surname:
@@ -112,8 +116,14 @@ def format_date(value: Any, fmt: str = "md") -> str:
     return formats[fmt]
 
 
+_NOT_DIGIT = re.compile(r"\D")
+
+
 def _digits(value: Any) -> str:
-    return re.sub(r"\D", "", str(value or ""))
+    text = str(value or "")
+    if text.isascii() and text.isdecimal():  # digits only already (the usual phone number)
+        return text
+    return _NOT_DIGIT.sub("", text)
 
 
 def mask_phone(value: Any) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from scripts_engine.assembly import SegmentAssembly
 from scripts_engine.compliance import load_rules
@@ -38,13 +38,23 @@ from scripts_engine.grid import Grid, load_grid
 from scripts_engine.moments import resolve_moment
 from scripts_engine.profiles import Profile, ProfileCatalog
 from scripts_engine.sandbox import Limits, ScriptSandbox, safe_range, start_budget
-from scripts_engine.script import Script, script_id
+from scripts_engine.script import Script, rendered_script_id
 from scripts_engine.styles import load_styles
 from scripts_engine.templates import PackSource, TemplatePack, signature
 
 __all__ = ["Distinctness", "Renderer", "distinctness"]
 
 _T = TypeVar("_T")
+
+
+class _Decided(NamedTuple):
+    """What the context builder decided for one script, beside the variables."""
+
+    tags: tuple[str, ...]
+    hits: tuple[bool, ...]
+    pid: str | None
+    lead: str | None
+    close: str
 
 
 class Renderer(SegmentAssembly):
@@ -97,6 +107,11 @@ class Renderer(SegmentAssembly):
         self.pack, self.styles, self.rules, self._sig = pack, styles, rules, sig
         self._memo = {}
         self._ctx_cache: dict[Any, Any] = {}
+        #: the context parts that depend on the loaded files only
+        self._fixed = {
+            "bank": rules.bank.model_dump(),
+            "agent": AgentInfo(name=styles.agent.name, ai_label=styles.agent.ai_label).model_dump(),
+        }
         self._plans: dict[Any, Any] = {}
         self._checked = time.monotonic()
 
@@ -119,9 +134,14 @@ class Renderer(SegmentAssembly):
     def _cached(self, key: tuple[Any, ...], factory: Callable[[], _T]) -> _T:
         value: _T | None = self._ctx_cache.get(key)
         if value is None:
-            if len(self._ctx_cache) >= self.memo_size:
-                self._ctx_cache.clear()
-            value = self._ctx_cache[key] = factory()
+            value = self._keep(key, factory())
+        return value
+
+    def _keep(self, key: tuple[Any, ...], value: _T) -> _T:
+        """Store a built context part (the cache is emptied when it is full)."""
+        if len(self._ctx_cache) >= self.memo_size:
+            self._ctx_cache.clear()
+        self._ctx_cache[key] = value
         return value
 
     def build_context(
@@ -144,6 +164,25 @@ class Renderer(SegmentAssembly):
         customer hits it), ``profile`` (id or None), ``lead`` and ``close``. Parts that
         depend only on configuration and a few inputs are built once, then reused.
         """
+        base, d = self._context(
+            customer, profile, tag_scores, channel, moment, style, as_of, generic
+        )
+        meta = {"tags": list(d.tags), "hits": list(d.hits), "profile": d.pid, "lead": d.lead,
+                "close": d.close}  # fmt: skip
+        return base, meta
+
+    def _context(
+        self,
+        customer: Mapping[str, Any],
+        profile: Profile | str | None,
+        tag_scores: Mapping[str, float] | None,
+        channel: str,
+        moment: str,
+        style: str | None,
+        as_of: date | None,
+        generic: bool,
+    ) -> tuple[dict[str, Any], _Decided]:
+        """:meth:`build_context`'s variables, and the decisions as one record."""
         if channel not in CHANNELS:
             raise ScriptRenderError(
                 f"unknown channel '{channel}'; use one of {', '.join(CHANNELS)}"
@@ -154,68 +193,72 @@ class Renderer(SegmentAssembly):
         persona = profile is not None and not generic and not customer.get("profiling_opt_out")
         tags: tuple[str, ...] = ()
         hits: tuple[bool, ...] = ()
+        pid = lead = None
         if persona and profile is not None:
             tags, hits = order_tags(self.grid, profile.tags, tag_scores)
-        lead = tags[0] if tags else None
-        pid = profile.id if persona and profile is not None else None
+            pid, lead = profile.id, tags[0]
         cust = customer_info(customer)
-        styles, rules = self.styles, self.rules
-        risk = customer.get("risk_rating")
-        # both depend on the set of tags and the lead only, not on the whole order
-        close = self._cached(("close", pid, lead), lambda: styles.choose_close(tags))
+        cache, styles, rules = self._ctx_cache, self.styles, self.rules
+        iso = as_of.isoformat()
+        # the close depends on the set of tags and the lead only, not on the whole order
+        key: tuple[Any, ...] = ("call", channel, pid, lead, iso)
+        call = cache.get(key)
+        if call is None:
+            close = styles.choose_close(tags)
+            call_d = CallInfo(channel=channel, persona=persona, close=close, as_of=iso)
+            call = self._keep(key, (close, call_d.model_dump()))
+        close = call[0]
         # only the customer's hits that can bar an offer matter (the same for most customers)
-        barring = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags if persona else None
-        offer_kind = self._cached(
-            ("offer-kind", pid, lead, risk, barring),
-            lambda: rules.choose_offer(tags, risk, barring or ()),
-        )
+        risk = customer.get("risk_rating")
+        barring: tuple[str, ...] | None = None
         if persona:
-            pick_key = ("pick", style, *(customer.get(f) for f in styles.fields_used))
-            picked = self._cached(pick_key, lambda: styles.pick(customer, style))
-            style_d = self._cached(("style", picked), lambda: styles.info(*picked).model_dump())
+            hit = hit_tags(self.grid, tag_scores) & rules.offer_barring_tags
+            # as a sorted tuple: the offer's cache keys then hold no set for the GC to walk
+            barring = cache.get(("barring", hit))
+            if barring is None:
+                barring = self._keep(("barring", hit), tuple(sorted(hit)))
+        key = ("offer", pid, lead, risk, barring)
+        offer = cache.get(key)
+        if offer is None:
+            kind = rules.choose_offer(tags, risk, barring or ())
+            product = rules.products[kind]
+            offer_d = OfferInfo(kind=kind, name_zh=product.name_zh, risk_level=product.risk_level)
+            offer = self._keep(key, offer_d.model_dump())
+        if persona:
+            key = ("pick", style, *[customer.get(f) for f in styles.fields_used])
+            style_d = cache.get(key)
+            if style_d is None:
+                picked = styles.pick(customer, style)
+                style_d = self._keep(
+                    key, self._cached(("style", picked), lambda: styles.info(*picked).model_dump())
+                )
         else:
             style_d = self._cached(("style",), lambda: styles.neutral_style().model_dump())
-        iso = as_of.isoformat()
         due, born = cust["maturity_date"], cust["birthday"]
-
-        def moment_info() -> dict[str, Any]:
-            return resolve_moment(
-                styles, moment, maturity_date=due, birthday=born, as_of=as_of, lead=lead
-            ).model_dump()
-
-        def offer_info() -> dict[str, Any]:
-            product = rules.products[offer_kind]
-            return OfferInfo(
-                kind=offer_kind, name_zh=product.name_zh, risk_level=product.risk_level
-            ).model_dump()
-
-        base: dict[str, Any] = {
-            "bank": self._cached(("bank",), lambda: rules.bank.model_dump()),
-            "agent": self._cached(
-                ("agent",),
-                lambda: AgentInfo(
-                    name=styles.agent.name, ai_label=styles.agent.ai_label
+        key = ("moment", moment, iso, due, born, lead)
+        moment_d = cache.get(key)
+        if moment_d is None:
+            moment_d = self._keep(
+                key,
+                resolve_moment(
+                    styles, moment, maturity_date=due, birthday=born, as_of=as_of, lead=lead
                 ).model_dump(),
-            ),
+            )
+        fixed = self._fixed
+        base: dict[str, Any] = {
+            "bank": fixed["bank"],
+            "agent": fixed["agent"],
             "customer": cust,
             "style": style_d,
-            "moment": self._cached(("moment", moment, iso, due, born, lead), moment_info),
-            "offer": self._cached(("offer", offer_kind), offer_info),
-            "call": self._cached(
-                ("call", channel, persona, close, iso),
-                lambda: CallInfo(
-                    channel=channel, persona=persona, close=close, as_of=iso
-                ).model_dump(),
-            ),
+            "moment": moment_d,
+            "offer": offer,
+            "call": call[1],
             "range": safe_range,
         }
-        if persona and pid is not None:
-            base["profile"] = self._cached(
-                ("profile", pid, tags, hits), lambda: profile_info(self.grid, pid, tags, hits)
-            )
-        meta = {"tags": list(tags), "hits": list(hits), "profile": pid, "lead": lead,
-                "close": close}  # fmt: skip
-        return base, meta
+        if pid is not None:
+            # not cached: one order and hit pattern of many, cheaper to build than to keep
+            base["profile"] = profile_info(self.grid, pid, tags, hits)
+        return base, _Decided(tags, hits, pid, lead, close)
 
     # -- rendering --------------------------------------------------------------------------
     def render_script(
@@ -249,19 +292,14 @@ class Renderer(SegmentAssembly):
                 names the profile, channel, moment, style, stage and template version.
         """
         self.refresh()
-        base, meta = self.build_context(
-            customer, profile, tag_scores, channel=channel, moment=moment, style=style,
-            as_of=as_of, generic=generic,
-        )  # fmt: skip
-        pid, close = meta["profile"], meta["close"]
-        tags, hits = tuple(meta["tags"]), tuple(meta["hits"])
-        as_of_s, offer_kind = base["call"]["as_of"], base["offer"]["kind"]
-        style_id, moment_kind = base["style"]["id"], base["moment"]["kind"]
-        blocks = None
-        if tags and channel == "call":
-            blocks = self._cached(
-                ("blocks", tags, hits), lambda: value_blocks(self.grid, tags, hits)
-            )
+        base, d = self._context(
+            customer, profile, tag_scores, channel, moment, style, as_of, generic
+        )
+        tags, hits, pid, close = d.tags, d.hits, d.pid, d.close
+        offer_kind, style_id = base["offer"]["kind"], base["style"]["id"]
+        moment_kind, as_of_s = base["moment"]["kind"], base["call"]["as_of"]
+        # not cached (see the profile in _context)
+        blocks = value_blocks(self.grid, tags, hits) if tags and channel == "call" else None
         start_budget(self.limits)
         segments, parts = self._segments(channel, base, tags, hits, pid, close, moment_kind, blocks)
         total = sum([len(s.text) for s in segments])
@@ -279,16 +317,16 @@ class Renderer(SegmentAssembly):
                 "the rendered script breaks content rules: " + "; ".join(map(str, findings[:3])),
                 findings=tuple(findings),
             )
-        inputs = {
+        sid = rendered_script_id(
             # the customer's context values in contract order, one unit separator apart
-            "customer": "\x1d".join(map(str, base["customer"].values())),
-            "customer_id": customer_id, "profile": pid, "tags": ",".join(tags),
-            "hits": "".join("1" if h else "0" for h in hits), "channel": channel,
-            "moment": moment_kind, "style": style_id, "offer": offer_kind, "close": close,
-            "as_of": as_of_s, "pack": self.pack.version,
-        }  # fmt: skip
+            customer="\x1d".join(map(str, base["customer"].values())),
+            customer_id=customer_id, profile=pid, tags=",".join(tags),
+            hits="".join(["1" if h else "0" for h in hits]), channel=channel,
+            moment=moment_kind, style=style_id, offer=offer_kind, close=close,
+            as_of=as_of_s, pack=self.pack.version,
+        )  # fmt: skip
         return Script(
-            id=script_id(inputs),
+            id=sid,
             customer_id=customer_id or None,
             profile_id=pid,
             persona=pid is not None,

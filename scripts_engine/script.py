@@ -124,6 +124,44 @@ def script_id(inputs: Mapping[str, str | None]) -> str:
     built the mapping in, and much cheaper than canonical JSON.
     """
     blob = "\x1e".join(
-        [f"{k}\x1f{'' if v is None else v}\x1f{v is None:d}" for k, v in sorted(inputs.items())]
+        [f"{k}\x1f\x1f1" if v is None else f"{k}\x1f{v}\x1f0" for k, v in sorted(inputs.items())]
     )
+    return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+#: the inputs of a rendered script's id (:func:`rendered_script_id`), in canonical order
+RENDER_INPUTS = (
+    "as_of", "channel", "close", "customer", "customer_id", "hits", "moment", "offer", "pack",
+    "profile", "style", "tags",
+)  # fmt: skip
+_RENDER_BLOB = "\x1e".join(f"{k}\x1f{{}}\x1f0" for k in RENDER_INPUTS)
+_NO_PROFILE = _RENDER_BLOB.replace("profile\x1f{}\x1f0", "profile\x1f\x1f1")
+
+
+def rendered_script_id(
+    *,
+    as_of: str,
+    channel: str,
+    close: str,
+    customer: str,
+    customer_id: str,
+    hits: str,
+    moment: str,
+    offer: str,
+    pack: str,
+    profile: str | None,
+    style: str,
+    tags: str,
+) -> str:
+    """:func:`script_id` of the renderer's inputs (:data:`RENDER_INPUTS`), without sorting
+    them each time: only ``profile`` may be ``None`` (a generic script)."""
+    if profile is None:
+        blob = _NO_PROFILE.format(
+            as_of, channel, close, customer, customer_id, hits, moment, offer, pack, style, tags
+        )
+    else:
+        blob = _RENDER_BLOB.format(
+            as_of, channel, close, customer, customer_id, hits, moment, offer, pack, profile,
+            style, tags,
+        )  # fmt: skip
     return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]

@@ -116,7 +116,9 @@ def compile_template(
         return None, [Finding("dialect", v.message, name, v.line) for v in violations]
     try:
         code = env.compile(tree, name, filename)
-        template = env.template_class.from_code(env, code, env.make_globals(None))
+        # a plain dict of the sandbox's globals (only ``range``), not Jinja's ChainMap over
+        # them: every render copies the globals' keys, and a ChainMap's are slow to list
+        template = env.template_class.from_code(env, code, dict(env.make_globals(None)))
     except TemplateAssertionError as exc:  # e.g. an unknown filter
         return None, [Finding("syntax", exc.message or str(exc), name, exc.lineno)]
     version = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]

@@ -93,3 +93,34 @@ def test_context_values_are_plain_data(renderer: Renderer) -> None:
 )
 def test_model_for(template: str, model: type[BaseModel]) -> None:
     assert model_for(template) is model
+
+
+@pytest.mark.parametrize(
+    ("record", "honorific", "surname", "phone"),
+    [
+        (
+            {"name": " 欧阳娜娜 ", "gender": "f", "phone": "13812345678"},
+            "欧阳女士",
+            "欧阳",
+            "138****5678",
+        ),
+        ({"name": "王伟", "phone": 13812345678}, "王伟", "王", "138****5678"),
+        ({"name": "John", "gender": "M", "phone": "+86 138-1234-5678"}, "您", "", "138****5678"),
+        # cut to 40 characters, then stripped again; full-width digits are digits
+        ({"name": "李" + " " * 39 + "强", "phone": "１３８１２３４"}, "李", "李", "*****３４"),
+        ({"name": None, "phone": None}, "您", "", ""),
+        ({"name": "张" * 10, "gender": "M", "phone": "12ab34"}, "张先生", "张", "**34"),
+    ],
+)
+def test_customer_view_names_and_masks(
+    record: dict[str, object], honorific: str, surname: str, phone: str
+) -> None:
+    from scripts_engine.customer_view import customer_info
+    from scripts_engine.filters import honorific_of, mask_phone
+
+    view = customer_info(record)
+    assert (view["honorific"], view["surname"], view["phone_masked"]) == (honorific, surname, phone)
+    # the filters templates may use agree with the view
+    if record["name"] is None or len(str(record["name"])) <= 40:
+        assert honorific_of(record["name"], view["gender"]) == honorific  # type: ignore[arg-type]
+    assert mask_phone(record["phone"]) == phone
