@@ -104,6 +104,9 @@ class ScriptOut(BaseModel):
     as_of: str
     pack_version: str
     segments: list[SegmentOut]
+    styles_version: str | None = Field(
+        default=None, description="Content hash of the styles.yaml its style lines came from."
+    )
     text: str = Field(description="The spoken main path, one segment a line.")
     speech: str = Field(description="The same for a speech engine (escaped, with pauses).")
 

@@ -1,7 +1,8 @@
 """The rendered script: a structured, reproducible record of what will be said or sent.
 
 A :class:`Script` names its inputs (customer, profile, channel, moment, style, offer, date)
-and, for every segment, the stage, the template and the template's version (content hash).
+and, for every segment, the stage, the template and the template's version (content hash);
+``styles_version`` is the content hash of the ``styles.yaml`` its style lines came from.
 Its id is a hash of the inputs and the pack version, so the same inputs give the same id and
 the same bytes (:meth:`Script.to_json`), and a template edit gives a new id.
 
@@ -61,6 +62,8 @@ class Script:
     as_of: str
     pack_version: str
     segments: tuple[Segment, ...]
+    #: content hash of the ``styles.yaml`` text the style lines came from (None: unknown)
+    styles_version: str | None = None
 
     @cached_property
     def main(self) -> tuple[Segment, ...]:
