@@ -7,9 +7,15 @@ The queue of a campaign mixes a **stratified random sample** with **must-review*
   the first ``floor(rate * n)`` are taken, plus one more with probability equal to the
   fraction left (drawn from the stratum's own hash), so small strata are sampled too while
   the expected share stays ``rate``. The same campaign gives the same sample every time.
-- must-review: opt-outs and complaints (outcome notes with a complaint word), the first
-  ``new_version_renders`` calls that used a template version written through the API (not a
-  ``system`` seed), wealth-product offers, customers aged 60 or over.
+- must-review: opt-outs and complaints, the first ``new_version_renders`` calls that used a
+  template version written through the API (not a ``system`` seed), wealth-product offers,
+  customers aged 60 or over.
+
+A complaint is what the dialler reports: ``complaint: true`` on the outcome. As a fallback for
+diallers that do not send the field yet, an outcome whose free-text notes contain a complaint
+word (:data:`COMPLAINT_WORDS`) is queued for the same reason. That is a keyword match, not a
+classification: it misses complaints worded otherwise and may queue a call that only mentions
+the word; a false positive costs one review. Reports count only the field.
 
 Building the queue again adds what became due since (new outcomes) and never duplicates a call.
 
@@ -66,7 +72,8 @@ QUALITY_HELP = {
     "pacing": "pauses and speed suit a phone call",
 }
 REASONS = ("sample", "opt_out", "complaint", "new_version", "wealth", "age_60")
-#: words in a dialler's outcome notes that make a call a complaint (COMPLIANCE.md 6)
+#: words in a dialler's outcome notes that queue a call as a complaint when the dialler did
+#: not set ``complaint`` (a fallback; see the module docstring)
 COMPLAINT_WORDS = ("投诉", "起诉", "监管", "举报", "complain")
 WEALTH_OFFERS = frozenset({"wealth", "insurance"})
 
@@ -105,8 +112,11 @@ def _templates(record: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def _is_complaint(outcome: Outcome | None) -> bool:
-    notes = (outcome.notes or "").lower() if outcome is not None else ""
-    return any(w in notes for w in COMPLAINT_WORDS)
+    """The dialler reported a complaint, or (fallback) its notes use a complaint word."""
+    if outcome is None:
+        return False
+    notes = (outcome.notes or "").lower()
+    return bool(outcome.complaint) or any(w in notes for w in COMPLAINT_WORDS)
 
 
 def build_queue(

@@ -4,7 +4,8 @@ template versions make defective calls.
 Per campaign:
 
 - **funnel** (all, model, control): calls built, claimed (handed to a dialler at least once),
-  with an outcome, connected, converted, opted out;
+  with an outcome, connected, converted, opted out, complaints (the dialler reported
+  ``complaint: true``);
 - **conversion** by profile, by tag (customers whose profile has the tag) and by hit count,
   for the model group and the control group side by side. Control customers are profiled
   like everyone (the call record keeps the profile they would have had) but heard the
@@ -128,7 +129,7 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
     outcomes = {o.call_id: o for o in session.scalars(
         select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
     funnel = {g: dict.fromkeys(("built", "claimed", "reported", "connected", "converted",
-                                "opted_out"), 0) for g in ("all", *GROUPS)}  # fmt: skip
+                                "opted_out", "complaints"), 0) for g in ("all", *GROUPS)}  # fmt: skip
     by_profile: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_tag: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_hits: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
@@ -138,7 +139,8 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
         steps = {"built": True, "claimed": claims > 0, "reported": o is not None,
                  "connected": o is not None and o.status == "connected",
                  "converted": o is not None and o.converted,
-                 "opted_out": o is not None and o.opt_out}  # fmt: skip
+                 "opted_out": o is not None and o.opt_out,
+                 "complaints": o is not None and o.complaint}  # fmt: skip
         for step, hit in steps.items():
             if hit:
                 funnel["all"][step] += 1

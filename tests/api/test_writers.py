@@ -127,7 +127,7 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
             t["version"] for t in record["templates"]}  # fmt: skip
         outcomes = [{"status": "connected", "converted": True},
                     {"status": "connected", "opt_out": True},
-                    {"status": "connected", "notes": "客户表示要投诉"}]  # fmt: skip
+                    {"status": "connected", "complaint": True, "notes": "客户表示要投诉"}]  # fmt: skip
         for i, call in enumerate(claimed):
             o = outcomes[i] if i < len(outcomes) else {"status": "connected",
                                                        "converted": i % 3 == 0}  # fmt: skip
@@ -203,6 +203,7 @@ def test_writer_qa_live_render_journey(api_settings: Settings, clock: Clock) -> 
         f = rep["funnel"]
         assert f["all"]["built"] == f["model"]["built"] + f["control"]["built"] == 12
         assert f["all"]["reported"] == len(claimed) and f["all"]["opted_out"] == 1
+        assert f["all"]["complaints"] == 1
         # the control group is hash-chosen per campaign: count it the same way
         control = sum(in_control(cid, str(r["customer_id"]), 30) for r in records)
         assert f["control"]["built"] == control

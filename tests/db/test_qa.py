@@ -57,7 +57,10 @@ def fill(db: Database, n: int = 200) -> None:
                        status="done", claims=1, created_at=NOW))  # fmt: skip
             s.add(CallDocument(call_id=f"K-{i:03d}", script={}, record=record))
         s.flush()
-        for i, extra in ((9, {"opt_out": True}), (10, {"notes": "他说要去监管部门投诉"})):
+        # K-011: the dialler's complaint field; K-010: only the notes say it (the fallback)
+        for i, extra in ((9, {"opt_out": True}), (10, {"notes": "他说要去监管部门投诉"}),
+                         (11, {"complaint": True, "notes": "挂断前很不满"}),
+                         (12, {"notes": "客户满意"})):  # fmt: skip
             s.add(Outcome(call_id=f"K-{i:03d}", campaign_id="C-q", customer_id=f"c{i}",
                           status="connected", converted=False, refused=False, api_key_id=1,
                           created_at=NOW, **{"opt_out": False, **extra}))  # fmt: skip
@@ -89,6 +92,8 @@ def test_queue_has_the_sample_and_every_must_review(db: Database) -> None:
     assert {c for c, r in reasons.items() if "new_version" in r} == {"K-000", "K-001", "K-002"}
     assert "wealth" in reasons["K-007"] and "age_60" in reasons["K-008"]
     assert "opt_out" in reasons["K-009"] and "complaint" in reasons["K-010"]
+    assert "complaint" in reasons["K-011"] and "complaint" not in reasons.get("K-012", set())
+    assert counts["by_reason"]["complaint"] == 2
     sampled = [c for c, r in reasons.items() if "sample" in r]
     assert 2 <= len(sampled) <= 6  # 2 % of 200 in 4 strata (floor + a draw each)
     assert counts["by_reason"]["sample"] == len(sampled)
