@@ -20,8 +20,9 @@ the word; a false positive costs one review. Reports count only the field.
 Building the queue again adds what became due since (new outcomes) and never duplicates a call.
 
 A review shows the script, audio, tags and reason, the outcome, and every template version the
-call used (with its author). The scorecard has **critical** compliance items (pass, fail or
-n/a; any fail fails the review, and the reviewer names the template(s) at fault, whose
+call used (with its author), ``styles.yaml`` included. The scorecard has **critical**
+compliance items (pass, fail or n/a; any fail fails the review, and the reviewer names the
+template(s) at fault, or ``styles.yaml`` when the failing words came from a style line, whose
 versions are flagged) and **weighted quality** items scored 1-5. A reviewer may not review a
 call made with a template version they wrote. **Calibration** sends the same calls to two or
 more named reviewers, blind (nobody sees another's scorecard until all have scored), and
@@ -46,7 +47,7 @@ from scripts_engine.db.errors import Conflict, Forbidden, NotFound
 from scripts_engine.db.models import Call, CallDocument, Outcome, ReviewItem, ReviewResult
 from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.errors import ScriptsEngineError
-from scripts_engine.versions import SYSTEM, Actor, VersionStore, find_versions
+from scripts_engine.versions import STYLES, SYSTEM, Actor, VersionStore, find_versions
 
 QUEUE = "queue"
 #: critical compliance items: pass | fail | na; any fail fails the review
@@ -105,9 +106,14 @@ def stratified_sample(strata: Mapping[Any, Sequence[str]], rate: float, *, seed:
 
 
 def _templates(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The versions a call's script used: its segments' templates, then ``styles.yaml`` (the
+    style lines: tone, hook, thanks; recorded since migration 0005), so a defect caused by a
+    style line is traced and flagged like a template's."""
     seen: dict[tuple[str, str], None] = {}
     for t in record.get("templates") or []:
         seen[(str(t.get("template")), str(t.get("version")))] = None
+    if record.get("styles_version"):
+        seen[(STYLES, str(record["styles_version"]))] = None
     return [{"template": n, "version": v} for n, v in seen]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from scripts_engine import qa
 from scripts_engine.campaigns import call_id
 from scripts_engine.config import Settings
 from scripts_engine.refresh import refresh_waiting
@@ -152,3 +153,49 @@ def test_the_background_refresh_works_in_chunks_and_resumes(
         assert progress(client, keys, cid)["unchecked"] == 5 - sum(s["checked"] for s in steps)
     assert [s["checked"] for s in steps] == [2, 2, 1]
     assert sum(s["refreshed"] for s in steps) == 5 and all(not s["failed"] for s in steps)
+
+
+def test_a_styles_change_is_traced_from_claim_to_qa_flag(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    customers(client, keys, 3)
+    r = client.post("/v1/campaigns", json={"name": "s", "min_hits": 0}, headers=auth(keys["admin"]))
+    cid = r.json()["id"]
+    build_now(client.app)  # type: ignore[arg-type]
+    writer, reviewer = auth(keys["writer"]), auth(keys["qa"])
+    live = client.get("/v1/templates/styles.yaml", headers=writer).json()["live"]
+    source = live["source"].replace("thanks: ", "thanks: 祝您一切顺利！")
+    new = client.put("/v1/templates/styles.yaml", json={"source": source}, headers=writer).json()
+    assert new["lint_errors"] == 0, new["lint"]
+    client.post(f"/v1/template-versions/{new['id']}/submit", headers=writer)
+    r = client.post(f"/v1/template-versions/{new['id']}/approve", json={"publish": True},
+                    headers=reviewer)  # fmt: skip
+    assert r.json()["status"] == "live", r.text
+
+    # the waiting calls were built with the old styles: a claim speaks the new thanks line
+    calls = claim(client, keys["dialler"], cid, 5)
+    assert len(calls) == 3
+    for call in calls:
+        assert call["script"]["styles_version"] == new["version"] != live["version"]
+        assert "祝您一切顺利！" in signoff(call["script"])["text"]
+        assert record(client, keys, call["id"])["record"]["styles_version"] == new["version"]
+
+    # QA: the call's versions include styles.yaml (with its author); a critical failure caused
+    # by a style line flags the styles version and shows in its defect rate
+    r = client.post("/v1/reviews/queue", json={"campaign_id": cid, "rate": 0}, headers=reviewer)
+    assert r.json()["by_reason"]["new_version"] == 3
+    item = client.get("/v1/reviews", params={"campaign_id": cid}, headers=reviewer).json()[0]
+    detail = client.get(f"/v1/reviews/{item['id']}", headers=reviewer).json()
+    used = {t["template"]: t for t in detail["templates"]}
+    assert used["styles.yaml"]["version"] == new["version"]
+    assert used["styles.yaml"]["author"] == "test writer"
+    fail = {**dict.fromkeys(qa.CRITICAL, "pass"), "no_banned_claims": "fail"}
+    card = {"critical": fail, "quality": dict.fromkeys(qa.QUALITY, 3),
+            "defects": [{"template": "styles.yaml", "item": "no_banned_claims"}]}  # fmt: skip
+    r = client.post(f"/v1/reviews/{item['id']}/scorecard", json=card, headers=reviewer)
+    assert r.status_code == 201 and r.json()["defects"][0]["version"] == new["version"], r.text
+    flagged = client.get(f"/v1/template-versions/{new['id']}", headers=reviewer).json()
+    assert flagged["flags"] == 1
+    rates = client.get("/v1/reports/templates", params={"name": "styles.yaml"},
+                       headers=reviewer).json()  # fmt: skip
+    assert [(d["version"], d["defective_calls"]) for d in rates] == [(new["version"], 1)]
