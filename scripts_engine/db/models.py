@@ -335,7 +335,8 @@ class ReviewItem(Base):
     __tablename__ = "review_items"
     __table_args__ = (
         UniqueConstraint("call_id", "batch", name="uq_review_items_call_batch"),
-        Index("ix_review_items_campaign", "campaign_id", "status"),
+        Index("ix_review_items_campaign", "campaign_id", "status", "id"),
+        Index("ix_review_items_campaign_id", "campaign_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

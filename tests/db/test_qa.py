@@ -105,6 +105,25 @@ def test_queue_has_the_sample_and_every_must_review(db: Database) -> None:
         assert len(list(s.scalars(select(ReviewItem)))) == len(items)
 
 
+def test_the_listing_pages_with_a_cursor(db: Database) -> None:
+    fill(db)
+    qa.build_queue(db=db, campaign_id="C-q", rate=0.05, new_version_renders=3, actor=BOB, now=NOW)
+    with db.read() as s:
+        everything = [i.id for i, _ in qa.list_items(s, reviewer="bob", limit=1000)]
+        pages, before = [], None
+        while page := qa.list_items(s, reviewer="bob", limit=3, before=before):
+            pages.append([i.id for i, _ in page])
+            before = page[-1][0].id
+        wealth = [i.id for i, _ in qa.list_items(s, reviewer="bob", reason="wealth", limit=1)]
+    assert len(everything) > 6 and everything == sorted(everything, reverse=True)
+    assert [i for p in pages for i in p] == everything and all(len(p) == 3 for p in pages[:-1])
+    assert len(wealth) == 1  # K-007's item, found below the newer ones
+    # alice wrote the template of K-000..K-004: her pages skip those and still fill up
+    with db.read() as s:
+        hers = [i for i, _ in qa.list_items(s, reviewer="alice", limit=3)]
+    assert len(hers) == 3 and all("alice" not in i.authors for i in hers)
+
+
 def test_scorecard_rules_and_segregation(db: Database, store: vs.VersionStore) -> None:
     fill(db)
     qa.build_queue(db=db, campaign_id="C-q", rate=0.0, new_version_renders=3, actor=BOB, now=NOW)

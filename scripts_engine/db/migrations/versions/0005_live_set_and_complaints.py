@@ -1,4 +1,5 @@
-"""calls.live_set (what a waiting call was rendered against) and outcomes.complaint
+"""calls.live_set (what a waiting call was rendered against), outcomes.complaint, and the
+review queue's index in listing order
 
 Revision ID: 0005
 Revises: 0004
@@ -24,9 +25,17 @@ def upgrade() -> None:
         "outcomes",
         sa.Column("complaint", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
+    # a page of a campaign's queue (newest first, after a cursor) is an index range scan, not
+    # a sort of the whole queue
+    op.drop_index("ix_review_items_campaign", table_name="review_items")
+    op.create_index("ix_review_items_campaign", "review_items", ["campaign_id", "status", "id"])
+    op.create_index("ix_review_items_campaign_id", "review_items", ["campaign_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_review_items_campaign_id", table_name="review_items")
+    op.drop_index("ix_review_items_campaign", table_name="review_items")
+    op.create_index("ix_review_items_campaign", "review_items", ["campaign_id", "status"])
     with op.batch_alter_table("outcomes") as batch:
         batch.drop_column("complaint")
     with op.batch_alter_table("calls") as batch:
