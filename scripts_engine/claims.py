@@ -21,6 +21,7 @@ cost more than the SQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from scripts_engine.db.session import Database, table, write_async, write_transa
 from scripts_engine.gate import Decision, Gate, Subject
 from scripts_engine.refresh import renew_leased
 
+log = logging.getLogger("scripts_engine.claims")
 #: Extra candidates examined per round (blocked ones are skipped), and rounds per claim.
 OVERSCAN = 2
 ROUNDS = 8
@@ -188,11 +190,17 @@ def live_scripts(
     """The claim's calls, each with a script of the live template and styles versions: a call
     rendered against a version no longer live is rendered again before it is handed out
     (:func:`scripts_engine.refresh.renew_leased`; one primary-key read when nothing changed).
-    Runs after the lease is committed, outside the claim's transaction."""
+    Runs after the lease is committed, outside the claim's transaction. If that fails, the
+    calls are handed out with the approved scripts they were built with (which their records
+    still name): the leases and attempts are already written."""
     if toolkit is None or not result.calls:
         return result
-    renewed = renew_leased(db=db, toolkit=toolkit, now=now,
-                           leases={c.call_id: c.lease_until for c in result.calls})  # fmt: skip
+    try:
+        renewed = renew_leased(db=db, toolkit=toolkit, now=now,
+                               leases={c.call_id: c.lease_until for c in result.calls})  # fmt: skip
+    except Exception:  # noqa: BLE001 - the claim stands; see the docstring
+        log.exception("claim-time refresh failed; handing out the scripts as built")
+        return result
     if not renewed:
         return result
     calls = [

@@ -21,18 +21,25 @@ SIGNOFF = "call/signoff"
 NEW_LINE = "期待下次再为您服务"
 
 
-def publish_change(c: TestClient, keys: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The writer changes the sign-off, someone else approves and publishes it; returns the
-    live version before and the new one."""
-    live = c.get(f"/v1/templates/{SIGNOFF}", headers=auth(keys["writer"])).json()["live"]
-    body = {"source": live["source"].replace("再见", f"{NEW_LINE}，再见"), "message": "warmer"}
-    new = c.put(f"/v1/templates/{SIGNOFF}", json=body, headers=auth(keys["writer"])).json()
-    assert new["lint_errors"] == 0, new["lint"]
-    c.post(f"/v1/template-versions/{new['id']}/submit", headers=auth(keys["writer"]))
-    r = c.post(f"/v1/template-versions/{new['id']}/approve", json={"publish": True},
+def publish(
+    c: TestClient, keys: dict[str, str], name: str, old: str, new: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The writer replaces ``old`` by ``new`` in a file, someone else approves and publishes
+    it; returns the live version before and the new one."""
+    live = c.get(f"/v1/templates/{name}", headers=auth(keys["writer"])).json()["live"]
+    body = {"source": live["source"].replace(old, new), "message": "an edit"}
+    version = c.put(f"/v1/templates/{name}", json=body, headers=auth(keys["writer"])).json()
+    assert version["lint_errors"] == 0, version["lint"]
+    c.post(f"/v1/template-versions/{version['id']}/submit", headers=auth(keys["writer"]))
+    r = c.post(f"/v1/template-versions/{version['id']}/approve", json={"publish": True},
                headers=auth(keys["qa"]))  # fmt: skip
     assert r.status_code == 200 and r.json()["status"] == "live", r.text
-    return live, new
+    return live, version
+
+
+def publish_change(c: TestClient, keys: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new sentence in the sign-off, live."""
+    return publish(c, keys, SIGNOFF, "再见", f"{NEW_LINE}，再见")
 
 
 def signoff(script: dict[str, Any]) -> dict[str, Any]:
@@ -64,14 +71,19 @@ def customers(c: TestClient, keys: dict[str, str], n: int) -> list[dict[str, Any
     return recs
 
 
+def built_campaign(c: TestClient, keys: dict[str, str], n: int) -> str:
+    """A campaign of ``n`` customers, built now in this thread (no background builder)."""
+    customers(c, keys, n)
+    r = c.post("/v1/campaigns", json={"name": "c", "min_hits": 0}, headers=auth(keys["admin"]))
+    build_now(c.app)  # type: ignore[arg-type]
+    return str(r.json()["id"])
+
+
 def test_a_claim_renders_a_stale_call_again_before_handing_it_out(
     client: TestClient, keys: dict[str, str]
 ) -> None:
     # no background builder here: only the claim-time check can bring the change
-    customers(client, keys, 4)
-    r = client.post("/v1/campaigns", json={"name": "c", "min_hits": 0}, headers=auth(keys["admin"]))
-    cid = r.json()["id"]
-    build_now(client.app)  # type: ignore[arg-type]
+    cid = built_campaign(client, keys, 4)
     (first,) = claim(client, keys["dialler"], cid, 1)
     old, new = publish_change(client, keys)
     assert signoff(first["script"])["version"] == old["version"]
@@ -138,10 +150,7 @@ def test_the_background_refresh_brings_publish_and_rollback_to_waiting_calls(
 def test_the_background_refresh_works_in_chunks_and_resumes(
     client: TestClient, keys: dict[str, str], clock: Clock
 ) -> None:
-    customers(client, keys, 5)
-    r = client.post("/v1/campaigns", json={"name": "r", "min_hits": 0}, headers=auth(keys["admin"]))
-    cid = r.json()["id"]
-    build_now(client.app)  # type: ignore[arg-type]
+    cid = built_campaign(client, keys, 5)
     publish_change(client, keys)
     services = client.app.state.services  # type: ignore[attr-defined]
     toolkit = services.toolkit
@@ -158,19 +167,9 @@ def test_the_background_refresh_works_in_chunks_and_resumes(
 def test_a_styles_change_is_traced_from_claim_to_qa_flag(
     client: TestClient, keys: dict[str, str]
 ) -> None:
-    customers(client, keys, 3)
-    r = client.post("/v1/campaigns", json={"name": "s", "min_hits": 0}, headers=auth(keys["admin"]))
-    cid = r.json()["id"]
-    build_now(client.app)  # type: ignore[arg-type]
-    writer, reviewer = auth(keys["writer"]), auth(keys["qa"])
-    live = client.get("/v1/templates/styles.yaml", headers=writer).json()["live"]
-    source = live["source"].replace("thanks: ", "thanks: 祝您一切顺利！")
-    new = client.put("/v1/templates/styles.yaml", json={"source": source}, headers=writer).json()
-    assert new["lint_errors"] == 0, new["lint"]
-    client.post(f"/v1/template-versions/{new['id']}/submit", headers=writer)
-    r = client.post(f"/v1/template-versions/{new['id']}/approve", json={"publish": True},
-                    headers=reviewer)  # fmt: skip
-    assert r.json()["status"] == "live", r.text
+    cid = built_campaign(client, keys, 3)
+    reviewer = auth(keys["qa"])
+    live, new = publish(client, keys, "styles.yaml", "thanks: ", "thanks: 祝您一切顺利！")
 
     # the waiting calls were built with the old styles: a claim speaks the new thanks line
     calls = claim(client, keys["dialler"], cid, 5)
