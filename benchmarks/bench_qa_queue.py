@@ -10,7 +10,8 @@ measures, each in a fresh process (so its peak RSS is its own):
 - ``queue_again``: the same again (nothing new to add);
 - ``list_first``: the first page of the campaign's queue listing (100 open items, as
   ``GET /v1/reviews?campaign_id=`` answers by default);
-- ``list_all``: every page of it, 100 at a time, with the ``before`` cursor.
+- ``list_all``: every page of it, 100 at a time, with the ``before`` cursor;
+- ``report``: the campaign report (funnel, conversion by profile, tag and hits, lift).
 
 Prints seconds and peak RSS per step and the time ratio to the baseline; the last line is
 JSON. ``--database-url postgresql://...`` runs on PostgreSQL (it empties that database).
@@ -148,6 +149,11 @@ def measure(url: str, step: str) -> dict[str, Any]:
         out = qa.build_queue(db=db, campaign_id=CID, rate=0.02, new_version_renders=3, actor=bob,
                              now=NOW)  # fmt: skip
         out = {k: out[k] for k in ("calls", "added", "updated", "by_reason")}
+    elif step == "report":
+        from scripts_engine.reports import campaign_report
+
+        with db.read() as s:
+            out = campaign_report(s, CID)["funnel"]["all"]
     elif step == "list_first":
         with db.read() as s:
             out = len(qa.list_items(s, reviewer="bob", campaign_id=CID, status="open", limit=100))
@@ -170,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--steps", default="baseline,queue,queue_again,list_first,list_all")
+    parser.add_argument("--steps", default="baseline,queue,queue_again,list_first,list_all,report")
     parser.add_argument(
         "--reuse",
         action="store_true",

@@ -121,19 +121,25 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"no campaign '{campaign_id}'")
+    # only the scoring fields of each record, extracted by the database, streamed: a large
+    # campaign's context snapshots and scripts are never loaded
+    rec = CallDocument.record
     calls = session.execute(
-        select(Call.id, Call.group, Call.claims, CallDocument.record)
+        select(Call.id, Call.group, Call.claims, rec[("scoring", "profile", "id")].as_string(),
+               rec[("scoring", "profile", "tags")], rec[("scoring", "hits")])
         .join_from(Call, CallDocument)
         .where(Call.campaign_id == campaign_id)
-    ).all()  # fmt: skip
-    outcomes = {o.call_id: o for o in session.scalars(
-        select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
+        .execution_options(yield_per=2000)
+    )  # fmt: skip
+    outcomes = {o.call_id: o for o in session.execute(
+        select(Outcome.call_id, Outcome.status, Outcome.converted, Outcome.opt_out,
+               Outcome.complaint).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
     funnel = {g: dict.fromkeys(("built", "claimed", "reported", "connected", "converted",
                                 "opted_out", "complaints"), 0) for g in ("all", *GROUPS)}  # fmt: skip
     by_profile: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_tag: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_hits: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
-    for cid, group, claims, record in calls:
+    for cid, group, claims, profile_id, profile_tags, hits in calls:
         group = group if group in GROUPS else "model"
         o = outcomes.get(cid)
         steps = {"built": True, "claimed": claims > 0, "reported": o is not None,
@@ -147,12 +153,9 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
                 funnel[group][step] += 1
         if o is None:
             continue
-        scoring = record.get("scoring") or {}
-        profile = scoring.get("profile") or {}
         converted = int(bool(o.converted))
-        keys = [(by_profile, profile.get("id") or "generic"),
-                (by_hits, len(scoring.get("hits") or []))]  # fmt: skip
-        keys += [(by_tag, t) for t in profile.get("tags") or []]
+        keys = [(by_profile, profile_id or "generic"), (by_hits, len(hits or []))]
+        keys += [(by_tag, t) for t in profile_tags or []]
         for table, k in keys:
             table[k][group][0] += 1
             table[k][group][1] += converted
