@@ -122,6 +122,12 @@ def test_the_listing_pages_with_a_cursor(db: Database) -> None:
     with db.read() as s:
         hers = [i for i, _ in qa.list_items(s, reviewer="alice", limit=3)]
     assert len(hers) == 3 and all("alice" not in i.authors for i in hers)
+    # the newest item is a calibration for others: dave's first page of one looks further
+    qa.start_calibration(db=db, call_ids=["K-010"], reviewers=["bob", "erin"], actor=BOB, now=NOW)
+    with db.read() as s:
+        (newest, _), *_ = qa.list_items(s, reviewer="bob", limit=1, mine=False)
+        (first, _), *_ = qa.list_items(s, reviewer="dave", limit=1)
+    assert newest.assignees == ["bob", "erin"] and first.id == everything[0]
 
 
 def test_scorecard_rules_and_segregation(db: Database, store: vs.VersionStore) -> None:
