@@ -2,7 +2,8 @@
 
 The lifespan builds everything once: it opens the database and applies the migrations, loads
 the scorer, the renderer, the voice catalog and the compliance gate, starts the synthesis
-workers and the campaign builder (which resumes unfinished builds), and stops them on exit.
+workers and the campaign builder (which resumes unfinished builds and, after a live template
+change, refreshes the calls still waiting), and stops them on exit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scripts_engine.db.session import open_database
 from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.propensity import read_manifest
+from scripts_engine.refresh import WaitingRefresher
 from scripts_engine.render import Renderer
 from scripts_engine.scoring import Engine
 from scripts_engine.signing import master_key
@@ -72,7 +74,6 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
         versions.seed(clock())
         source = versions.source()
     renderer = Renderer(settings.personas_dir, grid=engine.grid, source=source)
-    versions.on_live_change = lambda: bool(renderer.refresh(force=True))
     voices = get_catalog(settings.voices_dir)
     synth: Any
     if settings.service_synthesis == "pool":
@@ -86,7 +87,15 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     executor = None
     if settings.campaign_executor != "inline":
         executor = make_executor(settings, db, toolkit)
-    builder = Builder(db, toolkit, executor=executor)
+    refresher = WaitingRefresher(db, toolkit, clock)
+    builder = Builder(db, toolkit, executor=executor, refresher=refresher.step)
+
+    def on_live_change() -> None:
+        # the next render uses the change at once; waiting calls follow in the background
+        renderer.refresh(force=True)
+        builder.wake()
+
+    versions.on_live_change = on_live_change
     return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
                     metrics=metrics, clock=clock, synth=synth, versions=versions,
                     limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s),

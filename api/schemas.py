@@ -104,6 +104,9 @@ class ScriptOut(BaseModel):
     as_of: str
     pack_version: str
     segments: list[SegmentOut]
+    styles_version: str | None = Field(
+        default=None, description="Content hash of the styles.yaml its style lines came from."
+    )
     text: str = Field(description="The spoken main path, one segment a line.")
     speech: str = Field(description="The same for a speech engine (escaped, with pauses).")
 
@@ -200,12 +203,22 @@ class OutcomeIn(_In):
     opt_out: bool = Field(default=False, description="Stop all marketing calls (at once).")
     refused: bool = Field(default=False, description="Declined: no calls for 180 days.")
     duration_s: float | None = Field(default=None, ge=0, le=86_400)
+    complaint: bool = Field(
+        default=False,
+        description="The customer complained about the call (to the agent, or said they would "
+        "complain to the bank or a regulator): QA must review the call. Counted in the "
+        "report's funnel as `complaints`.",
+        examples=[True],
+    )
     notes: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"status": "connected", "converted": True,
-                                         "intent_grade": "A", "duration_s": 74.5}]},
+        json_schema_extra={"examples": [
+            {"status": "connected", "converted": True, "intent_grade": "A", "duration_s": 74.5},
+            {"status": "connected", "converted": False, "intent_grade": "D", "complaint": True,
+             "duration_s": 41.0, "notes": "客户表示来电太频繁"},
+        ]},
     )  # fmt: skip
 
 
@@ -219,6 +232,7 @@ class OutcomeOut(BaseModel):
     opt_out: bool
     refused: bool
     duration_s: float | None
+    complaint: bool
     notes: str | None
     recorded_at: str
 

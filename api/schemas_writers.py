@@ -309,7 +309,15 @@ class CalibrationCreated(BaseModel):
 
 class RefreshIn(_In):
     every: bool = Field(default=False, description="Re-render every waiting call, not only "
-                        "those whose template versions are no longer live.")  # fmt: skip
+                        "those whose template or styles versions are no longer live.")  # fmt: skip
+
+
+class RefreshProgress(BaseModel):
+    campaign_id: str
+    live_set: str = Field(description="Digest of the live templates and styles.yaml now.")
+    ready: int = Field(description="Calls waiting to be claimed.")
+    unchecked: int = Field(description="Of those, not yet checked against the live set by the "
+                           "background refresh (a claim checks them anyway).")  # fmt: skip
 
 
 class RefreshOut(BaseModel):

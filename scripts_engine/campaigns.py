@@ -12,8 +12,10 @@ the latest, so a late duplicate never overwrites a newer result and nothing is w
 Resuming after a restart re-runs only chunks that are not done.
 
 Each call row carries its audit ``record`` (DESIGN.md "Identity and audit"): tag scores, hits,
-profile and policy, model version, every template version, the context snapshot, the voice
-and its settings, and the audio's sha256 per format. The gate's decisions are added at claim
+profile and policy, model version, every template version and the ``styles.yaml`` version
+(``styles_version``), the context snapshot, the voice and its settings, and the audio's sha256
+per format. The call row keeps a digest of both (``live_set``), so a live change is noticed
+cheaply (:mod:`scripts_engine.refresh`). The gate's decisions are added at claim
 time (table ``gate_decisions``).
 
 Customers who opted out of profiling (PIPL art. 24) are not scored: they join a campaign only
@@ -178,6 +180,7 @@ def build_chunk(
             "model_version": toolkit.model_version,
             "script_id": script.id,
             "pack_version": script.pack_version,
+            "styles_version": script.styles_version,
             "templates": [
                 {"stage": s.stage, "key": s.key, "template": s.template, "version": s.version}
                 for s in script.segments
@@ -200,9 +203,24 @@ def build_chunk(
                 "payload": call_payload(record["group"], script_dict, record),
                 "audio": {f: a["sha256"] for f, a in audio.items()},
                 "status": "ready", "claims": 0, "created_at": now,
+                "live_set": live_set(script.pack_version, script.styles_version),
             }
         )  # fmt: skip
     return ChunkResult(calls, audio_rows, filtered, failed)
+
+
+def live_set(pack_version: str, styles_version: str | None) -> str:
+    """Digest of what a script was rendered against: the template pack and styles.yaml.
+
+    A waiting call whose digest differs from the renderer's (:func:`renderer_live_set`) may be
+    stale; :mod:`scripts_engine.refresh` then compares its record's versions exactly."""
+    blob = f"{pack_version}\x1f{styles_version or ''}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def renderer_live_set(renderer: Renderer) -> str:
+    """:func:`live_set` of what ``renderer`` renders with now."""
+    return live_set(renderer.pack.version, renderer.styles_version)
 
 
 def call_payload(group: str, script: dict[str, Any], record: dict[str, Any]) -> str:
@@ -344,7 +362,8 @@ def _pending(db: Database) -> list[tuple[str, int]]:
 
 
 class Builder:
-    """Runs pending chunks in a background thread; :meth:`wake` after planning a campaign.
+    """Runs pending chunks in a background thread; :meth:`wake` after planning a campaign or
+    after a live change (then the ``refresher`` brings waiting calls to the live versions).
 
     On start it resumes whatever a previous process left unfinished."""
 
@@ -355,11 +374,16 @@ class Builder:
         *,
         on_chunk: Callable[[], None] = lambda: None,
         executor: Any = None,
+        refresher: Callable[[], int] | None = None,
     ):
         """``executor``: an :class:`~scripts_engine.executors.Executor` (worker processes or
-        a Dask cluster); None builds in this thread."""
+        a Dask cluster); None builds in this thread. ``refresher``: one step of the
+        background refresh of waiting calls (e.g.
+        :meth:`scripts_engine.refresh.WaitingRefresher.step`), called until it answers 0
+        after every pass of building."""
         self.db, self.toolkit, self.on_chunk = db, toolkit, on_chunk
         self.executor = executor
+        self.refresher = refresher
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -394,10 +418,14 @@ class Builder:
                     while not self._stop.is_set() and (tasks := _pending(self.db)):
                         self.executor.run(tasks)
                         self.on_chunk()
-                    continue
-                while run_pending(db=self.db, toolkit=self.toolkit, max_chunks=1,
-                                  stop=self._stop.is_set):  # fmt: skip
-                    self.on_chunk()
+                else:
+                    while run_pending(db=self.db, toolkit=self.toolkit, max_chunks=1,
+                                      stop=self._stop.is_set):  # fmt: skip
+                        self.on_chunk()
+                # waiting calls made before a live change: a batch at a time, so a new
+                # campaign's chunks (checked above after each batch) are not held up long
+                if self.refresher is not None and not self._stop.is_set() and self.refresher():
+                    self._wake.set()
             except Exception:  # noqa: BLE001 - keep the builder alive; the chunk is retried
                 log.exception("campaign builder: a pass failed; retrying")
                 self.errors += 1

@@ -20,7 +20,9 @@ cost more than the SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -28,13 +30,15 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from scripts_engine.audio import get_format
-from scripts_engine.campaigns import call_payload
+from scripts_engine.campaigns import Toolkit, call_payload
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
 from scripts_engine.db.models import Attempt, Call, Campaign, GateDecision
 from scripts_engine.db.session import Database, table, write_async, write_transaction
 from scripts_engine.gate import Decision, Gate, Subject
+from scripts_engine.refresh import renew_leased
 
+log = logging.getLogger("scripts_engine.claims")
 #: Extra candidates examined per round (blocked ones are skipped), and rounds per claim.
 OVERSCAN = 2
 ROUNDS = 8
@@ -180,6 +184,33 @@ def _claim(
     return ClaimResult(claimed, decisions, next_due)
 
 
+def live_scripts(
+    result: ClaimResult, *, db: Database, toolkit: Toolkit | None, now: datetime
+) -> ClaimResult:
+    """The claim's calls, each with a script of the live template and styles versions: a call
+    rendered against a version no longer live is rendered again before it is handed out
+    (:func:`scripts_engine.refresh.renew_leased`; one primary-key read when nothing changed).
+    Runs after the lease is committed, outside the claim's transaction. If that fails, the
+    calls are handed out with the approved scripts they were built with (which their records
+    still name): the leases and attempts are already written."""
+    if toolkit is None or not result.calls:
+        return result
+    try:
+        renewed = renew_leased(db=db, toolkit=toolkit, now=now,
+                               leases={c.call_id: c.lease_until for c in result.calls})  # fmt: skip
+    except Exception:  # noqa: BLE001 - the claim stands; see the docstring
+        log.exception("claim-time refresh failed; handing out the scripts as built")
+        return result
+    if not renewed:
+        return result
+    calls = [
+        replace(c, payload=renewed[c.call_id]["payload"],
+                audio=_audio_refs(renewed[c.call_id]["audio"])) if c.call_id in renewed else c
+        for c in result.calls
+    ]  # fmt: skip
+    return replace(result, calls=calls)
+
+
 def claim_calls(
     *,
     db: Database,
@@ -189,20 +220,23 @@ def claim_calls(
     limit: int,
     lease_seconds: int,
     now: datetime,
+    toolkit: Toolkit | None = None,
 ) -> ClaimResult:
     """Lease up to ``limit`` calls of a campaign to one dialler (see the module docstring).
+    With ``toolkit``, stale scripts are rendered again first (:func:`live_scripts`).
 
     Raises:
         NotFound: no such campaign.
         Busy: the database stayed locked through every retry (nothing was written).
     """
-    return write_transaction(
+    result = write_transaction(
         db,
         lambda session: _claim(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
     )  # fmt: skip
+    return live_scripts(result, db=db, toolkit=toolkit, now=now)
 
 
 async def claim_calls_async(
@@ -214,12 +248,18 @@ async def claim_calls_async(
     limit: int,
     lease_seconds: int,
     now: datetime,
+    toolkit: Toolkit | None = None,
 ) -> ClaimResult:
     """:func:`claim_calls` for a coroutine (the service's event loop)."""
-    return await write_async(
+    result = await write_async(
         db,
         lambda session: _claim(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
     )  # fmt: skip
+    if toolkit is None or not result.calls:
+        return result
+    return await asyncio.get_running_loop().run_in_executor(
+        None, lambda: live_scripts(result, db=db, toolkit=toolkit, now=now)
+    )

@@ -57,7 +57,9 @@ def _settings_blob(settings: Settings) -> dict[str, Any]:
 
 def worker_state(blob: dict[str, Any]) -> tuple[Any, Any]:
     """``(Database, Toolkit)`` of this worker process for these settings (built on first use:
-    the speech engine is created here, once per process)."""
+    the speech engine is created here, once per process). The renderer renders the live set
+    from the database, as the service does, and notices a live change within its reload
+    interval."""
     key = repr(sorted(blob.items()))
     if _WORKER.get("key") != key:
         from scripts_engine.audiostore import AudioStore
@@ -81,7 +83,16 @@ def worker_state(blob: dict[str, Any]) -> tuple[Any, Any]:
         store = None
         if blob.get("_audio", True):
             store = AudioStore(settings.resolved_audio_dir, catalog=voices, synth=synth)
-        renderer = Renderer(settings.personas_dir, grid=engine.grid)
+        source = None
+        if settings.templates_source == "database":  # the live set, as the service renders
+            from datetime import UTC, datetime
+
+            from scripts_engine.versions import VersionStore
+
+            versions = VersionStore(db, settings.personas_dir, engine.grid)
+            versions.seed(datetime.now(UTC))  # idempotent; the service seeds on start too
+            source = versions.source()
+        renderer = Renderer(settings.personas_dir, grid=engine.grid, source=source)
         _WORKER.update(key=key, db=db, toolkit=Toolkit(engine, renderer, voices, store,
                                                        model_version=version))  # fmt: skip
     return _WORKER["db"], _WORKER["toolkit"]

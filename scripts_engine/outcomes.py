@@ -52,7 +52,7 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 
 _PUBLIC = ("id", "call_id", "campaign_id", "status", "converted", "intent_grade", "opt_out",
-           "refused", "duration_s", "notes")  # fmt: skip
+           "refused", "duration_s", "complaint", "notes")  # fmt: skip
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +106,8 @@ def _record(
         "status": body["status"], "converted": bool(body.get("converted")),
         "intent_grade": body.get("intent_grade"), "opt_out": bool(body.get("opt_out")),
         "refused": bool(body.get("refused")), "duration_s": body.get("duration_s"),
-        "notes": body.get("notes"), "api_key_id": api_key_id, "created_at": now,
+        "complaint": bool(body.get("complaint")), "notes": body.get("notes"),
+        "api_key_id": api_key_id, "created_at": now,
     }  # fmt: skip
     outcome_id = session.scalar(insert(Outcome).values(values).returning(Outcome.id))
     session.execute(update(calls).where(calls.c.id == call_id).values(status="done",

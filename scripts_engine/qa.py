@@ -7,15 +7,22 @@ The queue of a campaign mixes a **stratified random sample** with **must-review*
   the first ``floor(rate * n)`` are taken, plus one more with probability equal to the
   fraction left (drawn from the stratum's own hash), so small strata are sampled too while
   the expected share stays ``rate``. The same campaign gives the same sample every time.
-- must-review: opt-outs and complaints (outcome notes with a complaint word), the first
-  ``new_version_renders`` calls that used a template version written through the API (not a
-  ``system`` seed), wealth-product offers, customers aged 60 or over.
+- must-review: opt-outs and complaints, the first ``new_version_renders`` calls that used a
+  template version written through the API (not a ``system`` seed), wealth-product offers,
+  customers aged 60 or over.
+
+A complaint is what the dialler reports: ``complaint: true`` on the outcome. As a fallback for
+diallers that do not send the field yet, an outcome whose free-text notes contain a complaint
+word (:data:`COMPLAINT_WORDS`) is queued for the same reason. That is a keyword match, not a
+classification: it misses complaints worded otherwise and may queue a call that only mentions
+the word; a false positive costs one review. Reports count only the field.
 
 Building the queue again adds what became due since (new outcomes) and never duplicates a call.
 
 A review shows the script, audio, tags and reason, the outcome, and every template version the
-call used (with its author). The scorecard has **critical** compliance items (pass, fail or
-n/a; any fail fails the review, and the reviewer names the template(s) at fault, whose
+call used (with its author), ``styles.yaml`` included. The scorecard has **critical**
+compliance items (pass, fail or n/a; any fail fails the review, and the reviewer names the
+template(s) at fault, or ``styles.yaml`` when the failing words came from a style line, whose
 versions are flagged) and **weighted quality** items scored 1-5. A reviewer may not review a
 call made with a template version they wrote. **Calibration** sends the same calls to two or
 more named reviewers, blind (nobody sees another's scorecard until all have scored), and
@@ -31,16 +38,24 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, insert, select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.errors import Conflict, Forbidden, NotFound
-from scripts_engine.db.models import Call, CallDocument, Outcome, ReviewItem, ReviewResult
+from scripts_engine.db.models import (
+    Call,
+    CallDocument,
+    Outcome,
+    ReviewItem,
+    ReviewResult,
+    TemplateVersion,
+)
 from scripts_engine.db.session import Database, write_transaction
 from scripts_engine.errors import ScriptsEngineError
-from scripts_engine.versions import SYSTEM, Actor, VersionStore, find_versions
+from scripts_engine.versions import STYLES, SYSTEM, Actor, VersionStore, find_versions
 
 QUEUE = "queue"
 #: critical compliance items: pass | fail | na; any fail fails the review
@@ -66,7 +81,8 @@ QUALITY_HELP = {
     "pacing": "pauses and speed suit a phone call",
 }
 REASONS = ("sample", "opt_out", "complaint", "new_version", "wealth", "age_60")
-#: words in a dialler's outcome notes that make a call a complaint (COMPLIANCE.md 6)
+#: words in a dialler's outcome notes that queue a call as a complaint when the dialler did
+#: not set ``complaint`` (a fallback; see the module docstring)
 COMPLAINT_WORDS = ("投诉", "起诉", "监管", "举报", "complain")
 WEALTH_OFFERS = frozenset({"wealth", "insurance"})
 
@@ -98,15 +114,49 @@ def stratified_sample(strata: Mapping[Any, Sequence[str]], rate: float, *, seed:
 
 
 def _templates(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The versions a call's script used: its segments' templates, then ``styles.yaml`` (the
+    style lines: tone, hook, thanks; recorded since migration 0005), so a defect caused by a
+    style line is traced and flagged like a template's."""
     seen: dict[tuple[str, str], None] = {}
     for t in record.get("templates") or []:
         seen[(str(t.get("template")), str(t.get("version")))] = None
+    if record.get("styles_version"):
+        seen[(STYLES, str(record["styles_version"]))] = None
     return [{"template": n, "version": v} for n, v in seen]
 
 
-def _is_complaint(outcome: Outcome | None) -> bool:
-    notes = (outcome.notes or "").lower() if outcome is not None else ""
-    return any(w in notes for w in COMPLAINT_WORDS)
+def _is_complaint(complaint: bool, notes: str | None) -> bool:
+    """The dialler reported a complaint, or (fallback) its notes use a complaint word."""
+    return bool(complaint) or any(w in (notes or "").lower() for w in COMPLAINT_WORDS)
+
+
+#: calls read per round trip while scanning a campaign, and review items written per statement
+PAGE = 2000
+
+
+def _scan(session: Session, campaign_id: str) -> Any:
+    """The campaign's calls in build order, with only what the queue needs of each record
+    (extracted by the database: the context snapshot and scores are never loaded), streamed
+    ``PAGE`` rows at a time."""
+    rec = CallDocument.record
+    stmt = (
+        select(Call.id, Call.profile_id, rec["pack_version"].as_string(),
+               rec[("context", "offer", "kind")].as_string(),
+               rec[("context", "customer", "age")].as_string(),
+               rec["templates"], rec["styles_version"].as_string())
+        .join_from(Call, CallDocument)
+        .where(Call.campaign_id == campaign_id)
+        .order_by(Call.created_at, Call.id)
+        .execution_options(yield_per=PAGE)
+    )  # fmt: skip
+    return session.execute(stmt)
+
+
+def _age(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def build_queue(
@@ -115,90 +165,121 @@ def build_queue(
 ) -> dict[str, Any]:  # fmt: skip
     """Add the campaign's sample and must-review calls to the queue; returns counts.
 
+    Memory is bounded by the number of calls (their ids, per stratum) and of queued calls,
+    not by the size of the records: the calls are read in pages with the few record fields
+    the rules read, and the new review items are written in batches.
+
     Raises:
         NotFound: no such campaign or it has no calls.
     """
-
-    def run(session: Session) -> dict[str, Any]:
-        rows = session.execute(
-            select(Call.id, Call.profile_id, CallDocument.record, Call.created_at)
-            .join_from(Call, CallDocument)
-            .where(Call.campaign_id == campaign_id)
-            .order_by(Call.created_at, Call.id)
-        ).all()
-        if not rows:
-            raise NotFound(f"campaign '{campaign_id}' has no calls (yet)")
-        outcomes = {o.call_id: o for o in session.scalars(
-            select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
-        strata: dict[Any, list[str]] = defaultdict(list)
-        info: dict[str, tuple[str | None, dict[str, Any]]] = {}
-        for cid, pid, record, _ in rows:
-            strata[(pid or "generic", record.get("pack_version"))].append(cid)
-            info[cid] = (pid, record)
-        reasons: dict[str, list[str]] = defaultdict(list)
-        for cid in stratified_sample(strata, rate, seed=campaign_id):
-            reasons[cid].append("sample")
-        existing = {i.call_id: i for i in session.scalars(
-            select(ReviewItem).where(ReviewItem.batch == QUEUE))}  # fmt: skip
-        pairs = {(t["template"], t["version"]) for _, r in info.values() for t in _templates(r)}
-        stored = find_versions(session, pairs)
-        new_versions = {p for p, v in stored.items() if v.author != SYSTEM}
+    with db.read() as session:
+        existing = {cid: (list(why), status) for cid, why, status in session.execute(
+            select(ReviewItem.call_id, ReviewItem.reasons, ReviewItem.status).where(
+                ReviewItem.batch == QUEUE, ReviewItem.campaign_id == campaign_id))}  # fmt: skip
         seen_new: dict[tuple[str, str], int] = defaultdict(int)
-        for item in existing.values():
-            if "new_version" in item.reasons:
-                for t in item.templates:
+        for templates, why in session.execute(
+            select(ReviewItem.templates, ReviewItem.reasons).where(
+                ReviewItem.batch == QUEUE, ReviewItem.campaign_id == campaign_id,
+                cast(ReviewItem.reasons, Text).contains('"new_version"'))
+        ):  # fmt: skip
+            if "new_version" in why:
+                for t in templates:
                     seen_new[(t["template"], t["version"])] += 1
-        for cid, (_, record) in info.items():
-            outcome = outcomes.get(cid)
-            if outcome is not None and outcome.opt_out:
-                reasons[cid].append("opt_out")
-            if _is_complaint(outcome):
-                reasons[cid].append("complaint")
-            context = record.get("context") or {}
-            if (context.get("offer") or {}).get("kind") in WEALTH_OFFERS:
+        flagged = session.execute(
+            select(Outcome.call_id, Outcome.opt_out, Outcome.complaint, Outcome.notes).where(
+                Outcome.campaign_id == campaign_id,
+                Outcome.opt_out | Outcome.complaint | Outcome.notes.is_not(None))
+        ).all()  # fmt: skip
+        new_versions = {(n, v) for n, v in session.execute(
+            select(TemplateVersion.name, TemplateVersion.version).where(
+                TemplateVersion.author != SYSTEM))}  # fmt: skip
+        strata: dict[Any, list[str]] = defaultdict(list)
+        reasons: dict[str, list[str]] = defaultdict(list)
+        calls = 0
+        for cid, pid, pack, offer, age, templates, styles in _scan(session, campaign_id):
+            calls += 1
+            strata[(pid or "generic", pack)].append(cid)
+            if offer in WEALTH_OFFERS:
                 reasons[cid].append("wealth")
-            if int((context.get("customer") or {}).get("age") or 0) >= 60:
+            if _age(age) >= 60:
                 reasons[cid].append("age_60")
-            for t in _templates(record):
-                p = (t["template"], t["version"])
-                if (
-                    p in new_versions
-                    and cid not in existing
-                    and (seen_new[p] < new_version_renders)
-                ):
+            if cid in existing or not new_versions:
+                continue
+            used = _templates({"templates": templates, "styles_version": styles})
+            for p in ((t["template"], t["version"]) for t in used):
+                if p in new_versions and seen_new[p] < new_version_renders:
                     seen_new[p] += 1
                     if "new_version" not in reasons[cid]:
                         reasons[cid].append("new_version")
-        added = updated = 0
-        counts: dict[str, int] = defaultdict(int)
-        for cid, why in reasons.items():
-            if not why:
-                continue
-            for w in why:
-                counts[w] += 1
-            old = existing.get(cid)
-            if old is not None:
-                merged = list(dict.fromkeys([*old.reasons, *why]))
-                if merged != old.reasons and old.status == "open":
-                    old.reasons = merged
-                    updated += 1
-                continue
-            pid, record = info[cid]
-            templates = _templates(record)
-            authors = sorted({stored[(t["template"], t["version"])].author
-                              for t in templates if (t["template"], t["version"]) in stored})  # fmt: skip
-            session.add(ReviewItem(
-                batch=QUEUE, call_id=cid, campaign_id=campaign_id, profile_id=pid,
-                pack_version=record.get("pack_version"), templates=templates, authors=authors,
-                reasons=why, assignees=[], status="open", created_by=actor.name, created_at=now,
-            ))  # fmt: skip
-            added += 1
-        session.flush()
-        return {"campaign_id": campaign_id, "calls": len(rows), "added": added,
-                "updated": updated, "rate": rate, "by_reason": {r: counts.get(r, 0)
-                                                                for r in REASONS}}  # fmt: skip
+    if not calls:
+        raise NotFound(f"campaign '{campaign_id}' has no calls (yet)")
+    for cid, opt_out, complaint, notes in flagged:
+        if opt_out:
+            reasons[cid].append("opt_out")
+        if _is_complaint(complaint, notes):
+            reasons[cid].append("complaint")
+    for cid in stratified_sample(strata, rate, seed=campaign_id):
+        reasons[cid].insert(0, "sample")
+    del strata
+    counts: dict[str, int] = defaultdict(int)
+    for why in reasons.values():
+        for w in why:
+            counts[w] += 1
+    merged = {cid: list(dict.fromkeys([*existing[cid][0], *why]))
+              for cid, why in reasons.items() if why and cid in existing}  # fmt: skip
+    updates = {cid: m for cid, m in merged.items()
+               if m != existing[cid][0] and existing[cid][1] == "open"}  # fmt: skip
+    fresh = [cid for cid, why in reasons.items() if why and cid not in existing]
+    added = 0
+    for start in range(0, len(fresh), PAGE):
+        part = fresh[start : start + PAGE]
+        added += write_transaction(db, partial(_add_items, campaign_id=campaign_id,
+                                               call_ids=part, reasons=reasons, actor=actor,
+                                               now=now))  # fmt: skip
+    if updates:
 
-    return write_transaction(db, run)
+        def update_reasons(session: Session) -> None:
+            for item in session.scalars(select(ReviewItem).where(
+                    ReviewItem.batch == QUEUE, ReviewItem.call_id.in_(list(updates)))):  # fmt: skip
+                if item.status == "open":
+                    item.reasons = updates[item.call_id]
+
+        write_transaction(db, update_reasons)
+    return {"campaign_id": campaign_id, "calls": calls, "added": added,
+            "updated": len(updates), "rate": rate,
+            "by_reason": {r: counts.get(r, 0) for r in REASONS}}  # fmt: skip
+
+
+def _add_items(
+    session: Session, *, campaign_id: str, call_ids: Sequence[str],
+    reasons: Mapping[str, list[str]], actor: Actor, now: datetime,
+) -> int:  # fmt: skip
+    """Insert review items for these calls (skipping any another build added meanwhile)."""
+    rec = CallDocument.record
+    rows = session.execute(
+        select(Call.id, Call.profile_id, rec["pack_version"].as_string(), rec["templates"],
+               rec["styles_version"].as_string())
+        .join_from(Call, CallDocument)
+        .where(Call.id.in_(list(call_ids)))
+    ).all()  # fmt: skip
+    taken = set(session.scalars(select(ReviewItem.call_id).where(
+        ReviewItem.batch == QUEUE, ReviewItem.call_id.in_(list(call_ids)))))  # fmt: skip
+    used = {cid: _templates({"templates": t, "styles_version": sv})
+            for cid, _, _, t, sv in rows}  # fmt: skip
+    stored = find_versions(session, {(t["template"], t["version"])
+                                     for ts in used.values() for t in ts})  # fmt: skip
+    items = [
+        {"batch": QUEUE, "call_id": cid, "campaign_id": campaign_id, "profile_id": pid,
+         "pack_version": pack, "templates": used[cid],
+         "authors": sorted({stored[(t["template"], t["version"])].author for t in used[cid]
+                            if (t["template"], t["version"]) in stored}),
+         "reasons": reasons[cid], "assignees": [], "status": "open",
+         "created_by": actor.name, "created_at": now}
+        for cid, pid, pack, _, _ in rows if cid not in taken
+    ]  # fmt: skip
+    if items:
+        session.execute(insert(ReviewItem), items)
+    return len(items)
 
 
 # --- reading the queue --------------------------------------------------------------------------
@@ -214,9 +295,14 @@ def may_review(item: ReviewItem, reviewer: str) -> bool:
 def list_items(
     session: Session, *, reviewer: str, campaign_id: str | None = None, status: str | None = None,
     reason: str | None = None, batch: str | None = None, mine: bool = True, limit: int = 100,
+    before: int | None = None,
 ) -> list[tuple[ReviewItem, bool]]:  # fmt: skip
     """Review items, newest first, with whether ``reviewer`` has scored each. With ``mine``,
-    only the items this reviewer may review."""
+    only the items this reviewer may review. ``before``: only items with a smaller id (the
+    cursor for the next page: the last id of this one).
+
+    Items are read ``limit``-sized pages at a time and filtered until ``limit`` are found, so
+    a large queue is never loaded at once."""
     stmt = select(ReviewItem).order_by(ReviewItem.id.desc())
     if campaign_id:
         stmt = stmt.where(ReviewItem.campaign_id == campaign_id)
@@ -224,11 +310,18 @@ def list_items(
         stmt = stmt.where(ReviewItem.status == status)
     if batch:
         stmt = stmt.where(ReviewItem.batch == batch)
-    items = list(session.scalars(stmt))
-    if reason:
-        items = [i for i in items if reason in i.reasons]
-    if mine:
-        items = [i for i in items if may_review(i, reviewer)]
+    if reason:  # a cheap pre-filter on the JSON text; the exact test is below
+        stmt = stmt.where(cast(ReviewItem.reasons, Text).contains(f'"{reason}"', autoescape=True))
+    page = limit
+    items: list[ReviewItem] = []
+    while len(items) < limit:
+        where = stmt if before is None else stmt.where(ReviewItem.id < before)
+        rows = list(session.scalars(where.limit(page)))
+        items += [i for i in rows if (not reason or reason in i.reasons)
+                  and (not mine or may_review(i, reviewer))]  # fmt: skip
+        if len(rows) < page:
+            break
+        before = rows[-1].id
     items = items[:limit]
     done = set(session.scalars(select(ReviewResult.item_id).where(
         ReviewResult.reviewer == reviewer, ReviewResult.item_id.in_([i.id for i in items]))))  # fmt: skip

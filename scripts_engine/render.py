@@ -20,6 +20,7 @@ The parts: :mod:`~scripts_engine.customer_view` (what a template may know of the
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -98,13 +99,19 @@ class Renderer(SegmentAssembly):
 
     def _load(self) -> None:
         sig = self._signature()
+        styles_version: str | None
         if self.source is None:
             pack = TemplatePack.load(self.personas_dir / "templates", self.env)
             styles = load_styles(self.personas_dir / "styles.yaml")
+            data = (self.personas_dir / "styles.yaml").read_bytes()
+            styles_version = hashlib.sha256(data).hexdigest()[:16]
         else:
             pack, styles = self.source.load(self.env)
+            styles_version = self.source.styles_version(styles)
         rules = load_rules(self.personas_dir / "compliance.yaml")
         self.pack, self.styles, self.rules, self._sig = pack, styles, rules, sig
+        #: content hash of the styles.yaml text in use (what a call record names)
+        self.styles_version = styles_version
         self._memo = {}
         self._ctx_cache: dict[Any, Any] = {}
         #: the context parts that depend on the loaded files only
@@ -323,7 +330,7 @@ class Renderer(SegmentAssembly):
             customer_id=customer_id, profile=pid, tags=",".join(tags),
             hits="".join(["1" if h else "0" for h in hits]), channel=channel,
             moment=moment_kind, style=style_id, offer=offer_kind, close=close,
-            as_of=as_of_s, pack=self.pack.version,
+            as_of=as_of_s, pack=self.pack.version, styles=self.styles_version or "",
         )  # fmt: skip
         return Script(
             id=sid,
@@ -338,6 +345,7 @@ class Renderer(SegmentAssembly):
             as_of=as_of_s,
             pack_version=self.pack.version,
             segments=tuple(segments),
+            styles_version=self.styles_version,
         )
 
     # -- evaluation -------------------------------------------------------------------------

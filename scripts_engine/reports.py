@@ -4,7 +4,8 @@ template versions make defective calls.
 Per campaign:
 
 - **funnel** (all, model, control): calls built, claimed (handed to a dialler at least once),
-  with an outcome, connected, converted, opted out;
+  with an outcome, connected, converted, opted out, complaints (the dialler reported
+  ``complaint: true``);
 - **conversion** by profile, by tag (customers whose profile has the tag) and by hit count,
   for the model group and the control group side by side. Control customers are profiled
   like everyone (the call record keeps the profile they would have had) but heard the
@@ -120,37 +121,41 @@ def campaign_report(session: Session, campaign_id: str) -> dict[str, Any]:
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"no campaign '{campaign_id}'")
+    # only the scoring fields of each record, extracted by the database, streamed: a large
+    # campaign's context snapshots and scripts are never loaded
+    rec = CallDocument.record
     calls = session.execute(
-        select(Call.id, Call.group, Call.claims, CallDocument.record)
+        select(Call.id, Call.group, Call.claims, rec[("scoring", "profile", "id")].as_string(),
+               rec[("scoring", "profile", "tags")], rec[("scoring", "hits")])
         .join_from(Call, CallDocument)
         .where(Call.campaign_id == campaign_id)
-    ).all()  # fmt: skip
-    outcomes = {o.call_id: o for o in session.scalars(
-        select(Outcome).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
+        .execution_options(yield_per=2000)
+    )  # fmt: skip
+    outcomes = {o.call_id: o for o in session.execute(
+        select(Outcome.call_id, Outcome.status, Outcome.converted, Outcome.opt_out,
+               Outcome.complaint).where(Outcome.campaign_id == campaign_id))}  # fmt: skip
     funnel = {g: dict.fromkeys(("built", "claimed", "reported", "connected", "converted",
-                                "opted_out"), 0) for g in ("all", *GROUPS)}  # fmt: skip
+                                "opted_out", "complaints"), 0) for g in ("all", *GROUPS)}  # fmt: skip
     by_profile: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_tag: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
     by_hits: dict[Any, dict[str, list[int]]] = defaultdict(_cell)
-    for cid, group, claims, record in calls:
+    for cid, group, claims, profile_id, profile_tags, hits in calls:
         group = group if group in GROUPS else "model"
         o = outcomes.get(cid)
         steps = {"built": True, "claimed": claims > 0, "reported": o is not None,
                  "connected": o is not None and o.status == "connected",
                  "converted": o is not None and o.converted,
-                 "opted_out": o is not None and o.opt_out}  # fmt: skip
+                 "opted_out": o is not None and o.opt_out,
+                 "complaints": o is not None and o.complaint}  # fmt: skip
         for step, hit in steps.items():
             if hit:
                 funnel["all"][step] += 1
                 funnel[group][step] += 1
         if o is None:
             continue
-        scoring = record.get("scoring") or {}
-        profile = scoring.get("profile") or {}
         converted = int(bool(o.converted))
-        keys = [(by_profile, profile.get("id") or "generic"),
-                (by_hits, len(scoring.get("hits") or []))]  # fmt: skip
-        keys += [(by_tag, t) for t in profile.get("tags") or []]
+        keys = [(by_profile, profile_id or "generic"), (by_hits, len(hits or []))]
+        keys += [(by_tag, t) for t in profile_tags or []]
         for table, k in keys:
             table[k][group][0] += 1
             table[k][group][1] += converted

@@ -1,7 +1,8 @@
 """The rendered script: a structured, reproducible record of what will be said or sent.
 
 A :class:`Script` names its inputs (customer, profile, channel, moment, style, offer, date)
-and, for every segment, the stage, the template and the template's version (content hash).
+and, for every segment, the stage, the template and the template's version (content hash);
+``styles_version`` is the content hash of the ``styles.yaml`` its style lines came from.
 Its id is a hash of the inputs and the pack version, so the same inputs give the same id and
 the same bytes (:meth:`Script.to_json`), and a template edit gives a new id.
 
@@ -61,6 +62,8 @@ class Script:
     as_of: str
     pack_version: str
     segments: tuple[Segment, ...]
+    #: content hash of the ``styles.yaml`` text the style lines came from (None: unknown)
+    styles_version: str | None = None
 
     @cached_property
     def main(self) -> tuple[Segment, ...]:
@@ -132,7 +135,7 @@ def script_id(inputs: Mapping[str, str | None]) -> str:
 #: the inputs of a rendered script's id (:func:`rendered_script_id`), in canonical order
 RENDER_INPUTS = (
     "as_of", "channel", "close", "customer", "customer_id", "hits", "moment", "offer", "pack",
-    "profile", "style", "tags",
+    "profile", "style", "styles", "tags",
 )  # fmt: skip
 _RENDER_BLOB = "\x1e".join(f"{k}\x1f{{}}\x1f0" for k in RENDER_INPUTS)
 _NO_PROFILE = _RENDER_BLOB.replace("profile\x1f{}\x1f0", "profile\x1f\x1f1")
@@ -151,17 +154,19 @@ def rendered_script_id(
     pack: str,
     profile: str | None,
     style: str,
+    styles: str,
     tags: str,
 ) -> str:
     """:func:`script_id` of the renderer's inputs (:data:`RENDER_INPUTS`), without sorting
     them each time: only ``profile`` may be ``None`` (a generic script)."""
     if profile is None:
         blob = _NO_PROFILE.format(
-            as_of, channel, close, customer, customer_id, hits, moment, offer, pack, style, tags
-        )
+            as_of, channel, close, customer, customer_id, hits, moment, offer, pack, style, styles,
+            tags,
+        )  # fmt: skip
     else:
         blob = _RENDER_BLOB.format(
             as_of, channel, close, customer, customer_id, hits, moment, offer, pack, profile,
-            style, tags,
+            style, styles, tags,
         )  # fmt: skip
     return "S-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]

@@ -135,6 +135,10 @@ class PackSource(Protocol):
     def load(self, env: ScriptSandbox) -> tuple[TemplatePack, Styles]:
         """The pack and the styles to render with now."""
 
+    def styles_version(self, styles: Styles) -> str | None:
+        """The content hash of the ``styles.yaml`` text ``styles`` (from :meth:`load`) was
+        parsed from (None if unknown)."""
+
 
 class TemplatePack:
     """All templates of one pack directory, by name."""

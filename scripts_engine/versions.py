@@ -250,6 +250,8 @@ class PackBuilder:
             ScriptsEngineError: a source does not compile or the styles do not validate.
         """
         templates: dict[str, PackTemplate] = {}
+        if STYLES not in sources:
+            sources = {**sources, STYLES: (self.personas_dir / STYLES).read_text(encoding="utf-8")}
         styles: Styles | None = None
         for name, source in sources.items():
             version = content_version(source)
@@ -271,9 +273,14 @@ class PackBuilder:
                 with self._lock:
                     self._compiled[(name, version)] = compiled
             templates[name] = compiled
-        if styles is None:
-            styles = parse_styles((self.personas_dir / STYLES).read_text(encoding="utf-8"))
+        assert styles is not None
         return TemplatePack(self.personas_dir / "templates", templates, []), styles
+
+    def styles_version(self, styles: Styles) -> str | None:
+        """The version of a :class:`Styles` this builder made (kept for the process's life,
+        so the object identifies its text)."""
+        with self._lock:
+            return next((v for v, s in self._styles.items() if s is styles), None)
 
 
 class StaticSource:
@@ -287,6 +294,9 @@ class StaticSource:
 
     def load(self, env: ScriptSandbox) -> tuple[TemplatePack, Styles]:
         return self.builder.build(env, self.sources)
+
+    def styles_version(self, styles: Styles) -> str | None:
+        return self.builder.styles_version(styles)
 
 
 class LiveSource:
@@ -303,6 +313,9 @@ class LiveSource:
         with self.db.read() as session:
             sources = {n: r.source for n, r in live_versions(session).items()}
         return self.builder.build(env, sources)
+
+    def styles_version(self, styles: Styles) -> str | None:
+        return self.builder.styles_version(styles)
 
 
 # --- lint -----------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ async def claim(
     result = await claim_calls_async(
         db=services.db, gate=services.gate, campaign_id=campaign_id,
         api_key_id=principal.key_id, limit=body.limit, lease_seconds=body.lease_seconds, now=now,
+        toolkit=services.toolkit,
     )  # fmt: skip
     for d in result.decisions:
         services.metrics.gate.labels(d.rule, str(d.allowed).lower()).inc()

@@ -103,12 +103,15 @@ def list_reviews(
     all_items: Annotated[bool, Query(alias="all", description="Also items you may not review "
                                      "(your own templates, others' calibrations).")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Only items with "
+                      "a smaller id: the next page after an item (pass the last id).")] = None,
 ) -> list[ReviewSummary]:  # fmt: skip
-    """Review items, newest first: by default the open ones you may review."""
+    """Review items, newest first: by default the open ones you may review. Pages of
+    `limit`; for the next page pass the last item's id as `before`."""
     with services.db.read() as session:
         rows = qa.list_items(session, reviewer=principal.actor.name, campaign_id=campaign_id,
                              status=status, reason=reason, batch=batch, mine=not all_items,
-                             limit=limit)  # fmt: skip
+                             limit=limit, before=before)  # fmt: skip
         return [summary(i, scored) for i, scored in rows]
 
 

@@ -16,6 +16,7 @@ from api.schemas_writers import (
     EventOut,
     RefreshIn,
     RefreshOut,
+    RefreshProgress,
     RejectIn,
     RollbackIn,
     SavedVersion,
@@ -27,7 +28,7 @@ from api.schemas_writers import (
 )
 from scripts_engine import versions as vs
 from scripts_engine.db.models import TemplateVersion
-from scripts_engine.refresh import refresh_campaign
+from scripts_engine.refresh import refresh_campaign, waiting_progress
 
 router = APIRouter(prefix="/v1", tags=["templates"], responses=ERROR_RESPONSES)
 #: ids are 32-bit integers in every database
@@ -193,8 +194,16 @@ def audit_log(
 def refresh_scripts(
     campaign_id: str, body: RefreshIn, _: Approver, services: ServicesDep, now: Now
 ) -> dict[str, Any]:
-    """Re-render (and re-synthesise) a built campaign's calls still waiting to be claimed whose
-    script used a template version that is no longer live; `every` re-renders all of them
-    (after a styles.yaml change). Calls already handed out keep what they said."""
+    """Re-render (and re-synthesise) now a built campaign's calls still waiting to be claimed
+    whose script used a template or styles version that is no longer live (the background
+    refresh does this by itself after a live change, and a claim checks each call it hands
+    out); `every` re-renders all of them. Calls already handed out keep what they said."""
     return refresh_campaign(db=services.db, toolkit=services.toolkit, campaign_id=campaign_id,
                             now=now, every=body.every)  # fmt: skip
+
+
+@router.get("/campaigns/{campaign_id}/refresh-scripts", response_model=RefreshProgress)
+def refresh_progress(campaign_id: str, _: Staff, services: ServicesDep) -> dict[str, Any]:
+    """The background refresh's progress: waiting calls not yet checked against the live
+    templates and styles (0: every waiting call has the live text)."""
+    return waiting_progress(db=services.db, toolkit=services.toolkit, campaign_id=campaign_id)

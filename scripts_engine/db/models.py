@@ -154,6 +154,10 @@ class Call(Base):
     lease_until: Mapped[datetime | None]
     claims: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+    #: digest of the template pack and styles.yaml the script was rendered with
+    #: (:func:`scripts_engine.campaigns.live_set`); differs from the renderer's when a live
+    #: change may have made the script stale (None: built before it was recorded)
+    live_set: Mapped[str | None] = mapped_column(String(16))
 
 
 class CallDocument(Base):
@@ -219,6 +223,8 @@ class Outcome(Base):
     refused: Mapped[bool] = mapped_column(Boolean, default=False)
     duration_s: Mapped[float | None] = mapped_column(Float)
     notes: Mapped[str | None] = mapped_column(Text)
+    #: the customer complained (reported by the dialler): a must-review call for QA
+    complaint: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
 
@@ -329,7 +335,8 @@ class ReviewItem(Base):
     __tablename__ = "review_items"
     __table_args__ = (
         UniqueConstraint("call_id", "batch", name="uq_review_items_call_batch"),
-        Index("ix_review_items_campaign", "campaign_id", "status"),
+        Index("ix_review_items_campaign", "campaign_id", "status", "id"),
+        Index("ix_review_items_campaign_id", "campaign_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -57,6 +57,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/reports/campaigns/{campaign_id}"): STAFF,
     ("GET", "/v1/reports/templates"): STAFF,
     ("POST", "/v1/campaigns/{campaign_id}/refresh-scripts"): {"admin", "qa"},
+    ("GET", "/v1/campaigns/{campaign_id}/refresh-scripts"): {"admin", "qa", "writer"},
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 

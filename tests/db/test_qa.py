@@ -57,7 +57,10 @@ def fill(db: Database, n: int = 200) -> None:
                        status="done", claims=1, created_at=NOW))  # fmt: skip
             s.add(CallDocument(call_id=f"K-{i:03d}", script={}, record=record))
         s.flush()
-        for i, extra in ((9, {"opt_out": True}), (10, {"notes": "他说要去监管部门投诉"})):
+        # K-011: the dialler's complaint field; K-010: only the notes say it (the fallback)
+        for i, extra in ((9, {"opt_out": True}), (10, {"notes": "他说要去监管部门投诉"}),
+                         (11, {"complaint": True, "notes": "挂断前很不满"}),
+                         (12, {"notes": "客户满意"})):  # fmt: skip
             s.add(Outcome(call_id=f"K-{i:03d}", campaign_id="C-q", customer_id=f"c{i}",
                           status="connected", converted=False, refused=False, api_key_id=1,
                           created_at=NOW, **{"opt_out": False, **extra}))  # fmt: skip
@@ -89,6 +92,8 @@ def test_queue_has_the_sample_and_every_must_review(db: Database) -> None:
     assert {c for c, r in reasons.items() if "new_version" in r} == {"K-000", "K-001", "K-002"}
     assert "wealth" in reasons["K-007"] and "age_60" in reasons["K-008"]
     assert "opt_out" in reasons["K-009"] and "complaint" in reasons["K-010"]
+    assert "complaint" in reasons["K-011"] and "complaint" not in reasons.get("K-012", set())
+    assert counts["by_reason"]["complaint"] == 2
     sampled = [c for c, r in reasons.items() if "sample" in r]
     assert 2 <= len(sampled) <= 6  # 2 % of 200 in 4 strata (floor + a draw each)
     assert counts["by_reason"]["sample"] == len(sampled)
@@ -98,6 +103,31 @@ def test_queue_has_the_sample_and_every_must_review(db: Database) -> None:
     assert again["added"] == 0
     with db.read() as s:
         assert len(list(s.scalars(select(ReviewItem)))) == len(items)
+
+
+def test_the_listing_pages_with_a_cursor(db: Database) -> None:
+    fill(db)
+    qa.build_queue(db=db, campaign_id="C-q", rate=0.05, new_version_renders=3, actor=BOB, now=NOW)
+    with db.read() as s:
+        everything = [i.id for i, _ in qa.list_items(s, reviewer="bob", limit=1000)]
+        pages, before = [], None
+        while page := qa.list_items(s, reviewer="bob", limit=3, before=before):
+            pages.append([i.id for i, _ in page])
+            before = page[-1][0].id
+        wealth = [i.id for i, _ in qa.list_items(s, reviewer="bob", reason="wealth", limit=1)]
+    assert len(everything) > 6 and everything == sorted(everything, reverse=True)
+    assert [i for p in pages for i in p] == everything and all(len(p) == 3 for p in pages[:-1])
+    assert len(wealth) == 1  # K-007's item, found below the newer ones
+    # alice wrote the template of K-000..K-004: her pages skip those and still fill up
+    with db.read() as s:
+        hers = [i for i, _ in qa.list_items(s, reviewer="alice", limit=3)]
+    assert len(hers) == 3 and all("alice" not in i.authors for i in hers)
+    # the newest item is a calibration for others: dave's first page of one looks further
+    qa.start_calibration(db=db, call_ids=["K-010"], reviewers=["bob", "erin"], actor=BOB, now=NOW)
+    with db.read() as s:
+        (newest, _), *_ = qa.list_items(s, reviewer="bob", limit=1, mine=False)
+        (first, _), *_ = qa.list_items(s, reviewer="dave", limit=1)
+    assert newest.assignees == ["bob", "erin"] and first.id == everything[0]
 
 
 def test_scorecard_rules_and_segregation(db: Database, store: vs.VersionStore) -> None:

@@ -30,7 +30,8 @@ Z = 1.959963984540054  # the normal quantile for 95 %
 CID = "C-report"
 P1 = {"id": "P-1", "tags": ["silver", "warm"]}
 P2 = {"id": "P-2", "tags": ["warm", "mobile"]}
-#: (group, profile, hits, claimed, outcome: None or (status, converted, opt_out))
+#: (group, profile, hits, claimed, outcome: None or (status, converted, opt_out));
+#: the dialler reported a complaint for K-7
 CALLS: list[tuple[str, dict[str, Any], int, bool, tuple[str, bool, bool] | None]] = [
     ("model", P1, 5, True, ("connected", True, False)),
     ("model", P1, 5, True, ("connected", True, False)),
@@ -78,7 +79,8 @@ def db(db: Database) -> Database:
                 status, converted, opt_out = outcome
                 s.add(Outcome(call_id=f"K-{i}", campaign_id=CID, customer_id=f"c{i}",
                               status=status, converted=converted, opt_out=opt_out,
-                              refused=False, api_key_id=1, created_at=NOW))  # fmt: skip
+                              refused=False, complaint=i == 7, api_key_id=1,
+                              created_at=NOW))  # fmt: skip
         s.flush()
         # three reviewed calls used call/opening@aaaa; one review traced a critical fail to it
         for i, fail in ((0, True), (1, False), (2, False)):
@@ -109,11 +111,11 @@ def test_funnel_conversion_and_lift_match_hand_computed_values(db: Database) -> 
     with db.read() as session:
         r = campaign_report(session, CID)
     assert r["funnel"]["all"] == {"built": 13, "claimed": 12, "reported": 11, "connected": 9,
-                                  "converted": 5, "opted_out": 1}  # fmt: skip
+                                  "converted": 5, "opted_out": 1, "complaints": 1}  # fmt: skip
     assert r["funnel"]["model"] == {"built": 8, "claimed": 7, "reported": 7, "connected": 6,
-                                    "converted": 4, "opted_out": 1}  # fmt: skip
+                                    "converted": 4, "opted_out": 1, "complaints": 1}  # fmt: skip
     assert r["funnel"]["control"] == {"built": 5, "claimed": 5, "reported": 4, "connected": 3,
-                                      "converted": 1, "opted_out": 0}  # fmt: skip
+                                      "converted": 1, "opted_out": 0, "complaints": 0}  # fmt: skip
     model, control = r["conversion"]["model"], r["conversion"]["control"]
     assert (model["count"], model["n"], model["rate"]) == (4, 7, round(4 / 7, 4))
     assert close(model["ci95"], wilson(4, 7))  # (0.2504, 0.8416)

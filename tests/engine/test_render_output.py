@@ -20,7 +20,7 @@ from scripts_engine.render import Renderer
 from scripts_engine.script import RENDER_INPUTS, Script, rendered_script_id, script_id
 
 PERSONAS = ROOT / "personas"
-DIGEST = "22029e6e5d3ef5e2d489927c2813dbe9"
+DIGEST = "3c497e3af535835ca9fad053a87c696e"  # ids name the styles.yaml version since the i6 merge
 
 
 def _sample(renderer: Renderer, customers: int) -> Iterator[Script]:
