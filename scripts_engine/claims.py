@@ -192,6 +192,7 @@ def claim_calls(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
+        core=True,
     )  # fmt: skip
 
 
@@ -212,4 +213,5 @@ async def claim_calls_async(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
+        core=True,
     )  # fmt: skip

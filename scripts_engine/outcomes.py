@@ -140,7 +140,7 @@ def record_outcome(
 
     for attempt in range(3):
         try:
-            return write_transaction(db, run)
+            return write_transaction(db, run, core=True)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(
@@ -169,7 +169,7 @@ async def record_outcome_async(
 
     for attempt in range(3):
         try:
-            return await write_async(db, run)
+            return await write_async(db, run, core=True)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(
