@@ -382,6 +382,8 @@ def _pick(*where: Any) -> Select[Any]:
 _READY = _pick(_calls.c.status == "ready",
                _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")))  # fmt: skip
 _EXPIRED = _pick(_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
+#: SQLite: both scans in one statement (PostgreSQL locks each scan's rows: two statements)
+_BOTH = union_all(select(_READY.subquery()), select(_EXPIRED.subquery()))
 _READY_PG = _READY.with_for_update(skip_locked=True, of=_calls)
 _EXPIRED_PG = _EXPIRED.with_for_update(skip_locked=True, of=_calls)
 _SUBJECTS = select(
@@ -430,11 +432,10 @@ def claim_candidates(
     the campaign. On PostgreSQL the call rows are locked, skipping rows another claim holds,
     so two concurrent claims never see the same call. The payload comes along: most
     candidates are handed out, and a second query for it would cost more than the bytes."""
-    pg = _pg(conn)
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     rows = [
         (str(i), str(cid), str(st), p, a)
-        for stmt in ((_READY_PG, _EXPIRED_PG) if pg else (_READY, _EXPIRED))
+        for stmt in ((_READY_PG, _EXPIRED_PG) if _pg(conn) else (_BOTH,))
         for i, cid, st, p, a in conn.execute(stmt, params)
     ]
     return sorted(rows, key=lambda r: r[0])[:limit]
