@@ -14,8 +14,12 @@ either closed (no consent, opted out) or put back with ``not_before`` set to whe
 lifts, so it is not re-examined before then. When blocked candidates leave the claim short,
 it looks again (a few rounds). The claim never parses or re-encodes a script: what the dialler
 gets was encoded once, at build time (``calls.payload``), and is spliced into the answer.
-Statements are SQLAlchemy Core: a claim touches a handful of rows and ORM bookkeeping would
-cost more than the SQL.
+Statements are SQLAlchemy Core, built once in :mod:`scripts_engine.db.repository` and run on
+the session's Connection: a round reads candidates with their payloads (one statement on
+SQLite, two on PostgreSQL), the customers, their suppressions and recent attempts (one
+``UNION ALL``), then leases the allowed calls in one ``UPDATE`` and inserts the decisions and
+attempts as two multi-row inserts; a claim that hands out nothing checks that the campaign
+exists and when the next call is due.
 """
 
 from __future__ import annotations

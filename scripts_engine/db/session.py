@@ -76,7 +76,12 @@ def _sqlite_engine(url: str, *, immediate: bool, busy_ms: int, pool_size: int) -
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=FULL")  # an audit trail keeps its last commit
+        # FULL, not NORMAL: under WAL, NORMAL survives an application crash but an OS crash or
+        # a power cut may lose the last commits, and a dialler that got 201 for an opt-out
+        # never sends it again. FULL costs an fsync a commit (3.4-3.8 ms on this machine's
+        # disk, against 0.03-0.06 ms), shared by every write of a group commit; bench_api's
+        # claim-and-outcome cycle measured 170 req/s with FULL, 206 with NORMAL (one run each).
+        cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 
     @event.listens_for(engine, "begin")
