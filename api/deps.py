@@ -130,10 +130,11 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller's live key, or 401. A key in the URL is refused with 400."""
-    for name, value in request.query_params.multi_items():
-        if name.lower() in _URL_KEY_NAMES or value.startswith(f"{repo.KEY_PREFIX}_"):
-            raise ApiError(400, "API keys are accepted only in the Authorization header",
-                           code="key_in_url")  # fmt: skip
+    if request.scope.get("query_string"):  # parsing an empty one costs more than the check
+        for name, value in request.query_params.multi_items():
+            if name.lower() in _URL_KEY_NAMES or value.startswith(f"{repo.KEY_PREFIX}_"):
+                raise ApiError(400, "API keys are accepted only in the Authorization header",
+                               code="key_in_url")  # fmt: skip
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip

@@ -14,8 +14,12 @@ either closed (no consent, opted out) or put back with ``not_before`` set to whe
 lifts, so it is not re-examined before then. When blocked candidates leave the claim short,
 it looks again (a few rounds). The claim never parses or re-encodes a script: what the dialler
 gets was encoded once, at build time (``calls.payload``), and is spliced into the answer.
-Statements are SQLAlchemy Core: a claim touches a handful of rows and ORM bookkeeping would
-cost more than the SQL.
+Statements are SQLAlchemy Core, built once in :mod:`scripts_engine.db.repository` and run on
+the session's Connection: a round reads candidates with their payloads (one statement on
+SQLite, two on PostgreSQL), the customers, their suppressions and recent attempts (one
+``UNION ALL``), then leases the allowed calls in one ``UPDATE`` and inserts the decisions and
+attempts as two multi-row inserts; a claim that hands out nothing checks that the campaign
+exists and when the next call is due.
 """
 
 from __future__ import annotations
@@ -26,15 +30,13 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from scripts_engine.audio import get_format
 from scripts_engine.campaigns import Toolkit, call_payload
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.models import Attempt, Call, Campaign, GateDecision
-from scripts_engine.db.session import Database, table, write_async, write_transaction
+from scripts_engine.db.session import Database, write_async, write_transaction
 from scripts_engine.gate import Decision, Gate, Subject
 from scripts_engine.refresh import renew_leased
 
@@ -67,21 +69,25 @@ class ClaimResult:
     next_due: datetime | None
 
 
-def _attempt_days(
-    session: Session, customer_ids: list[str], now: datetime
-) -> dict[str, list[date]]:
-    out: dict[str, list[date]] = {}
-    a = Attempt.__table__.c
-    stmt = select(a.customer_id, a.local_day).where(
-        a.customer_id.in_(customer_ids), a.at > now - timedelta(days=8)
-    )
-    for cid, day in session.execute(stmt):
-        out.setdefault(cid, []).append(date.fromisoformat(day))
-    return out
-
-
 def _audio_refs(audio: dict[str, Any] | None) -> dict[str, str]:
     return {fmt: f"{sha}.{get_format(fmt).ext.lstrip('.')}" for fmt, sha in (audio or {}).items()}
+
+
+def _subject(
+    customer_id: str,
+    facts: tuple[bool | None, str | None, str | None],
+    own: list[tuple[str, datetime | None, str | None]],
+) -> Subject:
+    consent, tz, _phone = facts
+    refusals = [u for k, u, _ in own if k == "refusal" and u is not None]
+    return Subject(
+        customer_id=customer_id,
+        consent=consent,  # a deleted customer: None, so no
+        timezone=tz,
+        opted_out=any(k == "opt_out" for k, _, _ in own),
+        refused_until=max(refusals) if refusals else None,
+        attempt_days=[date.fromisoformat(d) for k, _, d in own if k == "attempt" and d],
+    )
 
 
 def _claim(
@@ -94,11 +100,9 @@ def _claim(
     lease_seconds: int,
     now: datetime,
 ) -> ClaimResult:
-    if session.scalar(select(Campaign.id).where(Campaign.id == campaign_id)) is None:
-        raise NotFound(f"no campaign '{campaign_id}'")
-    calls, attempts, decisions_t = table(Call), table(Attempt), table(GateDecision)
+    conn = session.connection()
     lease_until = now + timedelta(seconds=lease_seconds)
-    leased: list[tuple[str, str, Decision, str | None]] = []
+    leased: list[tuple[str, str, Decision, str | None, str | None, Any]] = []
     decisions: list[Decision] = []
     seen: set[str] = set()
     for _round in range(ROUNDS):
@@ -107,31 +111,26 @@ def _claim(
             break
         candidates = [
             c for c in repo.claim_candidates(
-                session=session, campaign_id=campaign_id, now=now, limit=want + OVERSCAN
+                conn=conn, campaign_id=campaign_id, now=now, limit=want + OVERSCAN
             ) if c[0] not in seen
         ]  # fmt: skip
         if not candidates:
             break
-        ids = [cust for _, cust, _ in candidates]
-        subjects = repo.claim_subjects(session=session, customer_ids=ids)
-        blocks = repo.block_facts(session=session, customer_ids=ids, now=now)
-        days = _attempt_days(session, ids, now)
-        decision_rows, attempt_rows = [], []
-        for call_id, customer_id, _status in candidates:
+        ids = [c[1] for c in candidates]
+        subjects = repo.claim_subjects(conn=conn, customer_ids=ids)
+        facts = repo.claim_facts(
+            conn=conn, customer_ids=ids, now=now, since=now - timedelta(days=8)
+        )
+        decision_rows: list[dict[str, Any]] = []
+        attempt_rows: list[dict[str, Any]] = []
+        lease_ids: list[str] = []
+        put_back: list[tuple[str, str, datetime | None]] = []
+        for call_id, customer_id, _status, payload, audio in candidates:
             seen.add(call_id)
             if len(leased) >= limit:
                 break
-            consent, tz, phone = subjects.get(customer_id, (None, None, None))
-            own = blocks.get(customer_id, [])
-            refusals = [u for k, u in own if k == "refusal" and u is not None]
-            subject = Subject(
-                customer_id=customer_id,
-                consent=consent,  # a deleted customer: None, so no
-                timezone=tz,
-                opted_out=any(k == "opt_out" for k, _ in own),
-                refused_until=max(refusals) if refusals else None,
-                attempt_days=days.get(customer_id, []),
-            )
+            own = facts.setdefault(customer_id, [])
+            subject = _subject(customer_id, subjects.get(customer_id, (None, None, None)), own)
             decision = gate.evaluate(subject, now)
             decisions.append(decision)
             decision_rows.append(
@@ -142,33 +141,26 @@ def _claim(
             )  # fmt: skip
             if decision.allowed:
                 assert decision.local_day is not None
-                session.execute(
-                    update(calls).where(calls.c.id == call_id).values(
-                        status="leased", leased_by=api_key_id, lease_until=lease_until,
-                        claims=calls.c.claims + 1, not_before=None,
-                    )
-                )  # fmt: skip
+                day = decision.local_day.isoformat()
+                lease_ids.append(call_id)
                 attempt_rows.append({"customer_id": customer_id, "call_id": call_id, "at": now,
-                                     "local_day": decision.local_day.isoformat()})  # fmt: skip
-                days.setdefault(customer_id, []).append(decision.local_day)
-                leased.append((call_id, customer_id, decision, phone))
+                                     "local_day": day})  # fmt: skip
+                own.append(("attempt", None, day))  # the next candidate of this customer counts it
+                phone = subjects.get(customer_id, (None, None, None))[2]
+                leased.append((call_id, customer_id, decision, phone, payload, audio))
             else:
-                # leased_by stays: the last holder may still report
-                session.execute(
-                    update(calls).where(calls.c.id == call_id).values(
-                        status="blocked" if decision.final else "ready", lease_until=None,
-                        not_before=decision.retry_at,
-                    )
-                )  # fmt: skip
-        if decision_rows:
-            session.execute(insert(decisions_t), decision_rows)
-        if attempt_rows:
-            session.execute(insert(attempts), attempt_rows)
-    payloads = repo.call_payloads(session=session, call_ids=[c for c, *_ in leased])
+                put_back.append(
+                    (call_id, "blocked" if decision.final else "ready", decision.retry_at)
+                )
+        repo.lease_calls(conn=conn, call_ids=lease_ids, api_key_id=api_key_id, until=lease_until)
+        repo.put_back_calls(conn=conn, calls=put_back)
+        repo.add_gate_decisions(conn=conn, rows=decision_rows)
+        repo.add_attempts(conn=conn, rows=attempt_rows)
+    old = repo.old_call_documents(conn=conn, call_ids=[c[0] for c in leased if c[4] is None])
     claimed = []
-    for call_id, customer_id, decision, phone in leased:
-        payload, audio, script, record = payloads[call_id]
+    for call_id, customer_id, decision, phone, payload, audio in leased:
         if payload is None:  # built before payloads were made at build time
+            script, record = old[call_id]
             payload = call_payload(str(record.get("group")), script, record)
         assert decision.window_end is not None
         claimed.append(
@@ -180,7 +172,9 @@ def _claim(
         )  # fmt: skip
     next_due = None
     if not claimed:
-        next_due = repo.next_due(session=session, campaign_id=campaign_id)
+        if not decisions and not repo.campaign_exists(conn=conn, campaign_id=campaign_id):
+            raise NotFound(f"no campaign '{campaign_id}'")
+        next_due = repo.next_due(conn=conn, campaign_id=campaign_id)
     return ClaimResult(claimed, decisions, next_due)
 
 
@@ -235,6 +229,7 @@ def claim_calls(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
+        core=True,
     )  # fmt: skip
     return live_scripts(result, db=db, toolkit=toolkit, now=now)
 
@@ -257,6 +252,7 @@ async def claim_calls_async(
             session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
             lease_seconds=lease_seconds, now=now,
         ),
+        core=True,
     )  # fmt: skip
     if toolkit is None or not result.calls:
         return result

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
-from scripts_engine.db.models import Block, Call, IdempotencyKey, Outcome
-from scripts_engine.db.session import Database, table, write_async, write_transaction
+from scripts_engine.db.models import Call, Outcome
+from scripts_engine.db.session import Database, write_async, write_transaction
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
 GRADES = ("A", "B", "C", "D")
@@ -74,59 +74,45 @@ def _record(
     refusal_days: int,
 ) -> OutcomeAnswer:
     digest = fingerprint({"call_id": call_id, **body})
-    ik = IdempotencyKey.__table__.c
-    seen = session.execute(
-        select(ik.request_hash, ik.status_code, ik.response).where(
-            ik.api_key_id == api_key_id, ik.key == idem_key
-        )
-    ).first()
+    conn = session.connection()
+    seen = repo.idempotent_answer(conn=conn, api_key_id=api_key_id, key=idem_key)
     if seen is not None:
-        if seen.request_hash != digest:
+        request_hash, status_code, response = seen
+        if request_hash != digest:
             raise Conflict(
                 "this Idempotency-Key was used with another request body",
                 code="idempotency_key_reused",
             )
-        return OutcomeAnswer(seen.status_code, seen.response, True)
-    calls = table(Call)
-    stmt = select(calls.c.campaign_id, calls.c.customer_id, calls.c.leased_by).where(
-        calls.c.id == call_id
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    call = session.execute(stmt).first()
+        return OutcomeAnswer(status_code, response, True)
+    call = repo.outcome_call(conn=conn, call_id=call_id)
     if call is None:
         raise NotFound(f"no call '{call_id}'")
-    if call.leased_by != api_key_id:
+    campaign_id, customer_id, leased_by, existing = call
+    if leased_by != api_key_id:
         raise Conflict("this call is not leased to this API key", code="call_not_leased")
-    if session.scalar(select(Outcome.id).where(Outcome.call_id == call_id)) is not None:
+    if existing is not None:
         raise Conflict("this call already has an outcome", code="outcome_exists")
-    repo.lock_customers(session=session, customer_ids=[call.customer_id])
     values = {
-        "call_id": call_id, "campaign_id": call.campaign_id, "customer_id": call.customer_id,
+        "call_id": call_id, "campaign_id": campaign_id, "customer_id": customer_id,
         "status": body["status"], "converted": bool(body.get("converted")),
         "intent_grade": body.get("intent_grade"), "opt_out": bool(body.get("opt_out")),
         "refused": bool(body.get("refused")), "duration_s": body.get("duration_s"),
         "complaint": bool(body.get("complaint")), "notes": body.get("notes"),
         "api_key_id": api_key_id, "created_at": now,
     }  # fmt: skip
-    outcome_id = session.scalar(insert(Outcome).values(values).returning(Outcome.id))
-    session.execute(update(calls).where(calls.c.id == call_id).values(status="done",
-                                                                     lease_until=None))  # fmt: skip
-    blocks = []
+    outcome_id = repo.add_outcome(conn=conn, values=values)
+    blocks: list[dict[str, Any]] = []
     if values["opt_out"]:
         blocks.append({"kind": "opt_out", "until": None})
     if values["refused"]:
-        blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})  # type: ignore[dict-item]
-    if blocks:
-        session.execute(insert(Block), [{"customer_id": call.customer_id, "since": now,
-                                         "call_id": call_id, **b} for b in blocks])  # fmt: skip
+        blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})
+    repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
+                                      "call_id": call_id, **b} for b in blocks])  # fmt: skip
     answer = _public({**values, "id": outcome_id})
-    session.execute(
-        insert(IdempotencyKey).values(
-            api_key_id=api_key_id, key=idem_key, request_hash=digest, status_code=201,
-            response=answer, created_at=now,
-        )
-    )  # fmt: skip
+    repo.store_idempotent_answer(conn=conn, values={
+        "api_key_id": api_key_id, "key": idem_key, "request_hash": digest, "status_code": 201,
+        "response": answer, "created_at": now,
+    })  # fmt: skip
     return OutcomeAnswer(201, answer, False)
 
 
@@ -155,7 +141,7 @@ def record_outcome(
 
     for attempt in range(3):
         try:
-            return write_transaction(db, run)
+            return write_transaction(db, run, core=True)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(
@@ -184,7 +170,7 @@ async def record_outcome_async(
 
     for attempt in range(3):
         try:
-            return await write_async(db, run)
+            return await write_async(db, run, core=True)
         except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(

@@ -11,14 +11,32 @@ import hmac
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.models import (
     ApiKey,
+    Attempt,
     AudioFile,
     Block,
     Call,
@@ -26,6 +44,8 @@ from scripts_engine.db.models import (
     Campaign,
     Chunk,
     Customer,
+    GateDecision,
+    IdempotencyKey,
     Outcome,
     SigningSecret,
 )
@@ -198,15 +218,6 @@ def get_customers(*, session: Session, customer_ids: Iterable[str]) -> dict[str,
     return out
 
 
-def lock_customers(*, session: Session, customer_ids: Iterable[str]) -> None:
-    """Row-lock customers in id order (PostgreSQL), so concurrent claims and outcomes for the
-    same customer run one after another and never deadlock."""
-    ids = sorted(set(customer_ids))
-    if ids and session.get_bind().dialect.name == "postgresql":
-        stmt = select(Customer.customer_id).where(Customer.customer_id.in_(ids))
-        session.execute(stmt.order_by(Customer.customer_id).with_for_update())
-
-
 def all_customer_ids(*, session: Session) -> list[str]:
     return list(session.scalars(select(Customer.customer_id).order_by(Customer.customer_id)))
 
@@ -341,93 +352,214 @@ def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
 
 
 # --- calls and outcomes -----------------------------------------------------------------------
+#
+# The claim and the outcome are the dialler's hot path. Their statements are built once, here,
+# with bind parameters, and run on the session's Connection: SQLAlchemy then finds each one in
+# its compiled cache by a memoised key and skips the ORM layer (measured on this machine:
+# about 130 us a statement instead of 400-700 us for one built per call and run through the
+# Session). PostgreSQL variants add the row locks; SQLite's IMMEDIATE transactions serialise.
+
+_calls, _docs = cast(Table, Call.__table__), cast(Table, CallDocument.__table__)
+_customers, _blocks = cast(Table, Customer.__table__), cast(Table, Block.__table__)
+_attempts, _outcomes = cast(Table, Attempt.__table__), cast(Table, Outcome.__table__)
+_idem = cast(Table, IdempotencyKey.__table__)
+_ADD_DECISIONS, _ADD_ATTEMPTS = insert(cast(Table, GateDecision.__table__)), insert(_attempts)
+_ADD_BLOCKS, _ADD_IDEM = insert(_blocks), insert(_idem)
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+
+
+def _pick(*where: Any) -> Select[Any]:
+    c, d = _calls.c, _docs.c
+    return (
+        select(c.id, c.customer_id, c.status, d.payload, c.audio)
+        .select_from(_calls.join(_docs, d.call_id == c.id))
+        .where(c.campaign_id == bindparam("campaign_id"), *where)
+        .order_by(c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+_READY = _pick(_calls.c.status == "ready",
+               _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")))  # fmt: skip
+_EXPIRED = _pick(_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
+#: SQLite: both scans in one statement (PostgreSQL locks each scan's rows: two statements)
+_BOTH = union_all(select(_READY.subquery()), select(_EXPIRED.subquery()))
+_READY_PG = _READY.with_for_update(skip_locked=True, of=_calls)
+_EXPIRED_PG = _EXPIRED.with_for_update(skip_locked=True, of=_calls)
+_SUBJECTS = select(
+    _customers.c.customer_id, _customers.c.consent, _customers.c.timezone, _customers.c.phone
+).where(_customers.c.customer_id.in_(_IDS))
+_SUBJECTS_PG = _SUBJECTS.order_by(_customers.c.customer_id).with_for_update()
+#: suppressions in force and recent attempts in one statement: (customer, kind, until, day)
+_FACTS = union_all(
+    select(_blocks.c.customer_id, _blocks.c.kind, _blocks.c.until,
+           cast_(null(), String).label("day"))
+    .where(_blocks.c.customer_id.in_(_IDS),
+           _blocks.c.until.is_(None) | (_blocks.c.until > bindparam("now"))),
+    select(_attempts.c.customer_id, literal_column("'attempt'"), null(), _attempts.c.local_day)
+    .where(_attempts.c.customer_id.in_(_IDS), _attempts.c.at > bindparam("since")),
+)  # fmt: skip
+_LEASE = (
+    update(_calls)
+    .where(_calls.c.id.in_(_IDS))
+    .values(status="leased", leased_by=bindparam("key_id"), lease_until=bindparam("until"),
+            claims=_calls.c.claims + 1, not_before=None)
+)  # fmt: skip
+_PUT_BACK = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("b_call_id"))
+    .values(status=bindparam("b_status"), lease_until=None, not_before=bindparam("b_retry"))
+)
+_OLD_DOCS = select(_docs.c.call_id, _docs.c.script, _docs.c.record).where(_docs.c.call_id.in_(_IDS))
+_CAMPAIGN = select(Campaign.__table__.c.id).where(Campaign.__table__.c.id == bindparam("id"))
+_NEXT_DUE = select(func.min(_calls.c.not_before)).where(
+    _calls.c.campaign_id == bindparam("campaign_id"), _calls.c.status == "ready"
+)
+
+
+def _pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
 
 
 def claim_candidates(
-    *, session: Session, campaign_id: str, now: datetime, limit: int
-) -> list[tuple[str, str, str]]:
-    """``(call id, customer id, status)`` of calls that may be handed out now: ready (and
-    due), or leased with the lease expired; at most ``limit``, in call id order.
+    *, conn: Connection, campaign_id: str, now: datetime, limit: int
+) -> list[tuple[str, str, str, str | None, dict[str, Any] | None]]:
+    """``(call id, customer id, status, payload, audio)`` of calls that may be handed out
+    now: ready (and due), or leased with the lease expired; at most ``limit``, in call id
+    order.
 
     Two index range scans on ``(campaign_id, status, id)`` (one per state), not one scan of
-    the campaign. On PostgreSQL the rows are locked, skipping rows another claim holds, so two
-    concurrent claims never see the same call."""
-    c = Call.__table__.c
-    ready = (
-        select(c.id, c.customer_id, c.status)
-        .where(c.campaign_id == campaign_id, c.status == "ready")
-        .where((c.not_before.is_(None)) | (c.not_before <= now))
-        .order_by(c.id)
-        .limit(limit)
-    )
-    expired = (
-        select(c.id, c.customer_id, c.status)
-        .where(c.campaign_id == campaign_id, c.status == "leased", c.lease_until < now)
-        .order_by(c.id)
-        .limit(limit)
-    )
+    the campaign. On PostgreSQL the call rows are locked, skipping rows another claim holds,
+    so two concurrent claims never see the same call. The payload comes along: most
+    candidates are handed out, and a second query for it would cost more than the bytes."""
+    params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     rows = [
-        (str(i), str(cid), str(st))
-        for stmt in (ready, expired)
-        for i, cid, st in session.execute(_locking(session, stmt, skip_locked=True))
+        (str(i), str(cid), str(st), p, a)
+        for stmt in ((_READY_PG, _EXPIRED_PG) if _pg(conn) else (_BOTH,))
+        for i, cid, st, p, a in conn.execute(stmt, params)
     ]
-    return sorted(rows)[:limit]
+    return sorted(rows, key=lambda r: r[0])[:limit]
 
 
 def claim_subjects(
-    *, session: Session, customer_ids: Iterable[str]
+    *, conn: Connection, customer_ids: Iterable[str]
 ) -> dict[str, tuple[bool, str | None, str | None]]:
     """``customer id -> (consent, timezone, phone)``, row-locked in id order on PostgreSQL
     (so concurrent claims and outcomes for the same customer run one after another)."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    c = Customer.__table__.c
-    stmt = select(c.customer_id, c.consent, c.timezone, c.phone).where(c.customer_id.in_(ids))
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.order_by(c.customer_id).with_for_update()
-    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in session.execute(stmt)}
+    stmt = _SUBJECTS_PG if _pg(conn) else _SUBJECTS
+    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in conn.execute(stmt, {"ids": ids})}
 
 
-def block_facts(
-    *, session: Session, customer_ids: Iterable[str], now: datetime
-) -> dict[str, list[tuple[str, datetime | None]]]:
-    """``customer id -> [(kind, until), ...]`` of the suppressions in force."""
-    b = Block.__table__.c
-    stmt = select(b.customer_id, b.kind, b.until).where(
-        b.customer_id.in_(list(customer_ids)), (b.until.is_(None)) | (b.until > now)
-    )
-    out: dict[str, list[tuple[str, datetime | None]]] = {}
-    for cid, kind, until in session.execute(stmt):
-        out.setdefault(str(cid), []).append((str(kind), until))
+def claim_facts(
+    *, conn: Connection, customer_ids: Iterable[str], now: datetime, since: datetime
+) -> dict[str, list[tuple[str, datetime | None, str | None]]]:
+    """``customer id -> [(kind, until, local day), ...]``: the suppressions in force (kind
+    ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``)."""
+    out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
+    params = {"ids": list(customer_ids), "now": now, "since": since}
+    for cid, kind, until, day in conn.execute(_FACTS, params):
+        out.setdefault(str(cid), []).append((str(kind), until, day))
     return out
 
 
-def call_payloads(*, session: Session, call_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """``call id -> (payload, audio, script, record)`` for calls being handed out; the script
-    and the record only where the payload was not made at build time (older calls)."""
+def lease_calls(
+    *, conn: Connection, call_ids: Sequence[str], api_key_id: int, until: datetime
+) -> None:
+    """Lease calls to a key until ``until`` (and count the claim)."""
+    if call_ids:
+        conn.execute(_LEASE, {"ids": list(call_ids), "key_id": api_key_id, "until": until})
+
+
+def put_back_calls(*, conn: Connection, calls: Sequence[tuple[str, str, datetime | None]]) -> None:
+    """``(call id, status, not before)``: blocked calls closed or returned to the pool (the
+    last lease holder is kept: it may still report)."""
+    if calls:
+        conn.execute(_PUT_BACK, [{"b_call_id": i, "b_status": s, "b_retry": r}
+                                 for i, s, r in calls])  # fmt: skip
+
+
+def add_gate_decisions(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_ADD_DECISIONS, list(rows))
+
+
+def add_attempts(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_ADD_ATTEMPTS, list(rows))
+
+
+def old_call_documents(
+    *, conn: Connection, call_ids: Sequence[str]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``call id -> (script, record)`` of calls built before payloads were made at build
+    time."""
     if not call_ids:
         return {}
-    c, d = Call.__table__.c, CallDocument.__table__.c
-    ids = list(call_ids)
-    stmt = select(c.id, d.payload, c.audio).join_from(Call, CallDocument).where(c.id.in_(ids))
-    out: dict[str, tuple[Any, ...]] = {
-        str(i): (p, a, None, None) for i, p, a in session.execute(stmt)
-    }
-    old = [i for i, v in out.items() if v[0] is None]
-    if old:
-        stmt = select(d.call_id, d.script, d.record).where(d.call_id.in_(old))
-        for i, script, record in session.execute(stmt):
-            out[str(i)] = (None, out[str(i)][1], script, record)
-    return out
+    return {str(i): (s, r) for i, s, r in conn.execute(_OLD_DOCS, {"ids": list(call_ids)})}
 
 
-def next_due(*, session: Session, campaign_id: str) -> datetime | None:
+def campaign_exists(*, conn: Connection, campaign_id: str) -> bool:
+    return conn.execute(_CAMPAIGN, {"id": campaign_id}).first() is not None
+
+
+def next_due(*, conn: Connection, campaign_id: str) -> datetime | None:
     """When the earliest waiting call of the campaign becomes due again."""
-    stmt = select(func.min(Call.not_before)).where(
-        Call.campaign_id == campaign_id, Call.status == "ready"
-    )
-    return session.scalar(stmt)
+    return cast(datetime | None, conn.execute(_NEXT_DUE, {"campaign_id": campaign_id}).scalar())
+
+
+_SEEN = select(_idem.c.request_hash, _idem.c.status_code, _idem.c.response).where(
+    _idem.c.api_key_id == bindparam("key_id"), _idem.c.key == bindparam("key")
+)
+_OUTCOME_CALL = select(
+    _calls.c.campaign_id, _calls.c.customer_id, _calls.c.leased_by,
+    select(_outcomes.c.id).where(_outcomes.c.call_id == _calls.c.id).scalar_subquery(),
+).where(_calls.c.id == bindparam("call_id"))  # fmt: skip
+_OUTCOME_CALL_PG = _OUTCOME_CALL.with_for_update(of=_calls)
+_LOCK_CUSTOMER = (
+    select(_customers.c.customer_id)
+    .where(_customers.c.customer_id == bindparam("id"))
+    .with_for_update()
+)
+_ADD_OUTCOME = insert(_outcomes).returning(_outcomes.c.id)
+_CLOSE_CALL = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("call_id"))
+    .values(status="done", lease_until=None)
+)
+
+
+def idempotent_answer(*, conn: Connection, api_key_id: int, key: str) -> Row[Any, Any, Any] | None:
+    """``(request_hash, status_code, response)`` stored under a key's idempotency key."""
+    return conn.execute(_SEEN, {"key_id": api_key_id, "key": key}).first()
+
+
+def outcome_call(*, conn: Connection, call_id: str) -> Row[Any, Any, Any, Any] | None:
+    """``(campaign_id, customer_id, leased_by, outcome id or None)`` of a call, row-locked on
+    PostgreSQL (with its customer, so an outcome and a claim for one customer take turns)."""
+    pg = _pg(conn)
+    row = conn.execute(_OUTCOME_CALL_PG if pg else _OUTCOME_CALL, {"call_id": call_id}).first()
+    if row is not None and pg:
+        conn.execute(_LOCK_CUSTOMER, {"id": row[1]})
+    return row
+
+
+def add_outcome(*, conn: Connection, values: dict[str, Any]) -> int:
+    """Store an outcome and close its call; returns the outcome's id."""
+    outcome_id = conn.execute(_ADD_OUTCOME, values).scalar_one()
+    conn.execute(_CLOSE_CALL, {"call_id": values["call_id"]})
+    return int(outcome_id)
+
+
+def add_blocks(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_ADD_BLOCKS, list(rows))
+
+
+def store_idempotent_answer(*, conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(_ADD_IDEM, values)
 
 
 def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | None:
