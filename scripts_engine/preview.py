@@ -134,7 +134,7 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
                                field=f"body.drafts.{name}")  # fmt: skip
     sources = {**live, **{r.name: r.source for r in rows}, **req.drafts}
     draft = {(r.name, r.version) for r in rows}
-    draft |= {(n, content_version(text)) for n, text in req.drafts.items()}
+    draft |= {(n, content_version(text)) for n, text in req.drafts.items() if text != live[n]}
     lint = {n: findings_json(static_findings(n, text, personas_dir=versions.personas_dir))
             for n, text in req.drafts.items()}  # fmt: skip
     out = Preview(versions=[{"id": r.id, "version": r.version} for r in rows], lint=lint)
