@@ -53,6 +53,7 @@ NAV = (
     NavItem("nav.campaigns", "/web/campaigns", ("admin", "qa")),
     NavItem("nav.templates", "/web/templates", ("admin", "writer", "qa")),
     NavItem("nav.reviews", "/web/reviews", ("admin", "qa")),
+    NavItem("nav.defects", "/web/reports/defects", ("admin", "qa")),
 )
 
 
