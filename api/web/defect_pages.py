@@ -79,7 +79,9 @@ def defects_page(
           r["ci95"][1]) for r in shown],
         left=LABEL_W, width=AXIS_W, row=ROW, top=8,
     )  # fmt: skip
-    ticks = [(round(peak * k / 4, 4), round(LABEL_W + AXIS_W * k / 4, 1)) for k in range(5)]
+    parts = 4 if round(peak * 100) % 4 == 0 else 2  # ticks at whole percents
+    ticks = [(round(peak * k / parts, 4), round(LABEL_W + AXIS_W * k / parts, 1))
+             for k in range(parts + 1)]  # fmt: skip
     return page(request, "defects.html", {
         "rows": rows, "points": list(zip(points, shown, strict=True)), "ticks": ticks,
         "level": round(CONFIDENCE * 100), "values": {"name": name, "campaign": campaign},

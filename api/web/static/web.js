@@ -69,7 +69,9 @@
       .then(function (html) {
         if (mine !== sent) return;
         result.innerHTML = html;  // the server's autoescaped fragment
-        status.textContent = "";
+        // say what changed in a word (the lint summary), not the whole preview
+        var summary = result.querySelector("#live-lint-summary, .error");
+        status.textContent = summary ? summary.textContent : "";
       })
       .catch(function () { if (mine === sent) status.textContent = status.dataset.failed; });
   }
