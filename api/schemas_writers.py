@@ -169,6 +169,12 @@ class PreviewIn(_In):
         "prompts, 600 characters).",
     )
     voice: str = Field(default="auto", max_length=64)
+    drafts: dict[Annotated[str, Field(max_length=128)],
+                 Annotated[str, Field(max_length=MAX_SOURCE)]] = Field(
+        default={}, max_length=3,
+        description="Unsaved text by file name (e.g. call/signoff), rendered in place of the "
+        "live version without creating one; its static lint findings come back in `lint`.",
+    )  # fmt: skip
 
 
 class PreviewAudio(BaseModel):
@@ -196,6 +202,10 @@ class PreviewItem(BaseModel):
 class PreviewOut(BaseModel):
     versions: list[LiveRef]
     items: list[PreviewItem]
+    lint: dict[str, list[dict[str, Any]]] = Field(
+        default={}, description="Each draft's static lint findings (code, message, line); "
+        "a draft that does not compile renders no items: its finding says where it breaks.",
+    )  # fmt: skip
 
 
 # --- reviews ------------------------------------------------------------------------------------

@@ -122,7 +122,11 @@ class TagSpec(_Frozen):
     kind: TagKind
     label_zh: str
     label_en: str
-    description: str
+    description: str = Field(description="What the tag means and how it is scored, in English.")
+    description_zh: str | None = Field(
+        default=None, description="The same in Chinese (optional: grids without it show the "
+        "English description in both languages)."
+    )  # fmt: skip
     threshold: float = Field(gt=0.0, le=1.0, description="A score at or above it is a hit.")
     # quantitative
     field: str | None = None
@@ -160,6 +164,16 @@ class TagSpec(_Frozen):
             if min(self.low or 0.0, self.high or 0.0) < 0:
                 raise ValueError("a log scale needs non-negative 'low' and 'high'")
         return self
+
+    def label(self, lang: str) -> str:
+        """The tag's name in ``lang`` (``zh-CN`` or ``zh``: Chinese; anything else: English)."""
+        return self.label_zh if lang.lower().startswith("zh") else self.label_en
+
+    def describe(self, lang: str) -> str:
+        """The description in ``lang``; the English one when the grid has no Chinese one."""
+        if lang.lower().startswith("zh") and self.description_zh:
+            return self.description_zh
+        return self.description
 
     @property
     def input_fields(self) -> tuple[str, ...]:

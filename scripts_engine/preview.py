@@ -2,6 +2,11 @@
 profiles, channels, moments and styles, and speak them, before they go live: the segments the
 drafts changed (``audio="changed"``: up to 4 prompts, 600 characters).
 
+Unsaved text (``drafts``: file name -> text, what a writer is typing) is laid over the live set
+the same way, through the same sandbox, without creating a version; its static lint findings
+(syntax with line, undeclared variables, banned phrases) come back in ``lint``. Text that does
+not compile renders nothing: the findings say where it breaks.
+
 Writers see synthetic customers only (COMPLIANCE.md 1.3): the three lint samples or records
 they type in. A combination that breaks a content rule is shown with the reason, not dropped:
 that is what a writer needs to see. Segments that differ from what the live set renders (made
@@ -21,7 +26,14 @@ from scripts_engine.context import MOMENTS
 from scripts_engine.errors import ScriptsEngineError
 from scripts_engine.features import load_customers
 from scripts_engine.lint import SAMPLE_CUSTOMERS
-from scripts_engine.versions import VersionStore, get_version, live_versions
+from scripts_engine.versions import (
+    VersionStore,
+    content_version,
+    findings_json,
+    get_version,
+    live_versions,
+    static_findings,
+)
 
 MAX_RENDERS = 40
 #: what one preview speaks at most: a few changed sentences, not whole calls (a whole call is
@@ -44,6 +56,8 @@ class PreviewRequest:
     #: "changed": speak the call segments that differ from the live set
     audio: str = "none"
     voice: str = "auto"
+    #: unsaved text by file name, rendered in place of the live version
+    drafts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +65,8 @@ class Preview:
     versions: list[dict[str, Any]]
     items: list[dict[str, Any]] = field(default_factory=list)
     audio_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: static lint findings of each unsaved draft (empty list: clean)
+    lint: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class PreviewError(ScriptsEngineError, ValueError):
@@ -110,11 +126,23 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise PreviewError("preview one version per file", field="body.versions")
-    sources = {**live, **{r.name: r.source for r in rows}}
+    for name in req.drafts:
+        if name not in live:
+            raise PreviewError(f"no template '{name}'", field=f"body.drafts.{name}")
+        if name in names:
+            raise PreviewError(f"'{name}' is both a version and a draft; send one",
+                               field=f"body.drafts.{name}")  # fmt: skip
+    sources = {**live, **{r.name: r.source for r in rows}, **req.drafts}
     draft = {(r.name, r.version) for r in rows}
+    draft |= {(n, content_version(text)) for n, text in req.drafts.items() if text != live[n]}
+    lint = {n: findings_json(static_findings(n, text, personas_dir=versions.personas_dir))
+            for n, text in req.drafts.items()}  # fmt: skip
+    out = Preview(versions=[{"id": r.id, "version": r.version} for r in rows], lint=lint)
     try:
         renderer = versions.renderer(sources)
     except ScriptsEngineError as exc:
+        if any(lint.values()):  # the drafts' findings say where it breaks
+            return out
         raise PreviewError(f"the previewed versions do not load: {exc}",
                            field="body.versions") from None  # fmt: skip
     base = versions.renderer(live)
@@ -134,7 +162,6 @@ def preview(toolkit: Toolkit, versions: VersionStore, req: PreviewRequest) -> Pr
     voice = None
     if req.audio == "changed":
         voice = toolkit.voices.get(req.voice) if req.voice != "auto" else None
-    out = Preview(versions=[{"id": r.id, "version": r.version} for r in rows])
     spoken = chars = 0
     for (cid, record, scores, own_pid), profile, channel, moment, style in combos:
         pid = own_pid if profile is None else (None if profile == "generic" else profile)

@@ -62,6 +62,8 @@ SYSTEM = "system"
 STATUSES = ("draft", "submitted", "approved", "rejected", "live", "superseded")
 #: the largest file a writer may save (characters)
 MAX_SOURCE = 200_000
+#: compiled templates kept by (name, version); the oldest is dropped first
+MAX_COMPILED = 1024
 _GENESIS = "0" * 64
 
 
@@ -271,6 +273,8 @@ class PackBuilder:
                     first = problems[0]
                     raise ScriptsEngineError(f"{name}: {first}")
                 with self._lock:
+                    if len(self._compiled) >= MAX_COMPILED:  # live previews compile every edit
+                        self._compiled.pop(next(iter(self._compiled)))
                     self._compiled[(name, version)] = compiled
             templates[name] = compiled
         assert styles is not None
@@ -321,6 +325,22 @@ class LiveSource:
 # --- lint -----------------------------------------------------------------------------------
 
 
+def static_findings(name: str, source: str, *, personas_dir: Path) -> list[Finding]:
+    """The checks of one file by itself, without rendering (fast enough for every keystroke):
+    size, syntax (with its line), sandbox policy, undeclared variables and banned phrases of a
+    template; the schema of ``styles.yaml``."""
+    if len(source) > MAX_SOURCE:
+        return [Finding("size", f"{len(source)} characters (at most {MAX_SOURCE})", name)]
+    if name == STYLES:
+        try:
+            parse_styles(source)
+        except CatalogError as exc:
+            return [Finding("data", exc.message, name, exc.line)]
+        return []
+    rules = load_rules(personas_dir / "compliance.yaml")
+    return check_template(ScriptSandbox(), name, source, rules)
+
+
 def lint_sources(
     sources: Mapping[str, str], name: str, *, personas_dir: Path, grid: Grid, builder: PackBuilder
 ) -> list[Finding]:
@@ -329,19 +349,7 @@ def lint_sources(
     Static checks of the file itself first; if it is clean, the whole candidate set is
     rendered over the lint matrix through the content rules (scripts_engine.lint).
     """
-    env = ScriptSandbox()
-    source = sources[name]
-    if len(source) > MAX_SOURCE:
-        return [Finding("size", f"{len(source)} characters (at most {MAX_SOURCE})", name)]
-    if name == STYLES:
-        try:
-            parse_styles(source)
-        except CatalogError as exc:
-            return [Finding("data", exc.message, name, exc.line)]
-        findings: list[Finding] = []
-    else:
-        rules = load_rules(personas_dir / "compliance.yaml")
-        findings = check_template(env, name, source, rules)
+    findings = static_findings(name, sources[name], personas_dir=personas_dir)
     if findings:
         return findings
     report = LintReport(name)

@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["templates"], responses=ERROR_RESPONSES)
 def make_preview(
     body: PreviewIn, _: Staff, services: ServicesDep, now: Now, request: Request
 ) -> PreviewOut:
-    """Render draft versions (in place of the live ones) for synthetic customers across
-    profiles, channels, moments and styles. Segments
+    """Render draft versions or unsaved text (`drafts`, in place of the live ones) for
+    synthetic customers across profiles, channels, moments and styles. Segments
     that differ from the live set are listed in `changed`, with the live text beside them;
     `audio: "changed"` speaks them."""
     req = PreviewRequest(
@@ -29,6 +29,7 @@ def make_preview(
         customers=body.customers, profiles=body.profiles, channels=list(dict.fromkeys(body.channels)),
         moments=list(dict.fromkeys(body.moments)), styles=list(dict.fromkeys(body.styles)),
         as_of=body.as_of or now.date(), audio=body.audio, voice=body.voice,
+        drafts={n: t.replace("\r\n", "\n") for n, t in body.drafts.items()},
     )  # fmt: skip
     try:
         result = preview(services.toolkit, store(services), req)
@@ -48,4 +49,5 @@ def make_preview(
             item["audio"] = {"url": f"{base}/v1/audio/{a['sha256']}.{a['ext']}",
                              "sha256": a["sha256"], "duration_s": a["duration_s"],
                              "voice": a["voice"]}  # fmt: skip
-    return PreviewOut.model_validate({"versions": result.versions, "items": result.items})
+    return PreviewOut.model_validate({"versions": result.versions, "items": result.items,
+                                      "lint": result.lint})  # fmt: skip

@@ -13,7 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.web import campaign_pages, editor, pages, review_pages, templates_browser
+from api.web import (
+    campaign_pages,
+    defect_pages,
+    editor,
+    pages,
+    review_pages,
+    templates_browser,
+)
 from api.web.auth import current_user
 from api.web.render import page
 
@@ -27,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.include_router(templates_browser.router)
     app.include_router(editor.router)
     app.include_router(review_pages.router)
+    app.include_router(defect_pages.router)
     app.mount("/web/static", StaticFiles(directory=STATIC), name="web-static")
 
     @app.get("/", include_in_schema=False)

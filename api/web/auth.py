@@ -7,10 +7,10 @@ POSTs it once, the server checks it (:func:`repo.authenticate`) and answers with
 after :data:`MAX_AGE_S`.
 
 Every request re-reads the key row, so revoking the key (``scripts-engine keys revoke``)
-ends its sessions at once. Logging out deletes the cookie and puts its nonce on a
-process-local deny list until it would expire anyway (with several server processes a stolen
-copy of a logged-out cookie stays valid on the others until it expires: revoke the key for a
-hard stop).
+ends its sessions at once. Logging out deletes the cookie and records its nonce in the
+database (``web_session_revocations``) until the cookie would have expired anyway, so every
+server process on that database refuses a copy of it from then on; each logout also deletes
+the rows that have expired.
 
 Forms that change something carry a CSRF token derived from the session nonce (and the sign-in
 form a double-submit token from a pre-session cookie); a POST without the right token is
@@ -29,16 +29,20 @@ import hmac
 import json
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from fastapi import Request, Response
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api.deps import Services
-from scripts_engine.db.models import ApiKey
+from scripts_engine.db.models import ApiKey, WebSessionRevocation
+from scripts_engine.db.session import write_transaction
 
 COOKIE = "se_session"
 LOGIN_CSRF_COOKIE = "se_login_csrf"
@@ -57,18 +61,19 @@ class WebUser:
     name: str
     prefix: str
     nonce: str
+    #: when the session began (unix seconds): it ends MAX_AGE_S later
+    issued_at: float = 0.0
 
     def can(self, *roles: str) -> bool:
         return self.role in roles
 
 
 class SessionSigner:
-    """Signs and checks session cookies; holds the logout deny list."""
+    """Signs and checks session cookies (a logged-out one is refused by :func:`current_user`,
+    which reads the database)."""
 
     def __init__(self, secret: bytes):
         self._secret = secret
-        self._denied: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def for_state_dir(cls, state_dir: Path) -> SessionSigner:
@@ -94,7 +99,7 @@ class SessionSigner:
         return f"{payload.decode()}.{self._mac(payload)}", nonce
 
     def read(self, value: str | None) -> dict[str, Any] | None:
-        """The cookie's content if it is genuine, unexpired and not logged out; else None."""
+        """The cookie's content if it is genuine and unexpired; else None."""
         if not value or "." not in value:
             return None
         payload, mac = value.rsplit(".", 1)
@@ -108,16 +113,7 @@ class SessionSigner:
             return None
         if not isinstance(data, dict) or time.time() - float(data.get("t", 0)) > MAX_AGE_S:
             return None
-        with self._lock:
-            if data.get("n") in self._denied:
-                return None
         return data
-
-    def deny(self, nonce: str) -> None:
-        now = time.time()
-        with self._lock:
-            self._denied = {n: t for n, t in self._denied.items() if t > now}
-            self._denied[nonce] = now + MAX_AGE_S
 
     def csrf_token(self, nonce: str) -> str:
         return self._mac(f"csrf:{nonce}".encode())[:32]
@@ -148,9 +144,10 @@ def current_user(request: Request) -> WebUser | None:
         services: Services = request.app.state.services
         with services.db.read() as session:
             row = session.get(ApiKey, int(data["k"]))
-        if row is not None and row.revoked_at is None and row.role in WEB_ROLES:
+            ended = session.get(WebSessionRevocation, str(data["n"])[:64]) is not None
+        if row is not None and row.revoked_at is None and row.role in WEB_ROLES and not ended:
             user = WebUser(key_id=row.id, role=row.role, name=row.name, prefix=row.prefix,
-                           nonce=str(data["n"]))  # fmt: skip
+                           nonce=str(data["n"]), issued_at=float(data.get("t", 0)))  # fmt: skip
     request.state.web_user = user
     return user
 
@@ -165,9 +162,27 @@ def set_session(request: Request, response: Response, key_id: int) -> None:
                         secure=_secure(request), path="/")  # fmt: skip
 
 
+def end_session(services: Services, user: WebUser, *, now: float | None = None) -> None:
+    """Record that ``user``'s session has ended, for every process on the database; and
+    delete the records of sessions whose cookies have expired since."""
+    at = time.time() if now is None else now
+    expires = datetime.fromtimestamp(max(user.issued_at, at - MAX_AGE_S) + MAX_AGE_S, UTC)
+
+    def run(session: Session) -> None:
+        session.execute(delete(WebSessionRevocation)
+                        .where(WebSessionRevocation.expires_at < datetime.fromtimestamp(at, UTC)))  # fmt: skip
+        if session.get(WebSessionRevocation, user.nonce) is None:
+            session.add(WebSessionRevocation(nonce=user.nonce, expires_at=expires))
+
+    try:
+        write_transaction(services.db, run)
+    except IntegrityError:  # the same session ended twice at once: it is recorded
+        pass
+
+
 def clear_session(request: Request, response: Response, user: WebUser | None) -> None:
     if user is not None:
-        signer(request).deny(user.nonce)
+        end_session(request.app.state.services, user)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                            secure=_secure(request))  # fmt: skip
 

@@ -6,6 +6,7 @@ and a table beside or below), so it reads without colour and with a screen reade
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 #: Colour steps of the heat map (CSS classes ``heat-0`` .. ``heat-5``).
@@ -73,3 +74,44 @@ def heat(value: float | None, peak: float | None) -> str:
         return "heat-none"
     step = min(HEAT_STEPS - 1, int(HEAT_STEPS * value / peak)) if value > 0 else 0
     return f"heat-{step}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One row of an interval chart: a point (the rate) on a line (its interval)."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+    x: float
+    x_low: float
+    x_high: float
+    y: float
+
+
+def interval_scale(highs: list[float], *, step: float = 0.1) -> float:
+    """The top of a 0..1 rate axis: the highest interval end, rounded up to ``step``."""
+    steps = math.ceil(round(max(highs, default=0.0) / step, 9))
+    return min(1.0, round(max(1, steps) * step, 6))
+
+
+def intervals(
+    items: list[tuple[str, float, float, float]],
+    *,
+    left: float,
+    width: float,
+    row: float = 30,
+    top: float = 0,
+) -> tuple[list[Interval], float]:
+    """Rows for ``(label, value, low, high)`` items (rates in 0..1) on a shared axis from
+    ``left`` to ``left + width``; and the axis's top value."""
+    peak = interval_scale([h for *_, h in items])
+
+    def x(v: float) -> float:
+        return round(left + width * min(max(v, 0.0), peak) / peak, 1)
+
+    return [
+        Interval(label, value, low, high, x(value), x(low), x(high), round(top + i * row, 1))
+        for i, (label, value, low, high) in enumerate(items)
+    ], peak

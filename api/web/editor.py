@@ -25,7 +25,7 @@ from api.routes.templates import MAX_ID
 from api.web import i18n, pages
 from api.web.auth import WebUser
 from api.web.pages import check_csrf, require
-from api.web.render import page
+from api.web.render import fragment, page
 from api.web.templates_browser import highlight
 from scripts_engine import versions as vs
 from scripts_engine.context import MOMENTS
@@ -34,7 +34,7 @@ from scripts_engine.db.errors import Conflict, Forbidden, NotFound
 from scripts_engine.db.models import TemplateVersion
 from scripts_engine.db.session import write_transaction
 from scripts_engine.errors import CatalogError, ScriptsEngineError
-from scripts_engine.preview import SAMPLES, PreviewError, PreviewRequest, preview
+from scripts_engine.preview import SAMPLES, Preview, PreviewRequest, preview
 from scripts_engine.reports import defect_report
 from scripts_engine.styles import parse_styles
 
@@ -130,10 +130,11 @@ def _changed_spans(a: str, b: str) -> tuple[list[tuple[bool, str]], list[tuple[b
     return left, right
 
 
-def _lint_by_line(row: TemplateVersion) -> tuple[dict[int, list[Any]], list[Any]]:
+def _lint_by_line(findings: list[Any]) -> tuple[dict[int, list[Any]], list[Any]]:
+    """Findings at their lines, and those of the whole text."""
     by_line: dict[int, list[Any]] = {}
     general: list[Any] = []
-    for f in row.lint or []:
+    for f in findings:
         line = f.get("line")
         if line:
             by_line.setdefault(int(line), []).append(f)
@@ -163,14 +164,16 @@ def editor_context(
         for r in rows:
             session.expunge(r)
         defects = {d["version_id"]: d for d in defect_report(session, name=name)}
-    by_line, general = _lint_by_line(shown)
+    by_line, general = _lint_by_line(shown.lint or [])
     return {"name": name, "rows": rows, "shown": shown, "live": live,
             "by_line": by_line, "general": general, "findings": shown.lint or [],
             "steps": allowed_steps(shown, user), "own_version": _own_submitted(shown, user),
             "can_edit": user.can("admin", "writer"),
             "values": {"source": shown.source, "message": ""}, "errors": {},
             "step_error": None, "quote": quote, "lines": highlight(shown.source),
-            "notice": None, "defects": defects}  # fmt: skip
+            "notice": None, "defects": defects,
+            **(_choice_lists(services, _style_choices(services)) if user.can("admin", "writer")
+               else {})}  # fmt: skip
 
 
 @router.post("/templates/{name:path}")
@@ -294,6 +297,58 @@ def _style_choices(services: ServicesDep) -> list[str]:
         return []
 
 
+def _check_choices(
+    t: i18n.Translator, services: ServicesDep, values: dict[str, Any]
+) -> tuple[dict[str, str], list[str]]:
+    """Errors (by field) of a preview's choices, and the style choices offered."""
+    errors: dict[str, str] = {}
+    if not values["samples"] or any(s not in SAMPLES for s in values["samples"]):
+        errors["sample"] = t("err.literal_error")
+    profile = values["profile"]
+    if (
+        profile
+        and profile != "generic"
+        and profile not in {p.id for p in services.toolkit.engine.profiles}
+    ):
+        errors["profile"] = t("err.literal_error")
+    if values["moment"] not in (*MOMENTS, "auto"):
+        errors["moment"] = t("err.literal_error")
+    styles = _style_choices(services)
+    if values["style"] and values["style"] not in styles:
+        errors["style"] = t("err.literal_error")
+    if values["audio"] not in AUDIO:
+        errors["audio"] = t("err.literal_error")
+    if not values["channels"]:
+        errors["channel"] = t("err.missing")
+    return errors, styles
+
+
+def _run_preview(
+    services: ServicesDep, values: dict[str, Any], *, version_ids: list[int],
+    drafts: dict[str, str],
+) -> Preview:  # fmt: skip
+    """The preview of the form's choices; the audio it made is recorded for the player."""
+    req = PreviewRequest(
+        version_ids=version_ids, samples=values["samples"], customers=[],
+        profiles=[values["profile"]] if values["profile"] else [], channels=values["channels"],
+        moments=[values["moment"]], styles=[values["style"] or None],
+        as_of=services.clock().date() or date.today(), audio=values["audio"], voice="auto",
+        drafts=drafts,
+    )  # fmt: skip
+    result = preview(services.toolkit, store(services), req)
+    if result.audio_rows:
+        rows = result.audio_rows
+        write_transaction(services.db, lambda s: repo.insert_audio_files(session=s, files=rows))
+    return result
+
+
+def _choice_lists(services: ServicesDep, styles: list[str]) -> dict[str, Any]:
+    """What the preview forms offer."""
+    return {"samples": SAMPLES, "profiles": [p.id for p in services.toolkit.engine.profiles],
+            "moments": (*MOMENTS, "auto"), "styles": styles, "channels": CHANNELS,
+            "audios": AUDIO}  # fmt: skip
+
+
 @router.get("/template-versions/{version_id}/preview")
 def preview_page(
     request: Request, version_id: Id, user: Reader, services: ServicesDep,
@@ -316,49 +371,53 @@ def preview_page(
     samples = list(dict.fromkeys(request.query_params.getlist("sample"))) or ["S-1"]
     values = {"samples": samples, "profile": profile, "moment": moment, "style": style,
               "audio": audio, "channels": channels}  # fmt: skip
-    errors: dict[str, str] = {}
-    if any(s not in SAMPLES for s in samples):
-        errors["sample"] = t("err.literal_error")
-    if (
-        profile
-        and profile != "generic"
-        and profile not in {p.id for p in services.toolkit.engine.profiles}
-    ):
-        errors["profile"] = t("err.literal_error")
-    if moment not in (*MOMENTS, "auto"):
-        errors["moment"] = t("err.literal_error")
-    styles = _style_choices(services)
-    if style and style not in styles:
-        errors["style"] = t("err.literal_error")
-    if audio not in AUDIO:
-        errors["audio"] = t("err.literal_error")
-    if run and not channels:
-        errors["channel"] = t("err.missing")
+    errors, styles = _check_choices(t, services, values)
     items: list[dict[str, Any]] = []
     if run and not errors:
-        req = PreviewRequest(
-            version_ids=[row.id], samples=samples, customers=[],
-            profiles=[profile] if profile else [], channels=channels, moments=[moment],
-            styles=[style or None], as_of=services.clock().date() or date.today(),
-            audio=audio, voice="auto",
-        )  # fmt: skip
         try:
-            result = preview(services.toolkit, store(services), req)
-        except PreviewError as exc:
+            items = _run_preview(services, values, version_ids=[row.id], drafts={}).items
+        except ScriptsEngineError as exc:  # PreviewError among them
             errors["form"] = str(exc)
-        except ScriptsEngineError as exc:
-            errors["form"] = str(exc)
-        else:
-            if result.audio_rows:
-                audio_rows = result.audio_rows
-                write_transaction(services.db,
-                                  lambda s: repo.insert_audio_files(session=s, files=audio_rows))  # fmt: skip
-            items = result.items
     return page(request, "preview.html", {
         "v": row, "values": values, "errors": errors, "items": items, "ran": bool(run),
-        "samples": SAMPLES, "profiles": [p.id for p in services.toolkit.engine.profiles],
-        "moments": (*MOMENTS, "auto"), "styles": styles, "channels": CHANNELS, "audios": AUDIO,
-        "quote": quote,
+        **_choice_lists(services, styles), "quote": quote,
+    }, user=user, status=422 if errors else 200)  # fmt: skip
+
+
+@router.post("/live-preview")
+async def live_preview(request: Request, user: Author, services: ServicesDep) -> Response:
+    """The editor's live preview: the unsaved text in the editor rendered for the chosen sample
+    customer (no version is created), with its lint findings at their lines; an HTML fragment
+    the page's script puts in place (``audio=changed`` also speaks what the text changed)."""
+    form = await request.form()
+    check_csrf(request, user, str(form.get("csrf") or ""))
+    t = i18n.Translator(i18n.pick(request)[0])
+    name = str(form.get("name") or "")
+    source = str(form.get("source") or "").replace("\r\n", "\n")
+    values = {"samples": [str(form.get("sample") or "S-1")],
+              "profile": str(form.get("profile") or ""),
+              "moment": str(form.get("moment") or "none"), "style": str(form.get("style") or ""),
+              "audio": str(form.get("audio") or "none"),
+              "channels": [c for c in (str(x) for x in form.getlist("channel")) if c in CHANNELS]}  # fmt: skip
+    errors, _ = _check_choices(t, services, values)
+    if values["audio"] == "script":
+        errors["audio"] = t("err.literal_error")
+    if len(source) > vs.MAX_SOURCE:
+        errors["source"] = t("err.string_too_long", max_length=vs.MAX_SOURCE)
+    result: Preview | None = None
+    if not errors:
+        try:
+            result = _run_preview(services, values, version_ids=[], drafts={name: source})
+        except ScriptsEngineError as exc:
+            errors["form"] = str(exc)
+    findings = (result.lint.get(name) or []) if result is not None else []
+    by_line, general = _lint_by_line(findings)
+    lines = source.splitlines()
+    return fragment(request, "_live_preview.html", {
+        "errors": errors, "items": result.items if result is not None else [],
+        "findings": findings, "by_line": by_line, "general": general,
+        "line_text": {n: lines[n - 1] if 0 < n <= len(lines) else "" for n in by_line},
+        "broken": result is not None and not result.items and bool(findings),
     }, user=user, status=422 if errors else 200)  # fmt: skip
 
 

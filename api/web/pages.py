@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.deps import ServicesDep
-from api.web import auth, personas
+from api.web import auth, i18n, personas
 from api.web.auth import WebUser
 from api.web.render import page
 from scripts_engine.db import repository as repo
@@ -123,10 +123,13 @@ def home(request: Request, user: Anyone, services: ServicesDep) -> Response:
     }, user=user)  # fmt: skip
 
 
-def _tag_rows(services: ServicesDep) -> list[dict[str, Any]]:
+def _tag_rows(services: ServicesDep, request: Request) -> list[dict[str, Any]]:
+    """The grid's tags, named and described in the page's language."""
     grid = services.toolkit.engine.grid
+    lang = i18n.pick(request)[0]
     return [{"name": n, **s.model_dump(include={"code", "kind", "label_zh", "label_en",
-                                                 "description", "threshold"})}
+                                                 "threshold"}),
+             "label": s.label(lang), "description": s.describe(lang)}
             for n, s in grid.tags.items()]  # fmt: skip
 
 
@@ -160,7 +163,7 @@ def grid_page(
     peak_customers = max((r["customers"] for r in rows), default=0)
     peak_rate = max((r["rate"] or 0.0 for r in rows), default=0.0)
     return page(request, "grid.html", {
-        "tags": _tag_rows(services), "rows": rows, "source": source,
+        "tags": _tag_rows(services, request), "rows": rows, "source": source,
         "peak_customers": peak_customers, "peak_rate": peak_rate,
         "scored": stored.customers, "by_hits": by_hits,
         "min_hits": engine.profiles.k,
@@ -188,7 +191,7 @@ def profile_page(
          "reason_zh": s["reason_zh"], "reason_en": s["reason_en"]}
         for s in stored.samples.get(profile.id, [])
     ]  # fmt: skip
-    tags = [t for t in _tag_rows(services) if t["name"] in profile.tags]
+    tags = [t for t in _tag_rows(services, request) if t["name"] in profile.tags]
     return page(request, "profile.html", {
         "profile": profile, "tags": tags, "customers": stored.counts.get(profile.id, 0),
         "history": hist, "outcome": outcome, "samples": samples,

@@ -53,6 +53,7 @@ NAV = (
     NavItem("nav.campaigns", "/web/campaigns", ("admin", "qa")),
     NavItem("nav.templates", "/web/templates", ("admin", "writer", "qa")),
     NavItem("nav.reviews", "/web/reviews", ("admin", "qa")),
+    NavItem("nav.defects", "/web/reports/defects", ("admin", "qa")),
 )
 
 
@@ -78,20 +79,37 @@ def page(
 ) -> HTMLResponse:
     """Render ``templates/<name>`` in the request's language, inside the layout."""
     lang, from_url = i18n.pick(request)
-    t = i18n.Translator(lang)
     path = request.url.path
     other = "zh-CN" if lang == "en" else "en"
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
     switch = f"{path}?{urlencode([*query, ('lang', other)])}"
     ctx = {
-        "t": t, "lang": lang, "user": user, "path": path, "switch_url": switch,
+        "path": path, "switch_url": switch,
         "nav": [n for n in NAV if user is not None and user.role in n.roles],
-        "csrf": signer(request).csrf_token(user.nonce) if user is not None else "",
         **(context or {}),
     }  # fmt: skip
-    html = env.get_template(name).render(ctx)
-    response = HTMLResponse(html, status_code=status, headers=HEADERS)
+    response = fragment(request, name, ctx, user=user, status=status)
     if from_url:
         response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax",
                             secure=request.url.scheme == "https", path="/")  # fmt: skip
     return response
+
+
+def fragment(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    user: WebUser | None,
+    status: int = 200,
+) -> HTMLResponse:
+    """Render ``templates/<name>`` in the request's language, without the layout (a part of a
+    page that its script puts in place; autoescaped like every page)."""
+    lang = i18n.pick(request)[0]
+    ctx = {
+        "t": i18n.Translator(lang), "lang": lang, "user": user,
+        "csrf": signer(request).csrf_token(user.nonce) if user is not None else "",
+        **(context or {}),
+    }  # fmt: skip
+    html = env.get_template(name).render(ctx)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)

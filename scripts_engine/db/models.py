@@ -378,3 +378,15 @@ class ReviewResult(Base):
     defects: Mapped[list[Any]]
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
+
+
+class WebSessionRevocation(Base):
+    """A web workspace session ended by logging out: its cookie is refused by every server
+    process until ``expires_at``, when the cookie would have expired anyway and the row may go
+    (each logout deletes the expired rows, so the table holds at most a day's logouts)."""
+
+    __tablename__ = "web_session_revocations"
+    __table_args__ = (Index("ix_web_session_revocations_expires_at", "expires_at"),)
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,22 @@ def test_digest_is_stable_and_changes_with_content(grid: Grid, tmp_path: Path) -
     assert load_grid(ROOT / "personas" / "grid.yaml").digest == grid.digest
     other = load_grid(_broken(tmp_path, "    threshold: 0.5\n", "    threshold: 0.6\n"))
     assert other.digest != grid.digest
+
+
+def test_tags_are_described_in_chinese_and_english(grid: Grid) -> None:
+    for tag in grid.tags.values():
+        assert tag.description_zh and tag.describe("zh-CN") == tag.description_zh
+        assert tag.describe("en") == tag.description != tag.description_zh
+        assert tag.label("zh-CN") == tag.label_zh and tag.label("en") == tag.label_en
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in tag.description_zh)
+
+
+def test_a_grid_without_chinese_descriptions_still_loads(grid: Grid, tmp_path: Path) -> None:
+    english_only = re.sub(r"    description_zh: >-\n      .*\n", "", SHIPPED)
+    assert "description_zh" not in english_only
+    path = tmp_path / "grid.yaml"
+    path.write_text(english_only, encoding="utf-8")
+    old = load_grid(path)
+    assert all(t.description_zh is None for t in old.tags.values())
+    affluent = old.tags["affluent"]
+    assert affluent.describe("zh-CN") == affluent.description == grid.tags["affluent"].description

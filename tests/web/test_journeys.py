@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from scripts_engine.config import ROOT
+from scripts_engine.grid import load_grid
 from tests.api.conftest import auth, outcome
 from tests.web.conftest import Live, no_horizontal_scroll, shot, sign_in
 
@@ -76,6 +78,11 @@ def test_grid_and_profile(page: Any, live: Live) -> None:
     sign_in(page, live.keys["writer"])
     page.get_by_role("navigation", name="主菜单").get_by_role("link", name="画像矩阵").click()
     assert page.locator("table.tags-table tbody tr").count() == 8
+    grid = load_grid(ROOT / "personas" / "grid.yaml")
+    tags_text = page.locator("table.tags-table").inner_text()
+    for tag in grid.tags.values():  # named and described in Chinese on the Chinese page
+        assert tag.label_zh in tags_text and str(tag.description_zh) in tags_text
+        assert tag.description not in tags_text
     rows = page.locator("#heatmap tbody tr")
     assert rows.count() == 56
     counts = page.eval_on_selector_all(
@@ -101,7 +108,13 @@ def test_grid_and_profile(page: Any, live: Live) -> None:
     reason = samples.first.locator("td.reason").inner_text()
     assert "画像" + pid in reason  # the reason names the profile it led to
     assert len(page.locator(".tag-list li").all()) == 5
+    first = page.locator(".tag-list li").first.inner_text()
+    assert any(str(t.description_zh) in first for t in grid.tags.values())
     check_widths(page, "profile")
+    page.goto("/web/grid?lang=en")
+    tags_text = page.locator("table.tags-table").inner_text()
+    assert all(t.label_en in tags_text and t.description in tags_text
+               for t in grid.tags.values())  # fmt: skip
 
 
 def report_outcomes(live: Live, campaign_id: str) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ from tests.web.conftest import Live, shot, sign_in
 from tests.web.test_journeys import HOSTILE, check_widths, report_outcomes
 
 
-def make_campaign(live: Live, name: str) -> str:
-    ids = [c["customer_id"] for c in live.customers[3::9]][:16]
+def make_campaign(live: Live, name: str, ids: list[str] | None = None) -> str:
+    if ids is None:
+        ids = [c["customer_id"] for c in live.customers[3::9]][:16]
     with live.api() as c:
         r = c.post("/v1/campaigns", json={"name": name, "customers": ids, "min_hits": 0,
                                           "holdout_pct": 25}, headers=auth(live.keys["admin"]))  # fmt: skip

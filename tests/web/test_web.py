@@ -159,6 +159,7 @@ PAGES = {
     "/web/templates/call/opening": {"admin", "writer", "qa"},
     "/web/templates/styles.yaml": {"admin", "writer", "qa"},
     "/web/reviews": {"admin", "qa"},
+    "/web/reports/defects": {"admin", "writer", "qa"},
 }
 
 

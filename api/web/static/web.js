@@ -1,6 +1,7 @@
-// The workspace's only script: a live progress bar while a campaign builds, and the template
-// editor's highlighting. Without it the pages still work: the campaign page refreshes itself
-// (a <noscript> meta refresh) and the editor is a plain textarea under the highlighted source.
+// The workspace's only script: a live progress bar while a campaign builds, the template
+// editor's highlighting and its live preview. Without it the pages still work: the campaign
+// page refreshes itself (a <noscript> meta refresh), the editor is a plain textarea under the
+// highlighted source and "save and preview" previews a saved version.
 
 // The editor: the textarea's text, highlighted (Jinja expressions, statements, comments) in a
 // mirror drawn behind it, kept in step as the writer types and scrolls. Text is only ever set
@@ -33,6 +34,56 @@
   area.addEventListener("input", paint);
   area.addEventListener("scroll", function () { mirror.scrollTop = area.scrollTop; });
   paint();
+})();
+
+// The editor's live preview: about half a second after the writer stops typing (or changes a
+// choice), the unsaved text and the choices go to /web/live-preview, which answers an HTML
+// fragment rendered (and escaped) by the server: lint findings at their lines and the scripts.
+// Nothing is saved. An answer to an older request than the last one sent is dropped.
+(function () {
+  "use strict";
+  var section = document.getElementById("live");
+  var form = document.getElementById("live-form");
+  var area = document.getElementById("source");
+  if (!section || !form || !area) return;
+  var result = document.getElementById("live-result");
+  var status = document.getElementById("live-status");
+  var speak = document.getElementById("live-speak");
+  var sent = 0;
+  var timer = null;
+  section.hidden = false;
+  function update(audio) {
+    var body = new URLSearchParams(new FormData(form));
+    body.set("source", area.value);
+    body.set("audio", audio ? "changed" : "none");
+    var mine = ++sent;
+    status.textContent = status.dataset.busy;
+    fetch(form.dataset.url, {
+      method: "POST", credentials: "same-origin", body: body,
+      headers: { Accept: "text/html" }
+    })
+      .then(function (r) {
+        if (r.status !== 200 && r.status !== 422) throw new Error(r.status);
+        return r.text();
+      })
+      .then(function (html) {
+        if (mine !== sent) return;
+        result.innerHTML = html;  // the server's autoescaped fragment
+        // say what changed in a word (the lint summary), not the whole preview
+        var summary = result.querySelector("#live-lint-summary, .error");
+        status.textContent = summary ? summary.textContent : "";
+      })
+      .catch(function () { if (mine === sent) status.textContent = status.dataset.failed; });
+  }
+  function later() {
+    clearTimeout(timer);
+    timer = setTimeout(function () { update(false); }, 500);
+  }
+  area.addEventListener("input", later);
+  form.addEventListener("change", later);
+  form.addEventListener("submit", function (e) { e.preventDefault(); update(false); });
+  speak.addEventListener("click", function () { clearTimeout(timer); update(true); });
+  update(false);
 })();
 
 (function () {
