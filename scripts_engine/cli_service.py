@@ -9,15 +9,12 @@ The web layer is imported only inside ``serve`` (the engine never imports it at 
 from __future__ import annotations
 
 import importlib
-import shutil
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
-from scripts_engine.config import Settings, get_settings
+from scripts_engine.config import Settings, cli_command, get_settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import Database, open_database, write_transaction
@@ -78,18 +75,6 @@ def prepare_demo(settings: Settings, db: Database) -> str | None:
                           chunk_size=settings.campaign_chunk_size, created_by=None, now=now)  # fmt: skip
 
 
-def command_path() -> str:
-    """How to run this command from the current folder: its name when it is on PATH, else the
-    path it was started from (``.venv/bin/scripts-engine`` after ``make run``)."""
-    exe = Path(sys.argv[0])
-    if shutil.which("scripts-engine") or exe.name != "scripts-engine":
-        return "scripts-engine"
-    try:
-        return str(exe.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(exe.absolute())
-
-
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -113,7 +98,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     where = f" (listening on {host}:{port})" if shown != host else ""
     click.echo(f"\nscripts-engine API on {base}{where}  (interactive docs: {base}/docs)")
     click.echo(f"web workspace: {base}/web/  (sign in with an admin, writer or qa key)")
-    cli = command_path()
+    cli = cli_command()
     click.echo(f"get a key:   {cli} keys create --role admin   (admin|dialler|writer|qa)")
     click.echo("             a dialler key prints its outcome-signing secret on a second line")
     if demo_id:

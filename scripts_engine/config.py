@@ -7,6 +7,8 @@ module-level instance: call :func:`get_settings` (cached) or build ``Settings(..
 
 from __future__ import annotations
 
+import shutil
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -172,3 +174,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once."""
     return Settings()
+
+
+def cli_command(*, absolute: bool = True) -> str:
+    """How a person at this machine runs the command line: ``scripts-engine`` when it is on
+    PATH, else the script beside this Python (``.venv/bin/scripts-engine`` after ``make run``),
+    relative to the current folder when it is below it. With ``absolute=False`` a path outside
+    the current folder is not shown (a web page should not print the server's folders)."""
+    exe = Path(sys.executable).with_name("scripts-engine")
+    if shutil.which("scripts-engine") or not exe.exists():
+        return "scripts-engine"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe) if absolute else "scripts-engine"

@@ -156,3 +156,15 @@ def test_a_bad_setting_is_one_clear_line(
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.startswith(expected) and "Traceback" not in res.stderr
+
+
+def test_the_key_command_shown_to_people_runs_from_here() -> None:
+    import shlex
+    import subprocess
+
+    from scripts_engine.config import cli_command
+
+    for shown in (cli_command(), cli_command(absolute=False)):
+        res = subprocess.run([*shlex.split(shown), "keys", "create", "--help"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 0 and "--role" in res.stdout, (shown, res.stderr)

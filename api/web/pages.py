@@ -12,8 +12,12 @@ from api.deps import ServicesDep
 from api.web import auth, i18n, personas
 from api.web.auth import WebUser
 from api.web.render import page
+from scripts_engine.config import cli_command
 from scripts_engine.db import repository as repo
 from scripts_engine.errors import PersonaNotFound
+
+#: the key command as a person at the server runs it (.venv/bin/scripts-engine after make run)
+CLI = cli_command(absolute=False)
 
 router = APIRouter(prefix="/web", include_in_schema=False)
 
@@ -59,7 +63,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
         return RedirectResponse(_safe_next(next), status_code=303)
     token = auth.login_csrf(request)
     response = page(request, "login.html", {"next": _safe_next(next), "login_csrf": token,
-                                            "errors": {}}, user=None)  # fmt: skip
+                                            "errors": {}, "cli": CLI}, user=None)  # fmt: skip
     auth.set_login_csrf(request, response, token)
     return response
 
@@ -90,7 +94,8 @@ def login(
     if errors or row is None:
         token = auth.login_csrf(request)
         failed = page(request, "login.html", {"next": _safe_next(next), "login_csrf": token,
-                                                "errors": errors}, user=None, status=422)  # fmt: skip
+                                                "errors": errors, "cli": CLI},
+                      user=None, status=422)  # fmt: skip
         auth.set_login_csrf(request, failed, token)
         return failed
     response: Response = RedirectResponse(_safe_next(next), status_code=303)

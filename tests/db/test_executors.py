@@ -31,8 +31,15 @@ def settings_for(db_url: str, tmp_path: Path, saved_model: Path) -> Settings:
 
 
 def plan(db: Database, ids: list[str], size: int) -> str:
-    return camp.start_campaign(db=db, name="x", options={**OPTIONS, "as_of": "2026-05-12"},
-                               customer_ids=ids, chunk_size=size, created_by=None, now=NOW)  # fmt: skip
+    """A campaign over ``ids`` whose hash-chosen control group is neither empty nor everyone
+    (25% of 12 customers is empty 3% of the time: such a campaign is planned again)."""
+    pct = float(OPTIONS["holdout_pct"])  # type: ignore[arg-type]
+    for _ in range(100):
+        cid = camp.start_campaign(db=db, name="x", options={**OPTIONS, "as_of": "2026-05-12"},
+                                  customer_ids=ids, chunk_size=size, created_by=None, now=NOW)  # fmt: skip
+        if len({camp.in_control(cid, c, pct) for c in ids}) == 2:
+            return cid
+    raise AssertionError("no campaign id gave a mixed control group")
 
 
 def calls_of(db: Database, campaign_id: str) -> dict[str, Any]:
