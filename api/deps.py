@@ -13,6 +13,7 @@ effect within ``auth_cache_s``. Set it to 0 to look the key up on every request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -81,6 +82,9 @@ class KeyCache:
     def __init__(self, ttl: float):
         self.ttl = ttl
         self._items: dict[str, tuple[Principal, float]] = {}
+        #: look-ups under way: when an entry expires under load, the requests that arrive
+        #: meanwhile with the same key wait for one database look-up instead of each making one
+        self.pending: dict[str, asyncio.Future[Principal | None]] = {}
 
     def get(self, digest: str) -> Principal | None:
         hit = self._items.get(digest)
@@ -96,6 +100,7 @@ class KeyCache:
 
     def clear(self) -> None:
         self._items.clear()
+        self.pending.clear()  # a look-up under way may predate a revocation: not shared
 
 
 async def get_services(request: Request) -> Services:
@@ -124,6 +129,22 @@ def _lookup(services: Services, key: str) -> Principal | None:
     )
 
 
+async def _verify(
+    services: Services, cache: KeyCache | None, digest: str, key: str
+) -> Principal | None:
+    """The key's principal from the database, one look-up at a time per key."""
+    if cache is None or cache.ttl <= 0:
+        return await run_in_threadpool(_lookup, services, key)
+    pending = cache.pending.get(digest)
+    if pending is None:
+        pending = asyncio.ensure_future(run_in_threadpool(_lookup, services, key))
+        cache.pending[digest] = pending
+        pending.add_done_callback(lambda done: cache.pending.pop(digest, None)
+                                  if cache.pending.get(digest) is done else None)  # fmt: skip
+    # shielded: a client that goes away must not cancel the look-up the others wait for
+    return await asyncio.shield(pending)
+
+
 async def get_principal(
     request: Request,
     services: ServicesDep,
@@ -143,7 +164,7 @@ async def get_principal(
     cache = services.keys
     principal = cache.get(digest) if cache is not None else None
     if principal is None:
-        principal = await run_in_threadpool(_lookup, services, key)
+        principal = await _verify(services, cache, digest, key)
         if principal is None:
             raise ApiError(401, "unknown or revoked API key",
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip

@@ -218,8 +218,11 @@ def live_set(pack_version: str, styles_version: str | None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def renderer_live_set(renderer: Renderer) -> str:
-    """:func:`live_set` of what ``renderer`` renders with now."""
+def renderer_live_set(renderer: Renderer, *, reload: bool = False) -> str:
+    """:func:`live_set` of what ``renderer`` renders with now (with ``reload``, after it
+    reloads if the live set changed: checked at most every ``reload_interval`` s)."""
+    if reload:
+        renderer.refresh()
     return live_set(renderer.pack.version, renderer.styles_version)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from scripts_engine.audio import get_format
-from scripts_engine.campaigns import Toolkit, call_payload
+from scripts_engine.campaigns import Toolkit, call_payload, renderer_live_set
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
 from scripts_engine.db.session import Database, write_async, write_transaction
@@ -60,6 +60,8 @@ class ClaimedCall:
     decision: Decision
     lease_until: datetime
     not_after: datetime
+    #: digest of the template and styles versions the script was rendered with
+    live_set: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def _claim(
 ) -> ClaimResult:
     conn = session.connection()
     lease_until = now + timedelta(seconds=lease_seconds)
-    leased: list[tuple[str, str, Decision, str | None, str | None, Any]] = []
+    leased: list[tuple[str, str, Decision, str | None, str | None, Any, str | None]] = []
     decisions: list[Decision] = []
     seen: set[str] = set()
     for _round in range(ROUNDS):
@@ -125,7 +127,7 @@ def _claim(
         attempt_rows: list[dict[str, Any]] = []
         lease_ids: list[str] = []
         put_back: list[tuple[str, str, datetime | None]] = []
-        for call_id, customer_id, _status, payload, audio in candidates:
+        for call_id, customer_id, _status, payload, audio, live_set in candidates:
             seen.add(call_id)
             if len(leased) >= limit:
                 break
@@ -147,7 +149,7 @@ def _claim(
                                      "local_day": day})  # fmt: skip
                 own.append(("attempt", None, day))  # the next candidate of this customer counts it
                 phone = subjects.get(customer_id, (None, None, None))[2]
-                leased.append((call_id, customer_id, decision, phone, payload, audio))
+                leased.append((call_id, customer_id, decision, phone, payload, audio, live_set))
             else:
                 put_back.append(
                     (call_id, "blocked" if decision.final else "ready", decision.retry_at)
@@ -158,7 +160,7 @@ def _claim(
         repo.add_attempts(conn=conn, rows=attempt_rows)
     old = repo.old_call_documents(conn=conn, call_ids=[c[0] for c in leased if c[4] is None])
     claimed = []
-    for call_id, customer_id, decision, phone, payload, audio in leased:
+    for call_id, customer_id, decision, phone, payload, audio, live_set in leased:
         if payload is None:  # built before payloads were made at build time
             script, record = old[call_id]
             payload = call_payload(str(record.get("group")), script, record)
@@ -168,6 +170,7 @@ def _claim(
                 call_id=call_id, campaign_id=campaign_id, customer_id=customer_id, phone=phone,
                 payload=payload, audio=_audio_refs(audio), decision=decision,
                 lease_until=lease_until, not_after=min(decision.window_end, lease_until),
+                live_set=live_set,
             )
         )  # fmt: skip
     next_due = None
@@ -183,15 +186,17 @@ def live_scripts(
 ) -> ClaimResult:
     """The claim's calls, each with a script of the live template and styles versions: a call
     rendered against a version no longer live is rendered again before it is handed out
-    (:func:`scripts_engine.refresh.renew_leased`; one primary-key read when nothing changed).
+    (:func:`scripts_engine.refresh.renew_leased`). The claim read each call's ``live_set``
+    with it, so when nothing changed this costs no database read at all.
     Runs after the lease is committed, outside the claim's transaction. If that fails, the
     calls are handed out with the approved scripts they were built with (which their records
     still name): the leases and attempts are already written."""
     if toolkit is None or not result.calls:
         return result
     try:
-        renewed = renew_leased(db=db, toolkit=toolkit, now=now,
-                               leases={c.call_id: c.lease_until for c in result.calls})  # fmt: skip
+        digest = renderer_live_set(toolkit.renderer, reload=True)
+        leases = {c.call_id: c.lease_until for c in result.calls if c.live_set != digest}
+        renewed = renew_leased(db=db, toolkit=toolkit, now=now, leases=leases) if leases else {}
     except Exception:  # noqa: BLE001 - the claim stands; see the docstring
         log.exception("claim-time refresh failed; handing out the scripts as built")
         return result

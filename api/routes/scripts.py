@@ -68,13 +68,13 @@ def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> R
                                                    "error": str(exc)}]) from None  # fmt: skip
     stored: dict[str, Any] | None = None
     if body.customer_id is not None:
-        with services.db.read() as session:
-            row = repo.get_customer(session=session, customer_id=body.customer_id)
+        with services.db.read_engine.connect() as conn:
+            row = repo.customer_for_render(conn=conn, customer_id=body.customer_id)
         if row is None:
             raise ApiError(404, f"no customer '{body.customer_id}'")
-        record = row.record
-        if row.model_version == tk.model_version or record.get("profiling_opt_out"):
-            stored = row.scoring or {}  # scored at upsert with this model: no re-scoring
+        record, scoring, model_version = row
+        if model_version == tk.model_version or record.get("profiling_opt_out"):
+            stored = scoring or {}  # scored at upsert with this model: no re-scoring
     else:
         record = dict(body.customer or {})
     tags, profile_id = None, body.profile_id

@@ -208,6 +208,20 @@ def get_customer(*, session: Session, customer_id: str) -> Customer | None:
     return session.get(Customer, customer_id)
 
 
+_RENDER_FIELDS = select(
+    Customer.__table__.c.record, Customer.__table__.c.scoring, Customer.__table__.c.model_version
+).where(Customer.__table__.c.customer_id == bindparam("customer_id"))
+
+
+def customer_for_render(
+    *, conn: Connection, customer_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None, str | None] | None:
+    """``(record, scoring, model version)`` of a stored customer, or None: what rendering
+    needs, read with one prebuilt statement (no ORM object)."""
+    row = conn.execute(_RENDER_FIELDS, {"customer_id": customer_id}).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def get_customers(*, session: Session, customer_ids: Iterable[str]) -> dict[str, Customer]:
     ids = list(customer_ids)
     out: dict[str, Customer] = {}
@@ -371,7 +385,7 @@ _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 def _pick(*where: Any) -> Select[Any]:
     c, d = _calls.c, _docs.c
     return (
-        select(c.id, c.customer_id, c.status, d.payload, c.audio)
+        select(c.id, c.customer_id, c.status, d.payload, c.audio, c.live_set)
         .select_from(_calls.join(_docs, d.call_id == c.id))
         .where(c.campaign_id == bindparam("campaign_id"), *where)
         .order_by(c.id)
@@ -423,8 +437,8 @@ def _pg(conn: Connection) -> bool:
 
 def claim_candidates(
     *, conn: Connection, campaign_id: str, now: datetime, limit: int
-) -> list[tuple[str, str, str, str | None, dict[str, Any] | None]]:
-    """``(call id, customer id, status, payload, audio)`` of calls that may be handed out
+) -> list[tuple[str, str, str, str | None, dict[str, Any] | None, str | None]]:
+    """``(call id, customer id, status, payload, audio, live set)`` of calls that may be handed out
     now: ready (and due), or leased with the lease expired; at most ``limit``, in call id
     order.
 
@@ -434,9 +448,9 @@ def claim_candidates(
     candidates are handed out, and a second query for it would cost more than the bytes."""
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     rows = [
-        (str(i), str(cid), str(st), p, a)
+        (str(i), str(cid), str(st), p, a, ls)
         for stmt in ((_READY_PG, _EXPIRED_PG) if _pg(conn) else (_BOTH,))
-        for i, cid, st, p, a in conn.execute(stmt, params)
+        for i, cid, st, p, a, ls in conn.execute(stmt, params)
     ]
     return sorted(rows, key=lambda r: r[0])[:limit]
 
