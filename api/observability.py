@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -110,6 +111,13 @@ class Metrics:
                                       "Synthesis workers killed and replaced", registry=r)  # fmt: skip
 
 
+#: request ids: a random prefix per process and a counter (unique, and no call into the OS's
+#: random source on every request: that call lets go of the interpreter lock, and getting it
+#: back behind the database thread cost the event loop more than anything else a request did)
+_RID_PREFIX = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
 class RequestMiddleware:
     """Request id, timing, metrics and the access log, as plain ASGI."""
 
@@ -120,7 +128,7 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex[:16]
+        rid = f"{_RID_PREFIX}{next(_rid_counter):08x}"
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
         status = 500

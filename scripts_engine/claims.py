@@ -261,6 +261,11 @@ async def claim_calls_async(
     )  # fmt: skip
     if toolkit is None or not result.calls:
         return result
+    renderer = toolkit.renderer
+    if not renderer.refresh_due():
+        digest = renderer_live_set(renderer)
+        if all(c.live_set == digest for c in result.calls):
+            return result  # nothing changed since the last look: no hand-off to a thread
     return await asyncio.get_running_loop().run_in_executor(
         None, lambda: live_scripts(result, db=db, toolkit=toolkit, now=now)
     )

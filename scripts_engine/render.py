@@ -122,6 +122,10 @@ class Renderer(SegmentAssembly):
         self._plans: dict[Any, Any] = {}
         self._checked = time.monotonic()
 
+    def refresh_due(self) -> bool:
+        """Whether the next :meth:`refresh` would look at the files (or the live set)."""
+        return time.monotonic() - self._checked >= self.reload_interval
+
     def refresh(self, *, force: bool = False) -> bool:
         """Reload if a watched file changed (checked at most every ``reload_interval`` s)."""
         now = time.monotonic()

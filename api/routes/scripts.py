@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import Author, Now, ServicesDep
+from api.deps import Author, Now, Services, ServicesDep
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
+from scripts_engine.campaigns import Toolkit
 from scripts_engine.db import repository as repo
 from scripts_engine.errors import DataError, PersonaNotFound
 from scripts_engine.features import Batch, load_customers
@@ -54,7 +57,7 @@ def score(body: ScoreRequest, _: Author, services: ServicesDep) -> dict[str, Any
 
 
 @router.post("/scripts/render", response_model=ScriptOut)
-def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> Response:
+async def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> Response:
     """Render one customer's script (stored by `customer_id`, or inline as `customer`)."""
     if (body.customer is None) == (body.customer_id is None):
         raise ApiError(422, "give exactly one of customer and customer_id",
@@ -66,29 +69,54 @@ def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> R
         except PersonaNotFound as exc:
             raise ApiError(422, str(exc), errors=[{"field": "body.profile_id",
                                                    "error": str(exc)}]) from None  # fmt: skip
-    stored: dict[str, Any] | None = None
-    if body.customer_id is not None:
-        with services.db.read_engine.connect() as conn:
-            row = repo.customer_for_render(conn=conn, customer_id=body.customer_id)
-        if row is None:
-            raise ApiError(404, f"no customer '{body.customer_id}'")
-        record, scoring, model_version = row
-        if model_version == tk.model_version or record.get("profiling_opt_out"):
-            stored = scoring or {}  # scored at upsert with this model: no re-scoring
+    if body.customer_id is None:
+        return await run_in_threadpool(_score_and_render, tk, body, dict(body.customer or {}), now)
+    # one row by its key: on SQLite a read of a local page, cheaper than a hand-off to a thread
+    if services.db.is_sqlite:
+        row = _stored(services, body.customer_id)
     else:
-        record = dict(body.customer or {})
+        row = await run_in_threadpool(_stored, services, body.customer_id)
+    record, scoring, model_version = row
+    if model_version != tk.model_version and not record.get("profiling_opt_out"):
+        return await run_in_threadpool(_score_and_render, tk, body, record, now)
+    # scored at upsert with this model: rendered here, without re-scoring (well under a
+    # millisecond, less than handing it to the thread pool would cost)
+    return _answer(tk, body, record, scoring or {}, now)
+
+
+def _stored(services: Services, customer_id: str) -> tuple[dict[str, Any], Any, str | None]:
+    with services.db.read_engine.connect() as conn:
+        row = repo.customer_for_render(conn=conn, customer_id=customer_id)
+    if row is None:
+        raise ApiError(404, f"no customer '{customer_id}'")
+    return row
+
+
+def _score_and_render(
+    tk: Toolkit, body: RenderRequest, record: dict[str, Any], now: datetime
+) -> Response:
+    """Validate and score the customer (tens of milliseconds: run in the thread pool), then
+    render."""
+    batch, errors = _load(tk.engine, [record])
+    if errors or not len(batch):
+        raise ApiError(422, "the customer is not valid", errors=[
+            {"field": f"body.customer.{e['field']}", "error": e["error"]} for e in errors
+        ])  # fmt: skip
+    record = batch.record(0)
+    scored = None if record.get("profiling_opt_out") else tk.engine.score(batch).explain(0)
+    return _answer(tk, body, record, scored, now)
+
+
+def _answer(
+    tk: Toolkit,
+    body: RenderRequest,
+    record: dict[str, Any],
+    scored: dict[str, Any] | None,
+    now: datetime,
+) -> Response:
     tags, profile_id = None, body.profile_id
-    if stored is None:
-        batch, errors = _load(tk.engine, [record])
-        if errors or not len(batch):
-            raise ApiError(422, "the customer is not valid", errors=[
-                {"field": f"body.customer.{e['field']}", "error": e["error"]} for e in errors
-            ])  # fmt: skip
-        record = batch.record(0)
-        if not record.get("profiling_opt_out"):
-            stored = tk.engine.score(batch).explain(0)
-    if stored and not record.get("profiling_opt_out"):
-        tags, profile_id = stored["tags"], profile_id or stored["profile"]["id"]
+    if scored and not record.get("profiling_opt_out"):
+        tags, profile_id = scored["tags"], profile_id or scored["profile"]["id"]
     script = tk.renderer.render_script(
         record, profile_id, tags, channel=body.channel, moment=body.moment,
         as_of=body.as_of or now.date(),

@@ -17,7 +17,6 @@ from sqlalchemy import (
     BindParameter,
     Connection,
     Integer,
-    Row,
     Select,
     String,
     Table,
@@ -49,6 +48,7 @@ from scripts_engine.db.models import (
     Outcome,
     SigningSecret,
 )
+from scripts_engine.db.prepared import Prepared
 
 ROLES = ("admin", "dialler", "writer", "qa")
 KEY_PREFIX = "se"
@@ -211,6 +211,7 @@ def get_customer(*, session: Session, customer_id: str) -> Customer | None:
 _RENDER_FIELDS = select(
     Customer.__table__.c.record, Customer.__table__.c.scoring, Customer.__table__.c.model_version
 ).where(Customer.__table__.c.customer_id == bindparam("customer_id"))
+_P_RENDER_FIELDS = Prepared(_RENDER_FIELDS)
 
 
 def customer_for_render(
@@ -218,8 +219,8 @@ def customer_for_render(
 ) -> tuple[dict[str, Any], dict[str, Any] | None, str | None] | None:
     """``(record, scoring, model version)`` of a stored customer, or None: what rendering
     needs, read with one prebuilt statement (no ORM object)."""
-    row = conn.execute(_RENDER_FIELDS, {"customer_id": customer_id}).first()
-    return None if row is None else (row[0], row[1], row[2])
+    rows = _P_RENDER_FIELDS.rows(conn, {"customer_id": customer_id})
+    return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
 
 def get_customers(*, session: Session, customer_ids: Iterable[str]) -> dict[str, Customer]:
@@ -449,8 +450,8 @@ def claim_candidates(
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     rows = [
         (str(i), str(cid), str(st), p, a, ls)
-        for stmt in ((_READY_PG, _EXPIRED_PG) if _pg(conn) else (_BOTH,))
-        for i, cid, st, p, a, ls in conn.execute(stmt, params)
+        for stmt in ((_P_READY_PG, _P_EXPIRED_PG) if _pg(conn) else (_P_BOTH,))
+        for i, cid, st, p, a, ls in stmt.rows(conn, params)
     ]
     return sorted(rows, key=lambda r: r[0])[:limit]
 
@@ -463,8 +464,8 @@ def claim_subjects(
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    stmt = _SUBJECTS_PG if _pg(conn) else _SUBJECTS
-    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in conn.execute(stmt, {"ids": ids})}
+    stmt = _P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS
+    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in stmt.rows(conn, {"ids": ids})}
 
 
 def claim_facts(
@@ -474,7 +475,7 @@ def claim_facts(
     ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``)."""
     out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
     params = {"ids": list(customer_ids), "now": now, "since": since}
-    for cid, kind, until, day in conn.execute(_FACTS, params):
+    for cid, kind, until, day in _P_FACTS.rows(conn, params):
         out.setdefault(str(cid), []).append((str(kind), until, day))
     return out
 
@@ -484,25 +485,23 @@ def lease_calls(
 ) -> None:
     """Lease calls to a key until ``until`` (and count the claim)."""
     if call_ids:
-        conn.execute(_LEASE, {"ids": list(call_ids), "key_id": api_key_id, "until": until})
+        _P_LEASE.rows(conn, {"ids": list(call_ids), "key_id": api_key_id, "until": until})
 
 
 def put_back_calls(*, conn: Connection, calls: Sequence[tuple[str, str, datetime | None]]) -> None:
     """``(call id, status, not before)``: blocked calls closed or returned to the pool (the
     last lease holder is kept: it may still report)."""
     if calls:
-        conn.execute(_PUT_BACK, [{"b_call_id": i, "b_status": s, "b_retry": r}
-                                 for i, s, r in calls])  # fmt: skip
+        _P_PUT_BACK.many(conn, [{"b_call_id": i, "b_status": s, "b_retry": r}
+                                for i, s, r in calls])  # fmt: skip
 
 
 def add_gate_decisions(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_ADD_DECISIONS, list(rows))
+    _P_ADD_DECISIONS.many(conn, rows)
 
 
 def add_attempts(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_ADD_ATTEMPTS, list(rows))
+    _P_ADD_ATTEMPTS.many(conn, rows)
 
 
 def old_call_documents(
@@ -544,36 +543,54 @@ _CLOSE_CALL = (
     .values(status="done", lease_until=None)
 )
 
+#: the claim's and the outcome's statements, run on the driver's cursor (db/prepared.py)
+_P_BOTH, _P_READY_PG, _P_EXPIRED_PG = Prepared(_BOTH), Prepared(_READY_PG), Prepared(_EXPIRED_PG)
+_P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
+    Prepared(_SUBJECTS),
+    Prepared(_SUBJECTS_PG),
+    Prepared(_FACTS),
+)
+_P_LEASE, _P_PUT_BACK = Prepared(_LEASE), Prepared(_PUT_BACK)
+_P_ADD_DECISIONS, _P_ADD_ATTEMPTS = Prepared(_ADD_DECISIONS), Prepared(_ADD_ATTEMPTS)
+_P_SEEN, _P_OUTCOME_CALL = Prepared(_SEEN), Prepared(_OUTCOME_CALL)
+_P_OUTCOME_CALL_PG, _P_LOCK_CUSTOMER = Prepared(_OUTCOME_CALL_PG), Prepared(_LOCK_CUSTOMER)
+_P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
+_P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
 
-def idempotent_answer(*, conn: Connection, api_key_id: int, key: str) -> Row[Any, Any, Any] | None:
+
+def idempotent_answer(
+    *, conn: Connection, api_key_id: int, key: str
+) -> tuple[str, int, dict[str, Any]] | None:
     """``(request_hash, status_code, response)`` stored under a key's idempotency key."""
-    return conn.execute(_SEEN, {"key_id": api_key_id, "key": key}).first()
+    rows = _P_SEEN.rows(conn, {"key_id": api_key_id, "key": key})
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
-def outcome_call(*, conn: Connection, call_id: str) -> Row[Any, Any, Any, Any] | None:
+def outcome_call(*, conn: Connection, call_id: str) -> tuple[str, str, int | None, Any] | None:
     """``(campaign_id, customer_id, leased_by, outcome id or None)`` of a call, row-locked on
     PostgreSQL (with its customer, so an outcome and a claim for one customer take turns)."""
     pg = _pg(conn)
-    row = conn.execute(_OUTCOME_CALL_PG if pg else _OUTCOME_CALL, {"call_id": call_id}).first()
-    if row is not None and pg:
-        conn.execute(_LOCK_CUSTOMER, {"id": row[1]})
-    return row
+    rows = (_P_OUTCOME_CALL_PG if pg else _P_OUTCOME_CALL).rows(conn, {"call_id": call_id})
+    if not rows:
+        return None
+    if pg:
+        _P_LOCK_CUSTOMER.rows(conn, {"id": rows[0][1]})
+    return (rows[0][0], rows[0][1], rows[0][2], rows[0][3])
 
 
 def add_outcome(*, conn: Connection, values: dict[str, Any]) -> int:
     """Store an outcome and close its call; returns the outcome's id."""
-    outcome_id = conn.execute(_ADD_OUTCOME, values).scalar_one()
-    conn.execute(_CLOSE_CALL, {"call_id": values["call_id"]})
+    outcome_id = _P_ADD_OUTCOME.rows(conn, values)[0][0]
+    _P_CLOSE_CALL.rows(conn, {"call_id": values["call_id"]})
     return int(outcome_id)
 
 
 def add_blocks(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_ADD_BLOCKS, list(rows))
+    _P_ADD_BLOCKS.many(conn, rows)
 
 
 def store_idempotent_answer(*, conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(_ADD_IDEM, values)
+    _P_ADD_IDEM.rows(conn, values)
 
 
 def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | None:

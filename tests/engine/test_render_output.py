@@ -20,7 +20,7 @@ from scripts_engine.render import Renderer
 from scripts_engine.script import RENDER_INPUTS, Script, rendered_script_id, script_id
 
 PERSONAS = ROOT / "personas"
-DIGEST = "3c497e3af535835ca9fad053a87c696e"  # ids name the styles.yaml version since the i6 merge
+DIGEST = "4d3e521f38c5f1c93b7faa94314460fd"  # compact canonical JSON (orjson) since session 4; same content as before
 
 
 def _sample(renderer: Renderer, customers: int) -> Iterator[Script]:

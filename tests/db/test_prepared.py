@@ -1,0 +1,146 @@
+"""The claim's and the outcome's statements on the driver's cursor read and write exactly what
+SQLAlchemy's ``Connection.execute`` reads and writes, on SQLite and PostgreSQL: the same rows,
+the same date-times (zone included), JSON, booleans and NULLs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, insert, select
+
+from scripts_engine.db import repository as repo
+from scripts_engine.db.models import (
+    Attempt,
+    Block,
+    Call,
+    CallDocument,
+    Campaign,
+    Customer,
+    GateDecision,
+    IdempotencyKey,
+    Outcome,
+)
+from scripts_engine.db.prepared import Prepared
+from scripts_engine.db.session import Database, table
+
+NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
+
+
+def _fill(conn: Connection) -> None:
+    conn.execute(insert(table(Campaign)), [{
+        "id": "cmp", "name": "May", "options": {"channel": "call"}, "status": "ready",
+        "total": 4, "done": 4, "failed": 0, "created_by": None, "created_at": NOW,
+        "updated_at": NOW}])  # fmt: skip
+    conn.execute(insert(table(Customer)), [
+        {"customer_id": f"c{i}", "record": {"age": 40 + i, "city": "广州"}, "phone": f"1380000000{i}",
+         "timezone": "Asia/Shanghai" if i else None, "consent": i != 2,
+         "profiling_opt_out": False, "scoring": {"tags": {"wealth": 0.5}} if i else None,
+         "model_version": "m1", "created_at": NOW, "updated_at": NOW}
+        for i in range(4)
+    ])  # fmt: skip
+    states = [("ready", None, None), ("ready", NOW + timedelta(hours=1), None),
+              ("leased", None, NOW - timedelta(seconds=5)), ("leased", None, NOW + timedelta(1))]  # fmt: skip
+    conn.execute(insert(table(Call)), [
+        {"id": f"k{i}", "campaign_id": "cmp", "customer_id": f"c{i}", "chunk": 0,
+         "group": "model", "profile_id": "P01", "audio": {"wav8k": f"{i:064d}.wav"},
+         "status": st, "not_before": nb, "leased_by": 7 if lu else None, "lease_until": lu,
+         "claims": 0, "created_at": NOW, "live_set": "ls1"}
+        for i, (st, nb, lu) in enumerate(states)
+    ])  # fmt: skip
+    conn.execute(insert(table(CallDocument)), [
+        {"call_id": f"k{i}", "script": {"text": "您好"}, "record": {"i": i},
+         "payload": '{"group":"model"}' if i != 1 else None}
+        for i in range(4)
+    ])  # fmt: skip
+    conn.execute(insert(table(Block)), [
+        {"customer_id": "c1", "kind": "refusal", "since": NOW, "until": NOW + timedelta(days=180),
+         "call_id": "k1"},
+        {"customer_id": "c3", "kind": "opt_out", "since": NOW, "until": None, "call_id": None},
+    ])  # fmt: skip
+    conn.execute(insert(table(Attempt)), [
+        {"customer_id": "c1", "call_id": "k1", "at": NOW - timedelta(days=1), "local_day": "2026-05-11"}
+    ])  # fmt: skip
+    conn.execute(insert(table(IdempotencyKey)), [
+        {"api_key_id": 7, "key": "idem-1", "request_hash": "h" * 64, "status_code": 201,
+         "response": {"id": 1, "status": "connected", "converted": False}, "created_at": NOW}
+    ])  # fmt: skip
+
+
+READS: list[tuple[str, Any, dict[str, Any]]] = [
+    ("candidates", repo._BOTH, {"campaign_id": "cmp", "now": NOW, "limit": 10}),
+    ("subjects", repo._SUBJECTS, {"ids": ["c0", "c1", "c2", "c9"]}),
+    ("subjects, one id", repo._SUBJECTS, {"ids": ["c3"]}),
+    ("facts", repo._FACTS, {"ids": ["c0", "c1", "c3"], "now": NOW, "since": NOW - timedelta(8)}),
+    ("idempotent answer", repo._SEEN, {"key_id": 7, "key": "idem-1"}),
+    ("outcome call", repo._OUTCOME_CALL, {"call_id": "k3"}),
+    ("render fields", repo._RENDER_FIELDS, {"customer_id": "c1"}),
+    ("render fields, no scoring", repo._RENDER_FIELDS, {"customer_id": "c0"}),
+]
+
+
+@pytest.mark.parametrize(("name", "stmt", "params"), READS, ids=[r[0] for r in READS])
+def test_reads_match_sqlalchemy(db: Database, name: str, stmt: Any, params: dict[str, Any]) -> None:
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+        expected = [tuple(r) for r in conn.execute(stmt, params)]
+        got = Prepared(stmt).rows(conn, params)
+    assert expected, f"{name}: the fixture must give rows"
+    assert got == expected
+    for row in got:  # date-times come back aware, JSON as objects
+        for value in row:
+            assert not isinstance(value, datetime) or value.tzinfo is not None
+
+
+def test_writes_match_sqlalchemy(db: Database) -> None:
+    """Each write done once through Connection.execute and once prepared, on twin rows,
+    stores the same values."""
+    decision = {"customer_id": "c0", "at": NOW, "allowed": True, "rule": "ok",
+                "checks": [{"rule": "consent", "ok": True}], "ruleset": "r1", "api_key_id": None}  # fmt: skip
+    outcome = {"campaign_id": "cmp", "customer_id": "c0", "status": "connected",
+               "converted": True, "intent_grade": None, "opt_out": False, "refused": True,
+               "duration_s": 41.5, "complaint": False, "notes": "回电", "api_key_id": 7,
+               "created_at": NOW}  # fmt: skip
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+        conn.execute(repo._ADD_DECISIONS, [{**decision, "call_id": "k0"}])
+        Prepared(repo._ADD_DECISIONS).many(conn, [{**decision, "call_id": "k1"}])
+        first = conn.execute(repo._ADD_OUTCOME, {**outcome, "call_id": "k0"}).scalar_one()
+        second = Prepared(repo._ADD_OUTCOME).rows(conn, {**outcome, "call_id": "k1"})[0][0]
+        assert second == first + 1
+        conn.execute(repo._LEASE, {"ids": ["k0"], "key_id": 9, "until": NOW})
+        Prepared(repo._LEASE).rows(conn, {"ids": ["k1"], "key_id": 9, "until": NOW})
+        conn.execute(repo._PUT_BACK, [{"b_call_id": "k2", "b_status": "ready", "b_retry": NOW}])
+        Prepared(repo._PUT_BACK).many(conn, [{"b_call_id": "k3", "b_status": "ready",
+                                              "b_retry": NOW}])  # fmt: skip
+
+        def rows(model: Any, *ids: str) -> list[dict[str, Any]]:
+            t = table(model)
+            key = t.c.id if model is Call else t.c.call_id
+            found = conn.execute(select(t).where(key.in_(ids)).order_by(key)).mappings()
+            return [{k: v for k, v in r.items() if k not in ("id", "call_id")} for r in found]
+
+        a, b = rows(GateDecision, "k0", "k1")
+        assert a == b and a["checks"] == decision["checks"] and a["at"] == NOW
+        a, b = rows(Outcome, "k0", "k1")
+        assert a == b and a["created_at"] == NOW and a["converted"] is True
+        assert a["refused"] is True and a["notes"] == "回电" and a["intent_grade"] is None
+        state = ("status", "not_before", "leased_by", "lease_until", "claims")
+        a, b = ({k: r[k] for k in state} for r in rows(Call, "k0", "k1"))
+        assert a == b == {"status": "leased", "not_before": None, "leased_by": 9,
+                          "lease_until": NOW, "claims": 1}  # fmt: skip
+        a, b = ({k: r[k] for k in state} for r in rows(Call, "k2", "k3"))
+        assert a == {**b, "leased_by": 7, "lease_until": a["lease_until"]}
+        assert a["status"] == "ready" and a["not_before"] == NOW
+
+
+def test_an_insert_must_give_every_column(db: Database) -> None:
+    """A prepared INSERT without a column's value would skip SQLAlchemy's column defaults:
+    refused, not stored with a NULL."""
+    with db.write_engine.begin() as conn, pytest.raises(ValueError, match="every column"):
+        _fill(conn)
+        Prepared(insert(table(Outcome)).values(converted=False)).rows(
+            conn, {"call_id": "k0", "campaign_id": "cmp", "customer_id": "c0",
+                   "status": "connected", "api_key_id": 7, "created_at": NOW}
+        )  # fmt: skip
