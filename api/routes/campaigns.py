@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from api.deps import Admin, Dialler, Now, Reader, ServicesDep
@@ -90,18 +92,33 @@ def get_campaign(campaign_id: str, _: Reader, services: ServicesDep) -> Campaign
     return campaign_out(services, c)
 
 
+_BASES: dict[tuple[Any, ...], str] = {}
+
+
+def base_url(request: Request) -> str:
+    """The address the client reached us at (audio URLs start with it), remembered per scheme,
+    host and root path: Starlette builds it from the scope anew on every request."""
+    scope = request.scope
+    key = (scope.get("scheme"), request.headers.get("host"), scope.get("root_path"))
+    base = _BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+        if len(_BASES) < 64:  # the host header is the client's: keep a few
+            _BASES[key] = base
+    return base
+
+
 def claimed_out(base: str, item: ClaimedCall, now: datetime) -> str:
     """One claimed call as JSON text: the per-claim fields, then the payload made at build
     time (group, profile, script) spliced in as it is stored (no parse, no re-encode)."""
-    head = json.dumps(
+    head = orjson.dumps(
         {"id": item.call_id, "campaign_id": item.campaign_id, "customer_id": item.customer_id,
          "phone": item.phone,
          "audio": {fmt: f"{base}/v1/audio/{ref}" for fmt, ref in item.audio.items()},
          "window": {"not_before": now.isoformat(),
                     "not_after": item.not_after.isoformat()},
          "lease_until": item.lease_until.isoformat()},
-        ensure_ascii=False, separators=(",", ":"),
-    )  # fmt: skip
+    ).decode()  # fmt: skip
     return head[:-1] + "," + item.payload[1:]
 
 
@@ -119,7 +136,7 @@ async def claim(
     )  # fmt: skip
     for d in result.decisions:
         services.metrics.gate.labels(d.rule, str(d.allowed).lower()).inc()
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     calls = ",".join(claimed_out(base, c, now) for c in result.calls)
     due = json.dumps(result.next_due.isoformat() if result.next_due else None)
     # built from rows validated when they were stored: answered without re-validating
