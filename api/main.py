@@ -125,7 +125,7 @@ def create_app(
             services.builder.start()
         # what start-up built (model, grid, compiled templates, catalog) lives as long as the
         # app: out of the cyclic collector's sight, its full passes stop walking it on every
-        # request burst (see the "Speed" section of README.md)
+        # request burst (see "Figures" in README.md)
         gc.collect()
         gc.freeze()
         try:
@@ -136,6 +136,7 @@ def create_app(
             if isinstance(services.synth, SynthesisPool):
                 services.synth.close()
             services.db.dispose()
+            gc.unfreeze()  # back in sight: what this app leaves behind can be collected
 
     app = FastAPI(
         title="scripts-engine",
