@@ -104,6 +104,12 @@ class KeyCache:
 
 
 async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
+def services_of(request: Request) -> Services:
+    """The app's services, for a route that takes ``request`` rather than ``ServicesDep`` (the
+    dialler's hot routes: a dependency is resolved anew on every request)."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -116,7 +122,6 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 # the small dependencies are coroutines: FastAPI runs a plain function in its thread pool,
 # and a hand-off there costs more than they do
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer se_...`")
 
 
 def _lookup(services: Services, key: str) -> Principal | None:
@@ -150,9 +155,8 @@ async def _verify(
     return await asyncio.shield(pending)
 
 
-async def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def _principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     """The caller's live key, or 401. A key in the URL is refused with 400."""
     services: Services = request.app.state.services
@@ -179,26 +183,42 @@ async def get_principal(
     return principal
 
 
-def require(*roles: str) -> Callable[..., Any]:
-    """A dependency that lets only ``roles`` through (403 for the others), then takes the
-    key's rate-limit tokens (429 with ``Retry-After`` when there are none)."""
+class KeyGuard(HTTPBearer):
+    """A route's whole access check as one dependency: the bearer key (authenticated), its
+    role (403 for the others), its rate-limit tokens (429 with ``Retry-After`` when there are
+    none) and, with ``signed``, the body's ``X-Signature`` (401; with
+    ``outcome_signatures: optional`` an unsigned body is let through, a bad signature not).
 
-    async def check(
-        request: Request, principal: Annotated[Principal, Depends(get_principal)]
-    ) -> Principal:
+    One dependency, not a chain of three or four: FastAPI resolves each level of dependencies
+    anew on every request, at about the cost of the statements a dialler route runs. Being an
+    ``HTTPBearer``, it puts the bearer scheme in the OpenAPI schema like the plain one."""
+
+    def __init__(self, *roles: str, signed: bool = False):
+        super().__init__(
+            auto_error=False, scheme_name="HTTPBearer",
+            description="An API key: `Authorization: Bearer se_...`",
+        )  # fmt: skip
+        self.roles, self.signed = roles, signed
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = await _principal(request, await super().__call__(request))
         services: Services = request.app.state.services
-        if principal.role not in roles:
-            raise ApiError(403, f"this route needs one of the roles: {', '.join(roles)}")
+        if principal.role not in self.roles:
+            raise ApiError(403, f"this route needs one of the roles: {', '.join(self.roles)}")
         if services.limiter is not None:
             route = getattr(request.scope.get("route"), "path", None)
             wait = services.limiter.take(principal.key_id, route)
             if wait is not None:
                 raise ApiError(429, "rate limit reached for this API key; retry later",
                                headers={"Retry-After": retry_after(wait)})  # fmt: skip
+        if self.signed:
+            await _check_signature(request, principal, services.settings)
         return principal
 
-    check.__name__ = "require_" + "_".join(roles)
-    return check
+
+def require(*roles: str) -> KeyGuard:
+    """A dependency that lets only ``roles`` through (see :class:`KeyGuard`)."""
+    return KeyGuard(*roles)
 
 
 async def now(request: Request) -> datetime:
@@ -217,13 +237,10 @@ AnyRole = Annotated[Principal, Depends(require("admin", "dialler", "writer", "qa
 Now = Annotated[datetime, Depends(now)]
 
 
-async def signed_by_dialler(request: Request, principal: Dialler) -> Principal:
-    """A dialler whose request body carries a valid ``X-Signature`` (401 otherwise); with
-    ``outcome_signatures: optional`` an unsigned body is let through, a bad signature not."""
+async def _check_signature(request: Request, principal: Principal, settings: Settings) -> None:
     header = request.headers.get(HEADER)
-    settings = request.app.state.services.settings
     if header is None and settings.outcome_signatures == "optional":
-        return principal
+        return
     if not principal.signing:
         raise ApiError(401, "this key has no signing secret: create one with "
                        "scripts-engine keys rotate-signing PREFIX", code="bad_signature")  # fmt: skip
@@ -233,10 +250,10 @@ async def signed_by_dialler(request: Request, principal: Dialler) -> Principal:
                tolerance_s=settings.signature_tolerance_s)  # fmt: skip
     except SignatureError as exc:
         raise ApiError(401, str(exc), code="bad_signature") from None
-    return principal
 
 
-SignedDialler = Annotated[Principal, Depends(signed_by_dialler)]
+#: a dialler whose request body carries a valid ``X-Signature``
+SignedDialler = Annotated[Principal, Depends(KeyGuard("dialler", signed=True))]
 
 
 def utcnow() -> datetime:

@@ -20,7 +20,7 @@ from api import errors, web
 from api.deps import KeyCache, Services, utcnow
 from api.limits import RateLimiter
 from api.observability import Metrics, RequestMiddleware
-from api.routes import ROUTERS
+from api.routes import ROUTERS, TAGS
 from scripts_engine.audiostore import AudioStore
 from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings, get_settings
@@ -142,6 +142,7 @@ def create_app(
         title="scripts-engine",
         version="1",
         description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
         docs_url="/docs" if settings.api_docs else None,
         redoc_url="/redoc" if settings.api_docs else None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import Analyst, Now, ServicesDep, SignedDialler
+from api.deps import Analyst, ServicesDep, SignedDialler, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
 from scripts_engine.db import repository as repo
@@ -39,7 +39,7 @@ IdemKey = Annotated[
 
 @router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201)
 async def report_outcome(
-    call_id: str, body: OutcomeIn, principal: SignedDialler, services: ServicesDep, now: Now,
+    call_id: str, body: OutcomeIn, principal: SignedDialler, request: Request,
     idempotency_key: IdemKey = None, x_signature: Signature = None,
 ) -> JSONResponse:  # fmt: skip
     """Report what happened on a leased call. An opt-out stops every campaign's calls to the
@@ -48,6 +48,8 @@ async def report_outcome(
     Sign the raw body: `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret,
     t + "." + body)>` (the signing secret is shown once when the dialler key is created); a
     missing, wrong or stale (over 300 s) signature is a 401."""
+    services = services_of(request)
+    now = services.clock()
     if not idempotency_key or not idempotency_key.strip():
         raise ApiError(400, "send an Idempotency-Key header (a UUID per outcome)",
                        code="idempotency_key_missing")  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from api.deps import Admin, Dialler, Now, Reader, ServicesDep
+from api.deps import Admin, Dialler, Now, Reader, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import (
     CampaignAccepted,
@@ -124,11 +124,12 @@ def claimed_out(base: str, item: ClaimedCall, now: datetime) -> str:
 
 @router.post("/{campaign_id}/calls/claim", response_model=ClaimResponse)
 async def claim(
-    campaign_id: str, body: ClaimRequest, principal: Dialler, services: ServicesDep, now: Now,
-    request: Request,
-) -> Response:  # fmt: skip
+    campaign_id: str, body: ClaimRequest, principal: Dialler, request: Request
+) -> Response:
     """Lease up to `limit` ready calls to this dialler; each call passed the compliance gate
     just now. Report each with `POST /v1/calls/{id}/outcome` before `window.not_after`."""
+    services = services_of(request)
+    now = services.clock()
     result = await claim_calls_async(
         db=services.db, gate=services.gate, campaign_id=campaign_id,
         api_key_id=principal.key_id, limit=body.limit, lease_seconds=body.lease_seconds, now=now,

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Author, Now, Services, ServicesDep
+from api.deps import Author, Services, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
 from scripts_engine.campaigns import Toolkit
@@ -57,8 +57,10 @@ def score(body: ScoreRequest, _: Author, services: ServicesDep) -> dict[str, Any
 
 
 @router.post("/scripts/render", response_model=ScriptOut)
-async def render(body: RenderRequest, _: Author, services: ServicesDep, now: Now) -> Response:
+async def render(body: RenderRequest, _: Author, request: Request) -> Response:
     """Render one customer's script (stored by `customer_id`, or inline as `customer`)."""
+    services = services_of(request)
+    now = services.clock()
     if (body.customer is None) == (body.customer_id is None):
         raise ApiError(422, "give exactly one of customer and customer_id",
                        errors=[{"field": "body.customer", "error": "customer or customer_id"}])  # fmt: skip

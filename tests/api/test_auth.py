@@ -129,3 +129,22 @@ def test_keys_are_stored_hashed(client: TestClient, keys: dict[str, str], api_se
     stored = " ".join(f"{r.prefix} {r.secret_hash}" for r in rows)
     for key in keys.values():
         assert key.split("_", 2)[2] not in stored
+
+
+def test_the_schema_documents_the_key_on_every_keyed_route(client: TestClient) -> None:
+    """A dialler written from the OpenAPI schema knows which routes take the bearer key (the
+    routes' access checks are one dependency each, which must still show in the schema)."""
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"] == {
+        "HTTPBearer": {"type": "http", "scheme": "bearer",
+                       "description": "An API key: `Authorization: Bearer se_...`"}
+    }  # fmt: skip
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            keyed = (method.upper(), path) not in PUBLIC
+            assert (op.get("security") == [{"HTTPBearer": []}]) == keyed, (method, path)
+    # every operation's tag is described, in the order the docs list them
+    declared = [t["name"] for t in spec["tags"]]
+    used = {t for ops in spec["paths"].values() for op in ops.values() for t in op["tags"]}
+    assert used == set(declared) and declared[:3] == ["operations", "keys", "customers"]
+    assert all(t["description"] for t in spec["tags"])
