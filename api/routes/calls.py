@@ -10,12 +10,16 @@ from sqlalchemy import select
 
 from api.deps import Analyst, ServicesDep, SignedDialler, services_of
 from api.errors import ERROR_RESPONSES, ApiError
+from api.lean import LeanRoute
 from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import GateDecision
 from scripts_engine.outcomes import outcome_public, record_outcome_async
 
-router = APIRouter(prefix="/v1/calls", tags=["calls"], responses=ERROR_RESPONSES)
+# the dialler's hot routes take the lean handler (api/lean.py)
+router = APIRouter(
+    prefix="/v1/calls", tags=["calls"], responses=ERROR_RESPONSES, route_class=LeanRoute
+)
 Signature = Annotated[
     str | None,
     Header(

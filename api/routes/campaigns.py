@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import Admin, Dialler, Now, Reader, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
+from api.lean import LeanRoute
 from api.schemas import (
     CampaignAccepted,
     CampaignCreate,
@@ -24,7 +25,10 @@ from scripts_engine.db import repository as repo
 from scripts_engine.db.models import Campaign
 from scripts_engine.errors import VoiceUnavailable
 
-router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES)
+# the dialler's hot routes take the lean handler (api/lean.py)
+router = APIRouter(
+    prefix="/v1/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES, route_class=LeanRoute
+)
 
 
 def campaign_out(services: ServicesDep, c: Campaign) -> CampaignOut:

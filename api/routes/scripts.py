@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Author, Services, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
+from api.lean import LeanRoute
 from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
 from scripts_engine.campaigns import Toolkit
 from scripts_engine.db import repository as repo
@@ -18,7 +19,10 @@ from scripts_engine.errors import DataError, PersonaNotFound
 from scripts_engine.features import Batch, load_customers
 from scripts_engine.scoring import Engine
 
-router = APIRouter(prefix="/v1", tags=["scoring and scripts"], responses=ERROR_RESPONSES)
+# the dialler's hot routes take the lean handler (api/lean.py)
+router = APIRouter(
+    prefix="/v1", tags=["scoring and scripts"], responses=ERROR_RESPONSES, route_class=LeanRoute
+)
 OPT_OUT = "the customer opted out of profiling (PIPL art. 24): not scored"
 
 
