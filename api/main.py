@@ -9,6 +9,7 @@ change, refreshes the calls still waiting), and stops them on exit.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -103,6 +104,15 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
                     signing_master=master_key(settings))  # fmt: skip
 
 
+#: how long a thread may hold the interpreter lock while another waits for it (Python's
+#: default: 5 ms). The database writer thread lets go of the lock in every SQLite call and
+#: must get it back from the event loop after each; under load, waiting up to 5 ms each time
+#: made the writer the bottleneck: bench_api's paced claim-and-outcome cycle fell 4-15 %
+#: short of the offered rate with p50 60-71 ms (two runs of three); at 1 ms it kept up with
+#: p50 7-8 ms and p99 27-45 ms (see "Figures" in README.md)
+SWITCH_INTERVAL_S = 0.001
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -128,9 +138,12 @@ def create_app(
         # request burst (see "Figures" in README.md)
         gc.collect()
         gc.freeze()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch_interval)
             if services.builder is not None:
                 services.builder.stop()
             if isinstance(services.synth, SynthesisPool):
