@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import Call, Outcome
+from scripts_engine.db.prepared import pipeline
 from scripts_engine.db.session import Database, write_async, write_transaction
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
@@ -75,22 +76,21 @@ def _record(
 ) -> OutcomeAnswer:
     digest = fingerprint({"call_id": call_id, **body})
     conn = session.connection()
-    seen = repo.idempotent_answer(conn=conn, api_key_id=api_key_id, key=idem_key)
+    seen, call = repo.outcome_state(conn=conn, api_key_id=api_key_id, key=idem_key,
+                                    call_id=call_id)  # fmt: skip
     if seen is not None:
-        request_hash, status_code, response = seen
-        if request_hash != digest:
-            raise Conflict(
-                "this Idempotency-Key was used with another request body",
-                code="idempotency_key_reused",
-            )
-        return OutcomeAnswer(status_code, response, True)
-    call = repo.outcome_call(conn=conn, call_id=call_id)
+        return _replay(seen, digest)
     if call is None:
         raise NotFound(f"no call '{call_id}'")
     campaign_id, customer_id, leased_by, existing = call
     if leased_by != api_key_id:
         raise Conflict("this call is not leased to this API key", code="call_not_leased")
     if existing is not None:
+        # a twin of this request may have written it while this one waited for the call's
+        # row lock (PostgreSQL): it is answered like any replay
+        seen = repo.idempotent_answer(conn=conn, api_key_id=api_key_id, key=idem_key)
+        if seen is not None:
+            return _replay(seen, digest)
         raise Conflict("this call already has an outcome", code="outcome_exists")
     values = {
         "call_id": call_id, "campaign_id": campaign_id, "customer_id": customer_id,
@@ -106,14 +106,35 @@ def _record(
         blocks.append({"kind": "opt_out", "until": None})
     if values["refused"]:
         blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})
-    repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
-                                      "call_id": call_id, **b} for b in blocks])  # fmt: skip
     answer = _public({**values, "id": outcome_id})
-    repo.store_idempotent_answer(conn=conn, values={
-        "api_key_id": api_key_id, "key": idem_key, "request_hash": digest, "status_code": 201,
-        "response": answer, "created_at": now,
-    })  # fmt: skip
+    with pipeline(conn):  # PostgreSQL: one round trip for the three
+        repo.close_call(conn=conn, call_id=call_id)
+        repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
+                                          "call_id": call_id, **b} for b in blocks])  # fmt: skip
+        repo.store_idempotent_answer(conn=conn, values={
+            "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
+            "status_code": 201, "response": answer, "created_at": now,
+        })  # fmt: skip
     return OutcomeAnswer(201, answer, False)
+
+
+def _integrity_errors(db: Database) -> tuple[type[BaseException], ...]:
+    """SQLAlchemy's integrity error and the driver's (the outcome's statements run on the
+    driver's cursor: db/prepared.py)."""
+    driver = getattr(db.write_engine.dialect.dbapi, "IntegrityError", None)
+    return (IntegrityError, driver) if driver is not None else (IntegrityError,)
+
+
+def _replay(seen: tuple[str, int, dict[str, Any]], digest: str) -> OutcomeAnswer:
+    """The stored answer of an earlier request with this idempotency key, if it had this
+    body."""
+    request_hash, status_code, response = seen
+    if request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was used with another request body",
+            code="idempotency_key_reused",
+        )
+    return OutcomeAnswer(status_code, response, True)
 
 
 def record_outcome(
@@ -142,7 +163,7 @@ def record_outcome(
     for attempt in range(3):
         try:
             return write_transaction(db, run, core=True)
-        except IntegrityError:  # a concurrent twin committed first: run again to replay it
+        except _integrity_errors(db):  # a concurrent twin committed first: replay it
             if attempt == 2:
                 raise Conflict(
                     "a request with this Idempotency-Key is in progress", code="in_flight"
@@ -171,7 +192,7 @@ async def record_outcome_async(
     for attempt in range(3):
         try:
             return await write_async(db, run, core=True)
-        except IntegrityError:  # a concurrent twin committed first: run again to replay it
+        except _integrity_errors(db):  # a concurrent twin committed first: replay it
             if attempt == 2:
                 raise Conflict(
                     "a request with this Idempotency-Key is in progress", code="in_flight"

@@ -18,12 +18,21 @@ keeps what SQLAlchemy would do and drops the rest:
 It serves the statements of :mod:`scripts_engine.db.repository` that the claim and the outcome
 run; ``tests/db/test_prepared.py`` checks each against ``Connection.execute`` on SQLite and
 PostgreSQL.
+
+On PostgreSQL every statement is a round trip to the server, and between two of them the
+worker thread running the transaction must get the interpreter lock back: under load the
+claim's connections were mostly ``idle in transaction``, waiting for the next statement.
+:func:`rows_together` sends several reads at once and :func:`pipeline` sends the writes inside
+it at once (psycopg's pipeline mode: the server runs them in order, one round trip for all;
+an error in any of them is raised when the block ends, and fails the transaction). On SQLite
+both simply run the statements one after another.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +72,8 @@ class Prepared:
         }))  # fmt: skip
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run with one parameter set; the rows it returns (none for a plain write)."""
+        """Run with one parameter set; the rows it returns (none for a plain write; none
+        either inside :func:`pipeline`, where a write's result comes later)."""
         plan = self._plan(conn.dialect, params)
         args = self._args(plan, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -74,6 +84,10 @@ class Prepared:
             fetched = cursor.fetchall()
         finally:
             cursor.close()
+        return self._processed(plan, fetched)
+
+    @staticmethod
+    def _processed(plan: _Plan, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
         procs = plan.results
         if not procs or not any(procs):
             return [tuple(r) for r in fetched]
@@ -154,3 +168,46 @@ class Prepared:
             )
         return _Plan(state.statement, state.positiontup is not None, tuple(slots), constants,
                      results)  # fmt: skip
+
+
+def _pipelined(conn: Connection) -> Any:
+    """The psycopg connection under ``conn`` when it can pipeline, else None."""
+    if conn.dialect.name != "postgresql":
+        return None
+    raw = conn.connection.dbapi_connection
+    return raw if hasattr(raw, "pipeline") else None
+
+
+def rows_together(
+    conn: Connection, reads: Sequence[tuple[Prepared, Mapping[str, Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each ``(statement, parameters)``, run in order; on PostgreSQL sent
+    together, one round trip for all (a later read sees what an earlier one locked)."""
+    raw = _pipelined(conn)
+    if raw is None or len(reads) < 2:
+        return [p.rows(conn, params) for p, params in reads]
+    sent = []
+    with raw.pipeline():
+        for p, params in reads:
+            plan = p._plan(conn.dialect, params)
+            cursor = raw.cursor()
+            cursor.execute(plan.sql, p._args(plan, params))
+            sent.append((plan, cursor))
+        try:
+            return [Prepared._processed(plan, cursor.fetchall()) for plan, cursor in sent]
+        finally:
+            for _plan, cursor in sent:
+                cursor.close()
+
+
+@contextmanager
+def pipeline(conn: Connection) -> Iterator[None]:
+    """Writes inside (``Prepared.rows`` or ``.many``, returning nothing) go to PostgreSQL
+    together when the block ends, one round trip; an error is raised then. Elsewhere each
+    runs at once."""
+    raw = _pipelined(conn)
+    if raw is None:
+        yield
+        return
+    with raw.pipeline():
+        yield

@@ -48,7 +48,7 @@ from scripts_engine.db.models import (
     Outcome,
     SigningSecret,
 )
-from scripts_engine.db.prepared import Prepared
+from scripts_engine.db.prepared import Prepared, rows_together
 
 ROLES = ("admin", "dialler", "writer", "qa")
 KEY_PREFIX = "se"
@@ -448,36 +448,38 @@ def claim_candidates(
     so two concurrent claims never see the same call. The payload comes along: most
     candidates are handed out, and a second query for it would cost more than the bytes."""
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
+    scans = (_P_READY_PG, _P_EXPIRED_PG) if _pg(conn) else (_P_BOTH,)
     rows = [
         (str(i), str(cid), str(st), p, a, ls)
-        for stmt in ((_P_READY_PG, _P_EXPIRED_PG) if _pg(conn) else (_P_BOTH,))
-        for i, cid, st, p, a, ls in stmt.rows(conn, params)
+        for found in rows_together(conn, [(stmt, params) for stmt in scans])
+        for i, cid, st, p, a, ls in found
     ]
     return sorted(rows, key=lambda r: r[0])[:limit]
 
 
-def claim_subjects(
-    *, conn: Connection, customer_ids: Iterable[str]
-) -> dict[str, tuple[bool, str | None, str | None]]:
-    """``customer id -> (consent, timezone, phone)``, row-locked in id order on PostgreSQL
-    (so concurrent claims and outcomes for the same customer run one after another)."""
+def claim_people(
+    *, conn: Connection, customer_ids: Iterable[str], now: datetime, since: datetime
+) -> tuple[
+    dict[str, tuple[bool, str | None, str | None]],
+    dict[str, list[tuple[str, datetime | None, str | None]]],
+]:
+    """What the gate needs of these customers: ``customer id -> (consent, timezone, phone)``,
+    and ``customer id -> [(kind, until, local day), ...]``, the suppressions in force (kind
+    ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``).
+    On PostgreSQL the customers are row-locked in id order first (so concurrent claims and
+    outcomes for one customer run one after another), then their facts are read: two
+    statements sent together."""
     ids = sorted(set(customer_ids))
     if not ids:
-        return {}
-    stmt = _P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS
-    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in stmt.rows(conn, {"ids": ids})}
-
-
-def claim_facts(
-    *, conn: Connection, customer_ids: Iterable[str], now: datetime, since: datetime
-) -> dict[str, list[tuple[str, datetime | None, str | None]]]:
-    """``customer id -> [(kind, until, local day), ...]``: the suppressions in force (kind
-    ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``)."""
+        return {}, {}
+    subjects, facts = rows_together(conn, [
+        (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS, {"ids": ids}),
+        (_P_FACTS, {"ids": ids, "now": now, "since": since}),
+    ])  # fmt: skip
     out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
-    params = {"ids": list(customer_ids), "now": now, "since": since}
-    for cid, kind, until, day in _P_FACTS.rows(conn, params):
+    for cid, kind, until, day in facts:
         out.setdefault(str(cid), []).append((str(kind), until, day))
-    return out
+    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in subjects}, out
 
 
 def lease_calls(
@@ -531,11 +533,12 @@ _OUTCOME_CALL = select(
     select(_outcomes.c.id).where(_outcomes.c.call_id == _calls.c.id).scalar_subquery(),
 ).where(_calls.c.id == bindparam("call_id"))  # fmt: skip
 _OUTCOME_CALL_PG = _OUTCOME_CALL.with_for_update(of=_calls)
-_LOCK_CUSTOMER = (
+_LOCK_CALL_CUSTOMER = (
     select(_customers.c.customer_id)
-    .where(_customers.c.customer_id == bindparam("id"))
+    .where(_customers.c.customer_id == select(_calls.c.customer_id)
+           .where(_calls.c.id == bindparam("call_id")).scalar_subquery())
     .with_for_update()
-)
+)  # fmt: skip
 _ADD_OUTCOME = insert(_outcomes).returning(_outcomes.c.id)
 _CLOSE_CALL = (
     update(_calls)
@@ -553,9 +556,30 @@ _P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
 _P_LEASE, _P_PUT_BACK = Prepared(_LEASE), Prepared(_PUT_BACK)
 _P_ADD_DECISIONS, _P_ADD_ATTEMPTS = Prepared(_ADD_DECISIONS), Prepared(_ADD_ATTEMPTS)
 _P_SEEN, _P_OUTCOME_CALL = Prepared(_SEEN), Prepared(_OUTCOME_CALL)
-_P_OUTCOME_CALL_PG, _P_LOCK_CUSTOMER = Prepared(_OUTCOME_CALL_PG), Prepared(_LOCK_CUSTOMER)
+_P_OUTCOME_CALL_PG = Prepared(_OUTCOME_CALL_PG)
+_P_LOCK_CALL_CUSTOMER = Prepared(_LOCK_CALL_CUSTOMER)
 _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
+
+
+def outcome_state(
+    *, conn: Connection, api_key_id: int, key: str, call_id: str
+) -> tuple[tuple[str, int, dict[str, Any]] | None, tuple[str, str, int | None, Any] | None]:
+    """What an outcome report needs to know, read together: the answer stored under the key's
+    idempotency key, ``(request_hash, status_code, response)``, and the call, ``(campaign_id,
+    customer_id, leased_by, outcome id or None)``, row-locked on PostgreSQL with its customer
+    (so an outcome and a claim for one customer take turns)."""
+    reads = [(_P_SEEN, {"key_id": api_key_id, "key": key})]
+    if _pg(conn):
+        reads += [(_P_OUTCOME_CALL_PG, {"call_id": call_id}),
+                  (_P_LOCK_CALL_CUSTOMER, {"call_id": call_id})]  # fmt: skip
+    else:
+        reads.append((_P_OUTCOME_CALL, {"call_id": call_id}))
+    seen, call = rows_together(conn, reads)[:2]
+    return (
+        (seen[0][0], seen[0][1], seen[0][2]) if seen else None,
+        (call[0][0], call[0][1], call[0][2], call[0][3]) if call else None,
+    )
 
 
 def idempotent_answer(
@@ -566,23 +590,13 @@ def idempotent_answer(
     return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
-def outcome_call(*, conn: Connection, call_id: str) -> tuple[str, str, int | None, Any] | None:
-    """``(campaign_id, customer_id, leased_by, outcome id or None)`` of a call, row-locked on
-    PostgreSQL (with its customer, so an outcome and a claim for one customer take turns)."""
-    pg = _pg(conn)
-    rows = (_P_OUTCOME_CALL_PG if pg else _P_OUTCOME_CALL).rows(conn, {"call_id": call_id})
-    if not rows:
-        return None
-    if pg:
-        _P_LOCK_CUSTOMER.rows(conn, {"id": rows[0][1]})
-    return (rows[0][0], rows[0][1], rows[0][2], rows[0][3])
-
-
 def add_outcome(*, conn: Connection, values: dict[str, Any]) -> int:
-    """Store an outcome and close its call; returns the outcome's id."""
-    outcome_id = _P_ADD_OUTCOME.rows(conn, values)[0][0]
-    _P_CLOSE_CALL.rows(conn, {"call_id": values["call_id"]})
-    return int(outcome_id)
+    """Store an outcome; returns its id (:func:`close_call` closes its call)."""
+    return int(_P_ADD_OUTCOME.rows(conn, values)[0][0])
+
+
+def close_call(*, conn: Connection, call_id: str) -> None:
+    _P_CLOSE_CALL.rows(conn, {"call_id": call_id})
 
 
 def add_blocks(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ from scripts_engine.db.models import (
     IdempotencyKey,
     Outcome,
 )
-from scripts_engine.db.prepared import Prepared
+from scripts_engine.db.prepared import Prepared, pipeline, rows_together
 from scripts_engine.db.session import Database, table
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
@@ -144,3 +144,50 @@ def test_an_insert_must_give_every_column(db: Database) -> None:
             conn, {"call_id": "k0", "campaign_id": "cmp", "customer_id": "c0",
                    "status": "connected", "api_key_id": 7, "created_at": NOW}
         )  # fmt: skip
+
+
+def test_reads_sent_together_match_one_by_one(db: Database) -> None:
+    """rows_together (one round trip on PostgreSQL) gives each read's rows, in order, as the
+    reads one by one do; the repository's claim and outcome helpers read the fixture right."""
+    reads = [(Prepared(stmt), params) for _name, stmt, params in READS]
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+        alone = [p.rows(conn, params) for p, params in reads]
+        together = rows_together(conn, reads)
+        subjects, facts = repo.claim_people(conn=conn, customer_ids=["c1", "c0", "c3", "c1"],
+                                            now=NOW, since=NOW - timedelta(8))  # fmt: skip
+        seen, call = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k3")
+        unseen, nocall = repo.outcome_state(conn=conn, api_key_id=7, key="new", call_id="x")
+    assert together == alone and all(alone)
+    assert subjects == {"c0": (True, None, "13800000000"), "c1": (True, "Asia/Shanghai", "13800000001"),
+                        "c3": (True, "Asia/Shanghai", "13800000003")}  # fmt: skip
+    assert facts == {"c1": [("refusal", NOW + timedelta(days=180), None),
+                            ("attempt", None, "2026-05-11")], "c3": [("opt_out", None, None)]}  # fmt: skip
+    assert seen == ("h" * 64, 201, {"id": 1, "status": "connected", "converted": False})
+    assert call == ("cmp", "c3", 7, None)
+    assert unseen is None and nocall is None
+
+
+def test_pipelined_writes_land_or_fail_the_transaction(db: Database) -> None:
+    """Writes inside pipeline() are all stored when the block ends; an error in one of them
+    is raised (at the latest when the block ends) and the transaction stores none of them."""
+    decision = {"customer_id": "c0", "at": NOW, "allowed": True, "rule": "ok", "checks": [],
+                "ruleset": "r1", "api_key_id": None}  # fmt: skip
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+        with pipeline(conn):
+            repo.lease_calls(conn=conn, call_ids=["k0"], api_key_id=9, until=NOW)
+            repo.add_gate_decisions(conn=conn, rows=[{**decision, "call_id": "k0"}])
+            repo.close_call(conn=conn, call_id="k1")
+        status = dict(conn.execute(select(table(Call).c.id, table(Call).c.status)).all())
+        assert status["k0"] == "leased" and status["k1"] == "done"
+        assert conn.execute(select(table(GateDecision).c.call_id)).scalars().all() == ["k0"]
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # noqa: B017, PT011
+        with db.write_engine.begin() as conn, pipeline(conn):
+            repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
+            repo.store_idempotent_answer(conn=conn, values={
+                "api_key_id": 7, "key": "idem-1", "request_hash": "x", "status_code": 201,
+                "response": {}, "created_at": NOW})  # fmt: skip
+    with db.write_engine.begin() as conn:  # the lease before the error was not kept
+        leased_by = select(table(Call).c.leased_by).where(table(Call).c.id == "k2")
+        assert conn.execute(leased_by).scalar_one() == 7
