@@ -26,7 +26,7 @@ import email.message
 import inspect
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import HTTPException, Request, Response
 from fastapi import routing as fastapi_routing
@@ -58,6 +58,20 @@ def _plain_str(field: Any) -> bool:
     """A path parameter declared as a bare ``str`` (no constraints, no alias)."""
     info = field.field_info
     return info.annotation is str and not info.metadata and field.alias == field.name
+
+
+def _optional_str_header(field: Any) -> bool:
+    """A header declared as ``str | None = None`` with an explicit alias (constraints such
+    as a maximum length are fine: its field validates it)."""
+    info = field.field_info
+    return (
+        bool(info.alias)
+        and set(get_args(info.annotation)) == {str, type(None)}
+        and not info.is_required()
+        and info.default is None
+        and info.default_factory is None
+        and callable(getattr(field, "validate", None))
+    )
 
 
 class LeanRoute(APIRoute):
@@ -107,19 +121,16 @@ class LeanRoute(APIRoute):
         guard_name, request_name = d.dependencies[0].name, d.request_param_name
         body_fields = d.body_params
         endpoint, overrides = self.endpoint, route.dependency_overrides_provider
-        # FastAPI's parameter validation costs more than the rest of this handler: a plain
-        # ``str`` path parameter (any segment the path matched is valid) is taken as it is,
-        # and an optional header with an explicit alias, when absent, takes its default;
-        # every other parameter is validated by FastAPI's function
+        # FastAPI's parameter extraction costs more than the rest of this handler: a plain
+        # ``str`` path parameter (any segment the path matched is valid) is taken as it is;
+        # an optional ``str`` header with an explicit alias takes its default when absent and
+        # is validated by its field (as FastAPI does, same errors) when present; every other
+        # parameter goes through FastAPI's function
         plain_path = [f.name for f in d.path_params if _plain_str(f)]
         path_fields = [f for f in d.path_params if not _plain_str(f)]
-        absent_ok = [
-            (f.name, f.field_info.alias, f.field_info.default)
-            for f in d.header_params
-            if f.field_info.alias and not f.field_info.is_required()
-            and not callable(f.field_info.default_factory) and f.field_info.default is None
-        ]  # fmt: skip
-        header_fields = {f.name: f for f in d.header_params}
+        simple_headers = [(f.name, f.field_info.alias, f) for f in d.header_params
+                          if _optional_str_header(f)]  # fmt: skip
+        header_fields = [f for f in d.header_params if not _optional_str_header(f)]
 
         async def handle(request: Request) -> Response:
             if MAX_BODY_SIZE_SCOPE_KEY in request.scope or (
@@ -151,13 +162,14 @@ class LeanRoute(APIRoute):
             for name in plain_path:
                 values[name] = path_params[name]
             headers = request.headers
-            check = dict(header_fields)
-            for name, alias, default in absent_ok:
-                if alias not in headers:
-                    values[name] = default
-                    del check[name]
-            for fields, received in ((path_fields, path_params),
-                                     (list(check.values()), headers)):  # fmt: skip
+            for name, alias, field in simple_headers:
+                value = headers.get(alias)
+                if value is None:
+                    values[name] = None
+                    continue
+                values[name], errs = field.validate(value, values, loc=("header", alias))
+                errors += errs
+            for fields, received in ((path_fields, path_params), (header_fields, headers)):
                 if fields:
                     got, errs = request_params_to_args(fields, received)
                     values.update(got)
