@@ -56,11 +56,21 @@ PINNED = "2026-05-12T02:00:00+00:00"
 
 def serve(state: Path, port: int, customers: int, model: Path, database_url: str | None) -> None:
     """The server process: prepare the database and the campaign, then serve."""
+    import uvicorn
+
+    app = prepare(state, customers, model, database_url)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                backlog=1024,
+                timeout_keep_alive=120)  # fmt: skip
+
+
+def prepare(state: Path, customers: int, model: Path, database_url: str | None) -> Any:
+    """The app to serve (not started), over a database with ``customers`` stored customers
+    (the demo customers under new ids ``B000000``...) and a built campaign of them; writes the
+    campaign id and the keys to ``state/bench.json``."""
     import csv
     from dataclasses import replace
     from datetime import datetime
-
-    import uvicorn
 
     from api import create_app
     from api.routes.customers import score_records
@@ -122,9 +132,7 @@ def serve(state: Path, port: int, customers: int, model: Path, database_url: str
         keys = {role: key for role, (_row, key) in keys.items()} | {"signing": secret}
         del tc
     (state / "bench.json").write_text(json.dumps({"campaign": cid, "keys": keys}))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                backlog=1024,
-                timeout_keep_alive=120)  # fmt: skip
+    return app
 
 
 def quantile(values: list[float], q: float) -> float:
