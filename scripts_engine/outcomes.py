@@ -118,13 +118,6 @@ def _record(
     return OutcomeAnswer(201, answer, False)
 
 
-def _integrity_errors(db: Database) -> tuple[type[BaseException], ...]:
-    """SQLAlchemy's integrity error and the driver's (the outcome's statements run on the
-    driver's cursor: db/prepared.py)."""
-    driver = getattr(db.write_engine.dialect.dbapi, "IntegrityError", None)
-    return (IntegrityError, driver) if driver is not None else (IntegrityError,)
-
-
 def _replay(seen: tuple[str, int, dict[str, Any]], digest: str) -> OutcomeAnswer:
     """The stored answer of an earlier request with this idempotency key, if it had this
     body."""
@@ -163,7 +156,7 @@ def record_outcome(
     for attempt in range(3):
         try:
             return write_transaction(db, run, core=True)
-        except _integrity_errors(db):  # a concurrent twin committed first: replay it
+        except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(
                     "a request with this Idempotency-Key is in progress", code="in_flight"
@@ -192,7 +185,7 @@ async def record_outcome_async(
     for attempt in range(3):
         try:
             return await write_async(db, run, core=True)
-        except _integrity_errors(db):  # a concurrent twin committed first: replay it
+        except IntegrityError:  # a concurrent twin committed first: run again to replay it
             if attempt == 2:
                 raise Conflict(
                     "a request with this Idempotency-Key is in progress", code="in_flight"

@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Insert
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import iterate
@@ -78,10 +79,11 @@ class Prepared:
         args = self._args(plan, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(plan.sql, args)
-            if cursor.description is None:
-                return []
-            fetched = cursor.fetchall()
+            with driver_errors(conn, plan.sql):
+                cursor.execute(plan.sql, args)
+                if cursor.description is None:
+                    return []
+                fetched = cursor.fetchall()
         finally:
             cursor.close()
         return self._processed(plan, fetched)
@@ -101,7 +103,8 @@ class Prepared:
         plan = self._plan(conn.dialect, params[0])
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(plan.sql, [self._args(plan, p) for p in params])
+            with driver_errors(conn, plan.sql):
+                cursor.executemany(plan.sql, [self._args(plan, p) for p in params])
         finally:
             cursor.close()
 
@@ -187,7 +190,7 @@ def rows_together(
     if raw is None or len(reads) < 2:
         return [p.rows(conn, params) for p, params in reads]
     sent = []
-    with raw.pipeline():
+    with driver_errors(conn, "(reads sent together)"), raw.pipeline():
         for p, params in reads:
             plan = p._plan(conn.dialect, params)
             cursor = raw.cursor()
@@ -209,5 +212,18 @@ def pipeline(conn: Connection) -> Iterator[None]:
     if raw is None:
         yield
         return
-    with raw.pipeline():
+    with driver_errors(conn, "(writes sent together)"), raw.pipeline():
         yield
+
+
+@contextmanager
+def driver_errors(conn: Connection, sql: str) -> Iterator[None]:
+    """The driver's errors raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``,
+    ``DataError``...), as ``Connection.execute`` raises them: the retries on a lock timeout
+    or a deadlock, the replay of a concurrent idempotent twin and the API's error answers
+    all look for those."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=conn.dialect) from exc

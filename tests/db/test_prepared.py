@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import (
@@ -182,7 +183,7 @@ def test_pipelined_writes_land_or_fail_the_transaction(db: Database) -> None:
         status = dict(conn.execute(select(table(Call).c.id, table(Call).c.status)).all())
         assert status["k0"] == "leased" and status["k1"] == "done"
         assert conn.execute(select(table(GateDecision).c.call_id)).scalars().all() == ["k0"]
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # noqa: B017, PT011
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):
         with db.write_engine.begin() as conn, pipeline(conn):
             repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
             repo.store_idempotent_answer(conn=conn, values={
@@ -191,3 +192,20 @@ def test_pipelined_writes_land_or_fail_the_transaction(db: Database) -> None:
     with db.write_engine.begin() as conn:  # the lease before the error was not kept
         leased_by = select(table(Call).c.leased_by).where(table(Call).c.id == "k2")
         assert conn.execute(leased_by).scalar_one() == 7
+
+
+def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
+    """A statement on the driver's cursor fails with SQLAlchemy's error classes, as through
+    Connection.execute: what the retries, the idempotent replay and the API's answers catch."""
+    idem = {"api_key_id": 7, "key": "idem-1", "request_hash": "x", "status_code": 201,
+            "response": {}, "created_at": NOW}  # fmt: skip
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:
+        repo.store_idempotent_answer(conn=conn, values=idem)
+    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # executemany
+        repo.add_attempts(conn=conn, rows=[{"customer_id": None, "call_id": "k0", "at": NOW,
+                                            "local_day": "2026-05-12"}])  # fmt: skip
+    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # reads together
+        repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k0")
+        repo.store_idempotent_answer(conn=conn, values=idem)
