@@ -103,6 +103,8 @@ class KeyCache:
         self.pending.clear()  # a look-up under way may predate a revocation: not shared
 
 
+# the small dependencies are coroutines: FastAPI runs a plain function in its thread pool,
+# and a hand-off there costs more than they do
 async def get_services(request: Request) -> Services:
     return services_of(request)
 
@@ -119,9 +121,6 @@ def services_of(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-# the small dependencies are coroutines: FastAPI runs a plain function in its thread pool,
-# and a hand-off there costs more than they do
 
 
 def _lookup(services: Services, key: str) -> Principal | None:
@@ -159,7 +158,7 @@ async def _principal(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     """The caller's live key, or 401. A key in the URL is refused with 400."""
-    services: Services = request.app.state.services
+    services = services_of(request)
     if request.scope.get("query_string"):  # parsing an empty one costs more than the check
         for name, value in request.query_params.multi_items():
             if name.lower() in _URL_KEY_NAMES or value.startswith(f"{repo.KEY_PREFIX}_"):
@@ -202,7 +201,7 @@ class KeyGuard(HTTPBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         principal = await _principal(request, await super().__call__(request))
-        services: Services = request.app.state.services
+        services = services_of(request)
         if principal.role not in self.roles:
             raise ApiError(403, f"this route needs one of the roles: {', '.join(self.roles)}")
         if services.limiter is not None:
@@ -222,7 +221,7 @@ def require(*roles: str) -> KeyGuard:
 
 
 async def now(request: Request) -> datetime:
-    return request.app.state.services.clock()
+    return services_of(request).clock()
 
 
 Admin = Annotated[Principal, Depends(require("admin"))]
