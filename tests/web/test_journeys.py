@@ -201,8 +201,11 @@ def test_campaign_journey(page: Any, live: Live) -> None:
     assert page.locator("#model-rate").inner_text() == f"{model_rate * 100:.1f}%"
     if control:
         control_rate = sum(c["converted"] for c in control) / len(control)
-        diff = f"{(model_rate - control_rate) * 100:+.1f}"
-        assert page.locator("#diff-value").inner_text() == diff
+        # the page rounds the service's difference to 0.1 point: one on a rounding edge
+        # (43.85) may round either way after the service's own float arithmetic
+        shown = page.locator("#diff-value").inner_text()
+        diff = (model_rate - control_rate) * 100
+        assert shown[0] in "+-" and abs(float(shown) - diff) <= 0.05 + 1e-9, (shown, diff)
         assert "95% 置信区间" in page.locator("#diff-ci").inner_text()
     if any(c["converted"] for c in control) and any(c["converted"] for c in model):
         control_rate = sum(c["converted"] for c in control) / len(control)
