@@ -105,7 +105,23 @@ def _bootstrap() -> Any:
         raise VoiceUnavailable(f"pyttsx3 cannot use espeak-ng: {exc}; {_INSTALL_HINT}") from None
     driver.EspeakDriver.stop = lambda self: None  # P2
     driver.print = lambda *args, **kwargs: None  # P11
+    driver._espeak.Synth = _synth_exact_size
     return pyttsx3
+
+
+def _synth_exact_size(text: bytes | str, flags: int = 0, **_: Any) -> int:
+    """``espeak_Synth`` told the true size of the text.
+
+    pyttsx3's ``_espeak.Synth`` passes ``size = len(text) * 10``. In the asynchronous mode the
+    driver uses, espeak-ng copies ``size`` bytes from the text (``memcpy`` in
+    ``create_espeak_text``). It read up to nine times the text's length past the end of a
+    Python bytes object, and crashed the process (SIGSEGV in ``Synth``) when that ran past
+    mapped memory. A bytes object always ends with a NUL, so ``len + 1`` bytes is exact.
+    """
+    from pyttsx3.drivers import _espeak
+
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return _espeak.cSynth(data, len(data) + 1, 0, _espeak.POS_CHARACTER, 0, flags, None, None)
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +105,52 @@ def test_lexicon_output_is_read_as_chinese(
         catalog.speech_text("还款", catalog.get("cmn-female")), catalog.get("cmn-female")
     )
     assert "χˈuaɜn" in fixed  # huan2, not hai2
+
+
+_GUARD_PAGE_CHILD = """
+import ctypes, mmap, sys
+from scripts_engine.speech import Pyttsx3Synthesizer
+from scripts_engine.voice import load_voices
+from scripts_engine.config import ROOT
+
+synth = Pyttsx3Synthesizer()
+synth.warm()
+from pyttsx3.drivers import _espeak
+
+page = mmap.PAGESIZE
+area = mmap.mmap(-1, 2 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(base + page, page, 0) == 0  # the page after the text: no access
+real, sizes = _espeak.cSynth, []
+
+def at_the_edge(text, size, *rest):
+    # the driver's text, moved so that its last byte (the NUL) ends the readable page
+    data = bytes(text) + b"\\0"
+    start = base + page - len(data)
+    ctypes.memmove(start, data, len(data))
+    sizes.append((size, len(data)))
+    return real(ctypes.c_char_p(start), size, *rest)
+
+_espeak.cSynth = at_the_edge
+voice = load_voices(ROOT / "voices").get("cmn-female")
+pcm = synth.synthesize("您好，这里是银行客服中心。", voice)
+print(len(pcm), sizes)
+"""
+
+
+def test_the_engine_reads_no_byte_past_the_text() -> None:
+    """pyttsx3 told espeak-ng the text was ten times its length, and espeak-ng copies that many
+    bytes: a text that ended next to unmapped memory crashed the process (SIGSEGV in Synth).
+    Here the text ends exactly at an inaccessible page; the child must speak, not crash."""
+    child = subprocess.run(
+        [sys.executable, "-c", _GUARD_PAGE_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    samples, sizes = child.stdout.split(" ", 1)
+    assert int(samples) > ENGINE_RATE  # more than half a second of audio
+    assert sizes.strip() == str([(len("您好，这里是银行客服中心。".encode()) + 1,) * 2])
 
 
 def test_forked_child_refuses_the_inherited_engine(
