@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError as SQLDataError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scripts_engine.db.errors import Busy, Conflict, Forbidden, NotFound
@@ -177,6 +177,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         return error_response(request, 409, "the request conflicts with stored data")
+
+    @app.exception_handler(OperationalError)
+    async def _unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # the database cannot be reached, or dropped the connection mid-request (its pool is
+        # renewed for the next request): nothing was written, and a retry may well succeed
+        log.warning(
+            "database unavailable: %s",
+            type(exc.orig).__name__ if exc.orig is not None else "OperationalError",
+            extra={"request_id": getattr(request.state, "request_id", None)},
+        )
+        return error_response(request, 503, "the database is unavailable; retry shortly",
+                              code="database_unavailable", headers={"Retry-After": "1"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -12,7 +12,7 @@ rounds** (``--rounds``): noise from other tenants only ever adds time. The share
 workload would reach if that CPU were all that limited it. They are what to compare between
 versions. Last line JSON.
 
-    python benchmarks/bench_api_cpu.py [--rounds 6] [--requests 1000]
+    python benchmarks/bench_api_cpu.py [--rounds 6] [--requests 1000] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -144,12 +144,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000,
                         help="Requests a workload a round (a cycle is two).")  # fmt: skip
     parser.add_argument("--model", type=Path, help="A fitted model (default: train a small one).")
+    parser.add_argument("--database-url", help="PostgreSQL to use instead of SQLite (emptied).")
     args = parser.parse_args()
     customers = (args.rounds + 1) * args.requests // 2 + 200
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         model = args.model or bench_api.small_model(state)
-        app = bench_api.prepare(state, customers, model, None)
+        app = bench_api.prepare(state, customers, model, args.database_url)
         info = json.loads((state / "bench.json").read_text()) | {"customers": customers}
 
         async def go() -> dict[str, Any]:

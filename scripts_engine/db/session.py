@@ -27,15 +27,15 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scripts_engine.config import Settings
@@ -112,8 +112,18 @@ class Database:
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
-        with self.read_engine.connect() as conn:
+        with self.one_read() as conn:
             conn.execute(text("SELECT 1"))
+
+    @contextmanager
+    def one_read(self) -> Iterator[Connection]:
+        """A connection for a single read statement: on PostgreSQL in autocommit, so the
+        statement is one round trip, without a BEGIN before it and a ROLLBACK when the
+        connection goes back to the pool (a statement is its own snapshot anyway)."""
+        with self.read_engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def dispose(self) -> None:
         if self.writer is not None:
@@ -135,9 +145,7 @@ def open_database(settings: Settings, *, url: str | None = None) -> Database:
         write = _sqlite_engine(url, immediate=True, busy_ms=busy, pool_size=pool)
         read = _sqlite_engine(url, immediate=False, busy_ms=busy, pool_size=pool)
     else:
-        write = read = create_engine(
-            url, pool_size=pool, max_overflow=pool, pool_pre_ping=True, pool_timeout=busy / 1000
-        )
+        write = read = _postgres_engine(url, pool_size=pool, timeout_s=busy / 1000)
     return Database(
         url=url,
         write_engine=write,
@@ -145,6 +153,39 @@ def open_database(settings: Settings, *, url: str | None = None) -> Database:
         write=sessionmaker(write, expire_on_commit=False),
         read=sessionmaker(read, expire_on_commit=False),
     )
+
+
+#: a pooled PostgreSQL connection idle for longer than this is pinged before it is used
+IDLE_PING_S = 5.0
+
+
+def _postgres_engine(url: str, *, pool_size: int, timeout_s: float) -> Engine:
+    """A pooled engine that pings a connection only when it comes back from the pool after
+    :data:`IDLE_PING_S` or more (one that fails is replaced before anyone uses it).
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: on a busy service that is one of
+    the four or five round trips of a one-row read. A connection the service used a moment ago
+    was alive then; if the server went away since, the statement fails, SQLAlchemy
+    invalidates the whole pool, and the next checkouts connect afresh.
+    """
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                           pool_timeout=timeout_s)  # fmt: skip
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_from")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
+
+    return engine
 
 
 def _retryable(exc: OperationalError) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import auth, demo_records, outcome, signed
@@ -117,3 +118,34 @@ def test_a_crash_is_a_generic_500(client: TestClient, keys: dict[str, str]) -> N
         services.toolkit.engine = real
     body = check(r, 500, "internal_error")
     assert "secret" not in r.text and "passwd" not in body["message"]
+
+
+def test_a_lost_database_connection_is_a_503_then_recovers(
+    client: TestClient, keys: dict[str, str], monkeypatch: Any
+) -> None:
+    """The server drops every connection of the pool (a restart, say), and the pool skips its
+    ping: the request that finds out gets a 503 to retry, not a 500; the next one works."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from scripts_engine.db import session as session_mod
+
+    db = client.app.state.services.db  # type: ignore[attr-defined]
+    if db.is_sqlite:
+        pytest.skip("a PostgreSQL pool")
+    h = auth(keys["writer"])
+    rec = demo_records(1)[0]
+    stored = client.post("/v1/customers", json=[rec], headers=auth(keys["admin"]))
+    assert stored.json()["accepted"] == 1
+    ask = {"customer_id": rec["customer_id"]}
+    assert client.post("/v1/scripts/render", json=ask, headers=h).status_code == 200
+    monkeypatch.setattr(session_mod, "IDLE_PING_S", 3600.0)
+    other = create_engine(db.url, poolclass=NullPool)
+    with other.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()"))  # fmt: skip
+    other.dispose()
+    statuses = [client.post("/v1/scripts/render", json=ask, headers=h) for _ in range(3)]
+    check(statuses[0], 503, "database_unavailable")
+    assert statuses[0].headers["retry-after"] == "1"
+    assert [r.status_code for r in statuses[1:]] == [200, 200]
