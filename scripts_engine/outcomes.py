@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -130,6 +132,15 @@ def _replay(seen: tuple[str, int, dict[str, Any]], digest: str) -> OutcomeAnswer
     return OutcomeAnswer(status_code, response, True)
 
 
+#: a concurrent twin (same Idempotency-Key) that commits first makes a write raise
+#: IntegrityError; the next attempt replays its answer
+_TWIN_ATTEMPTS = 3
+
+
+def _in_flight() -> Conflict:
+    return Conflict("a request with this Idempotency-Key is in progress", code="in_flight")
+
+
 def record_outcome(
     *,
     db: Database,
@@ -144,24 +155,15 @@ def record_outcome(
 
     Raises:
         NotFound: no such call.
-        Conflict: key reused with another body; call not leased to this key; outcome exists.
+        Conflict: key reused with another body; call not leased to this key; outcome exists;
+            a twin still in flight.
     """
-
-    def run(session: Session) -> OutcomeAnswer:
-        return _record(
-            session, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key, body=body,
-            now=now, refusal_days=refusal_days,
-        )  # fmt: skip
-
-    for attempt in range(3):
-        try:
+    run = partial(_record, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key,
+                  body=body, now=now, refusal_days=refusal_days)  # fmt: skip
+    for _ in range(_TWIN_ATTEMPTS):
+        with suppress(IntegrityError):
             return write_transaction(db, run, core=True)
-        except IntegrityError:  # a concurrent twin committed first: run again to replay it
-            if attempt == 2:
-                raise Conflict(
-                    "a request with this Idempotency-Key is in progress", code="in_flight"
-                ) from None
-    raise AssertionError("unreachable")
+    raise _in_flight()
 
 
 async def record_outcome_async(
@@ -175,22 +177,12 @@ async def record_outcome_async(
     refusal_days: int,
 ) -> OutcomeAnswer:
     """:func:`record_outcome` for a coroutine (the service's event loop)."""
-
-    def run(session: Session) -> OutcomeAnswer:
-        return _record(
-            session, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key, body=body,
-            now=now, refusal_days=refusal_days,
-        )  # fmt: skip
-
-    for attempt in range(3):
-        try:
+    run = partial(_record, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key,
+                  body=body, now=now, refusal_days=refusal_days)  # fmt: skip
+    for _ in range(_TWIN_ATTEMPTS):
+        with suppress(IntegrityError):
             return await write_async(db, run, core=True)
-        except IntegrityError:  # a concurrent twin committed first: run again to replay it
-            if attempt == 2:
-                raise Conflict(
-                    "a request with this Idempotency-Key is in progress", code="in_flight"
-                ) from None
-    raise AssertionError("unreachable")
+    raise _in_flight()
 
 
 def profile_stats(*, session: Session, campaign_id: str | None = None) -> dict[str, Any]:
