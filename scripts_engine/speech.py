@@ -109,8 +109,8 @@ def _bootstrap() -> Any:
     return pyttsx3
 
 
-def _synth_exact_size(text: bytes | str, flags: int = 0, **_: Any) -> int:
-    """``espeak_Synth`` told the true size of the text.
+def _synth_exact_size(text: bytes | str, flags: int = 0) -> int:
+    """``espeak_Synth`` told the true size of the text (the driver passes text and flags only).
 
     pyttsx3's ``_espeak.Synth`` passes ``size = len(text) * 10``. In the asynchronous mode the
     driver uses, espeak-ng copies ``size`` bytes from the text (``memcpy`` in

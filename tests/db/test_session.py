@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from scripts_engine.config import Settings
@@ -18,6 +19,13 @@ def _postgres(db_url: str, tmp_path: Path) -> session_mod.Database:
     if not db_url.startswith("postgresql"):
         pytest.skip("a PostgreSQL pool")
     return open_database(Settings(state_dir=tmp_path), url=db_url)
+
+
+def _backend(db: session_mod.Database) -> int:
+    """The server process behind the pool's connection (a pool used one request at a time
+    hands the same connection back on the next checkout)."""
+    with db.one_read() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def _drop_server_side(db: session_mod.Database, pid: int) -> None:
@@ -34,14 +42,10 @@ def test_an_idle_connection_the_server_dropped_is_replaced(
 ) -> None:
     db = _postgres(db_url, tmp_path)
     try:
-        with db.one_read() as conn:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        # a pool of one at a time: the next checkout gets the same connection back
+        pid = _backend(db)
         monkeypatch.setattr(session_mod, "IDLE_PING_S", 0.0)
         _drop_server_side(db, pid)
-        with db.one_read() as conn:
-            again = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        assert again != pid  # a new connection, and no error reached the caller
+        assert _backend(db) != pid  # a new connection, and no error reached the caller
     finally:
         db.dispose()
 
@@ -53,15 +57,13 @@ def test_a_connection_in_use_is_not_pinged(
     dropped one meanwhile, that request fails and the pool is renewed for the next."""
     db = _postgres(db_url, tmp_path)
     try:
-        with db.one_read() as conn:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        pid = _backend(db)
         monkeypatch.setattr(session_mod, "IDLE_PING_S", 3600.0)
         _drop_server_side(db, pid)
-        with pytest.raises(Exception, match="terminat|closed|server"):
+        with pytest.raises(OperationalError, match="terminat|closed|server"):
             with db.one_read() as conn:
                 conn.execute(text("SELECT 1"))
-        with db.one_read() as conn:
-            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+        assert _backend(db) != pid
     finally:
         db.dispose()
 
