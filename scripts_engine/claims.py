@@ -15,11 +15,11 @@ lifts, so it is not re-examined before then. When blocked candidates leave the c
 it looks again (a few rounds). The claim never parses or re-encodes a script: what the dialler
 gets was encoded once, at build time (``calls.payload``), and is spliced into the answer.
 Statements are SQLAlchemy Core, built once in :mod:`scripts_engine.db.repository` and run on
-the session's Connection: a round reads candidates with their payloads (one statement on
-SQLite, two sent together on PostgreSQL), the customers, their suppressions and recent
-attempts (two statements, sent together on PostgreSQL), then leases the allowed calls in one
-``UPDATE`` and inserts the decisions and attempts (sent together on PostgreSQL); a claim that
-hands out nothing checks that the campaign exists and when the next call is due.
+the session's Connection (:mod:`scripts_engine.db.prepared`): a round reads candidates with
+their payloads (one statement), the customers, their suppressions
+and recent attempts (two statements), then leases the allowed calls in one ``UPDATE`` and
+inserts the decisions and attempts; a claim that hands out nothing checks that the campaign
+exists and when the next call is due.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from scripts_engine.audio import get_format
 from scripts_engine.campaigns import Toolkit, call_payload, renderer_live_set
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.prepared import pipeline
 from scripts_engine.db.session import Database, write_async, write_transaction
 from scripts_engine.gate import Decision, Gate, Subject
 from scripts_engine.refresh import renew_leased
@@ -154,12 +153,10 @@ def _claim(
                 put_back.append(
                     (call_id, "blocked" if decision.final else "ready", decision.retry_at)
                 )
-        with pipeline(conn):  # PostgreSQL: one round trip for the four
-            repo.lease_calls(conn=conn, call_ids=lease_ids, api_key_id=api_key_id,
-                             until=lease_until)  # fmt: skip
-            repo.put_back_calls(conn=conn, calls=put_back)
-            repo.add_gate_decisions(conn=conn, rows=decision_rows)
-            repo.add_attempts(conn=conn, rows=attempt_rows)
+        repo.lease_calls(conn=conn, call_ids=lease_ids, api_key_id=api_key_id, until=lease_until)
+        repo.put_back_calls(conn=conn, calls=put_back)
+        repo.add_gate_decisions(conn=conn, rows=decision_rows)
+        repo.add_attempts(conn=conn, rows=attempt_rows)
     old = repo.old_call_documents(conn=conn, call_ids=[c[0] for c in leased if c[4] is None])
     claimed = []
     for call_id, customer_id, decision, phone, payload, audio, live_set in leased:

@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import Call, Outcome
-from scripts_engine.db.prepared import pipeline
 from scripts_engine.db.session import Database, write_async, write_transaction
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
@@ -109,14 +108,13 @@ def _record(
     if values["refused"]:
         blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})
     answer = _public({**values, "id": outcome_id})
-    with pipeline(conn):  # PostgreSQL: one round trip for the three
-        repo.close_call(conn=conn, call_id=call_id)
-        repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
-                                          "call_id": call_id, **b} for b in blocks])  # fmt: skip
-        repo.store_idempotent_answer(conn=conn, values={
-            "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
-            "status_code": 201, "response": answer, "created_at": now,
-        })  # fmt: skip
+    repo.close_call(conn=conn, call_id=call_id)
+    repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
+                                      "call_id": call_id, **b} for b in blocks])  # fmt: skip
+    repo.store_idempotent_answer(conn=conn, values={
+        "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
+        "status_code": 201, "response": answer, "created_at": now,
+    })  # fmt: skip
     return OutcomeAnswer(201, answer, False)
 
 

@@ -1,4 +1,4 @@
-"""Hot-path statements run on the driver's cursor.
+"""Hot-path statements run under SQLAlchemy, without its per-statement machinery.
 
 The dialler's claim and outcome each run about six short statements. Through
 ``Connection.execute`` SQLAlchemy spends some 100 us on each (events, the compiled-cache
@@ -15,22 +15,29 @@ keeps what SQLAlchemy would do and drops the rest:
 - it runs on the DB-API connection of the SQLAlchemy ``Connection`` it is given, inside that
   connection's transaction.
 
+On SQLite it runs on the driver's cursor. On PostgreSQL it goes one level lower, to libpq
+through psycopg's ``pq`` wrapper (:class:`_Direct`): psycopg's cursor costs about 45 us of
+Python a statement (its generators, query conversion, result objects), libpq's blocking
+``PQexecPrepared`` about 15, and a claim runs ten statements. Each statement is prepared on
+the server once per connection, under its own name; parameters are dumped and rows loaded by
+psycopg's own adapters (its ``Transformer``, the connection's, with SQLAlchemy's JSON loader),
+so the values are the ones a cursor gives. libpq releases the interpreter lock while it waits
+for the server. A transaction begins the way psycopg begins one (``BEGIN`` before the first
+statement, unless the connection is in autocommit), so SQLAlchemy's commit and rollback, which
+read libpq's transaction status, end it as usual; errors are psycopg's own classes, raised as
+SQLAlchemy's.
+
 It serves the statements of :mod:`scripts_engine.db.repository` that the claim and the outcome
 run; ``tests/db/test_prepared.py`` checks each against ``Connection.execute`` on SQLite and
 PostgreSQL.
-
-On PostgreSQL every statement is a round trip to the server, and between two of them the
-worker thread running the transaction must get the interpreter lock back: under load the
-claim's connections were mostly ``idle in transaction``, waiting for the next statement.
-:func:`rows_together` sends several reads at once and :func:`pipeline` sends the writes inside
-it at once (psycopg's pipeline mode: the server runs them in order, one round trip for all;
-an error in any of them is raised when the block ends, and fails the transaction). On SQLite
-both simply run the statements one after another.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +51,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import iterate
 
 _Proc = Callable[[Any], Any] | None
+#: names of the statements prepared on PostgreSQL servers, one per plan
+_NAMES = itertools.count(1)
+_PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,13 @@ class _Plan:
     slots: tuple[tuple[str, tuple[str, int] | None, _Proc], ...]
     constants: Mapping[str, Any]
     results: tuple[_Proc, ...] | None
+    #: PostgreSQL: the text with ``$n`` placeholders (in slot order) and its server-side name
+    server_sql: bytes = b""
+    server_name: bytes = b""
 
 
 class Prepared:
-    """A Core statement (select, insert, update, union) run on the driver's cursor."""
+    """A Core statement (select, insert, update, union) run below SQLAlchemy's machinery."""
 
     def __init__(self, stmt: ClauseElement):
         self.stmt = stmt
@@ -73,14 +86,16 @@ class Prepared:
         }))  # fmt: skip
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run with one parameter set; the rows it returns (none for a plain write; none
-        either inside :func:`pipeline`, where a write's result comes later)."""
+        """Run with one parameter set; the rows it returns (none for a plain write)."""
         plan = self._plan(conn.dialect, params)
-        args = self._args(plan, params)
+        direct = _direct(conn) if plan.server_name else None
+        if direct is not None:
+            with driver_errors(conn, plan.sql):
+                return self._processed(plan, direct.run(plan, self._values(plan, params)))
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with driver_errors(conn, plan.sql):
-                cursor.execute(plan.sql, args)
+                cursor.execute(plan.sql, self._args(plan, params))
                 if cursor.description is None:
                     return []
                 fetched = cursor.fetchall()
@@ -101,6 +116,12 @@ class Prepared:
         if not params:
             return
         plan = self._plan(conn.dialect, params[0])
+        direct = _direct(conn) if plan.server_name else None
+        if direct is not None:
+            with driver_errors(conn, plan.sql):
+                for one in params:
+                    direct.run(plan, self._values(plan, one))
+            return
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with driver_errors(conn, plan.sql):
@@ -109,7 +130,8 @@ class Prepared:
             cursor.close()
 
     @staticmethod
-    def _args(plan: _Plan, params: Mapping[str, Any]) -> Any:
+    def _values(plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
+        """The driver's parameter values, in slot order."""
         values = []
         for name, source, proc in plan.slots:
             if source is None:
@@ -120,6 +142,11 @@ class Prepared:
                 if proc is not None and value is not None:
                     value = proc(value)
             values.append(value)
+        return values
+
+    @classmethod
+    def _args(cls, plan: _Plan, params: Mapping[str, Any]) -> Any:
+        values = cls._values(plan, params)
         if plan.positional:
             return tuple(values)
         return {slot[0]: v for slot, v in zip(plan.slots, values, strict=True)}
@@ -169,51 +196,100 @@ class Prepared:
             results = tuple(
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
             )
+        server_sql = server_name = b""
+        if dialect.name == "postgresql" and not state.positiontup:
+            server_sql = _dollar(state.statement, names).encode()
+            server_name = b"se_%d" % next(_NAMES)
         return _Plan(state.statement, state.positiontup is not None, tuple(slots), constants,
-                     results)  # fmt: skip
+                     results, server_sql, server_name)  # fmt: skip
 
 
-def _pipelined(conn: Connection) -> Any:
-    """The psycopg connection under ``conn`` when it can pipeline, else None."""
+def _dollar(sql: str, names: Sequence[str]) -> str:
+    """psycopg's ``%(name)s`` placeholders as the server's ``$n``, numbered in ``names``'
+    order (a name used twice is one parameter)."""
+    number = {name: i for i, name in enumerate(names, 1)}
+
+    def sub(m: re.Match[str]) -> str:
+        return "%" if m.group(1) is None else f"${number[m.group(1)]}"
+
+    return _PYFORMAT.sub(sub, sql)
+
+
+class _Direct:
+    """Statements on one psycopg connection, through libpq (see the module docstring): the
+    names this connection has prepared, and psycopg's adapters for it."""
+
+    __slots__ = ("_pgconn", "_prepared", "_raw", "_tx")
+
+    def __init__(self, raw: Any):
+        from psycopg.adapt import Transformer
+
+        self._raw, self._pgconn = raw, raw.pgconn
+        self._tx = Transformer(raw)
+        self._prepared: set[bytes] = set()
+
+    def run(self, plan: _Plan, values: list[Any]) -> list[Any]:
+        """Run a plan with its values (in slot order); the rows as psycopg loads them."""
+        from psycopg import pq
+        from psycopg.adapt import PyFormat
+
+        pgconn, raw = self._pgconn, self._raw
+        if not raw.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            self._check(pgconn.exec_(_begin(raw)))
+        if plan.server_name not in self._prepared:
+            self._check(pgconn.prepare(plan.server_name, plan.server_sql))
+            self._prepared.add(plan.server_name)
+        params = self._tx.dump_sequence(values, [PyFormat.TEXT] * len(values))
+        result = self._check(pgconn.exec_prepared(plan.server_name, params))
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        self._tx.set_pgresult(result)
+        try:
+            return self._tx.load_rows(0, result.ntuples, tuple)
+        finally:
+            self._tx.set_pgresult(None)
+
+    def _check(self, result: Any) -> Any:
+        from psycopg import errors, pq
+
+        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            return result
+        error = errors.error_from_result(result, encoding=self._raw.info.encoding)
+        if self._pgconn.status == pq.ConnStatus.BAD:  # as psycopg raises a lost connection
+            raise errors.OperationalError(str(error))
+        if error.sqlstate == "26000":  # a DEALLOCATE ALL dropped them: prepare them again
+            self._prepared.clear()
+        raise error
+
+
+def _begin(raw: Any) -> bytes:
+    """The statement psycopg begins a transaction with on this connection."""
+    parts = ["BEGIN"]
+    if raw.isolation_level is not None:
+        parts.append("ISOLATION LEVEL " + raw.isolation_level.name.replace("_", " "))
+    if raw.read_only is not None:
+        parts.append("READ ONLY" if raw.read_only else "READ WRITE")
+    if raw.deferrable is not None:
+        parts.append("DEFERRABLE" if raw.deferrable else "NOT DEFERRABLE")
+    return " ".join(parts).encode()
+
+
+_DIRECT: weakref.WeakKeyDictionary[Any, _Direct] = weakref.WeakKeyDictionary()
+_DIRECT_LOCK = threading.Lock()
+
+
+def _direct(conn: Connection) -> _Direct | None:
+    """The libpq path of the psycopg connection under ``conn``; None elsewhere."""
     if conn.dialect.name != "postgresql":
         return None
     raw = conn.connection.dbapi_connection
-    return raw if hasattr(raw, "pipeline") else None
-
-
-def rows_together(
-    conn: Connection, reads: Sequence[tuple[Prepared, Mapping[str, Any]]]
-) -> list[list[tuple[Any, ...]]]:
-    """The rows of each ``(statement, parameters)``, run in order; on PostgreSQL sent
-    together, one round trip for all (a later read sees what an earlier one locked)."""
-    raw = _pipelined(conn)
-    if raw is None or len(reads) < 2:
-        return [p.rows(conn, params) for p, params in reads]
-    sent = []
-    with driver_errors(conn, "(reads sent together)"), raw.pipeline():
-        for p, params in reads:
-            plan = p._plan(conn.dialect, params)
-            cursor = raw.cursor()
-            cursor.execute(plan.sql, p._args(plan, params))
-            sent.append((plan, cursor))
-        try:
-            return [Prepared._processed(plan, cursor.fetchall()) for plan, cursor in sent]
-        finally:
-            for _plan, cursor in sent:
-                cursor.close()
-
-
-@contextmanager
-def pipeline(conn: Connection) -> Iterator[None]:
-    """Writes inside (``Prepared.rows`` or ``.many``, returning nothing) go to PostgreSQL
-    together when the block ends, one round trip; an error is raised then. Elsewhere each
-    runs at once."""
-    raw = _pipelined(conn)
-    if raw is None:
-        yield
-        return
-    with driver_errors(conn, "(writes sent together)"), raw.pipeline():
-        yield
+    direct = _DIRECT.get(raw)
+    if direct is None:
+        if not hasattr(raw, "pgconn"):
+            return None
+        with _DIRECT_LOCK:
+            direct = _DIRECT.setdefault(raw, _Direct(raw))
+    return direct
 
 
 @contextmanager

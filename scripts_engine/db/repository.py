@@ -48,7 +48,7 @@ from scripts_engine.db.models import (
     Outcome,
     SigningSecret,
 )
-from scripts_engine.db.prepared import Prepared, rows_together
+from scripts_engine.db.prepared import Prepared
 
 ROLES = ("admin", "dialler", "writer", "qa")
 KEY_PREFIX = "se"
@@ -397,10 +397,12 @@ def _pick(*where: Any) -> Select[Any]:
 _READY = _pick(_calls.c.status == "ready",
                _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")))  # fmt: skip
 _EXPIRED = _pick(_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
-#: SQLite: both scans in one statement (PostgreSQL locks each scan's rows: two statements)
+#: both scans in one statement; on PostgreSQL each locks the rows it picks
 _BOTH = union_all(select(_READY.subquery()), select(_EXPIRED.subquery()))
-_READY_PG = _READY.with_for_update(skip_locked=True, of=_calls)
-_EXPIRED_PG = _EXPIRED.with_for_update(skip_locked=True, of=_calls)
+_BOTH_PG = union_all(
+    select(_READY.with_for_update(skip_locked=True, of=_calls).subquery()),
+    select(_EXPIRED.with_for_update(skip_locked=True, of=_calls).subquery()),
+)
 _SUBJECTS = select(
     _customers.c.customer_id, _customers.c.consent, _customers.c.timezone, _customers.c.phone
 ).where(_customers.c.customer_id.in_(_IDS))
@@ -448,12 +450,8 @@ def claim_candidates(
     so two concurrent claims never see the same call. The payload comes along: most
     candidates are handed out, and a second query for it would cost more than the bytes."""
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
-    scans = (_P_READY_PG, _P_EXPIRED_PG) if _pg(conn) else (_P_BOTH,)
-    rows = [
-        (str(i), str(cid), str(st), p, a, ls)
-        for found in rows_together(conn, [(stmt, params) for stmt in scans])
-        for i, cid, st, p, a, ls in found
-    ]
+    found = (_P_BOTH_PG if _pg(conn) else _P_BOTH).rows(conn, params)
+    rows = [(str(i), str(cid), str(st), p, a, ls) for i, cid, st, p, a, ls in found]
     return sorted(rows, key=lambda r: r[0])[:limit]
 
 
@@ -467,15 +465,14 @@ def claim_people(
     and ``customer id -> [(kind, until, local day), ...]``, the suppressions in force (kind
     ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``).
     On PostgreSQL the customers are row-locked in id order first (so concurrent claims and
-    outcomes for one customer run one after another), then their facts are read: two
-    statements sent together."""
+    outcomes for one customer run one after another), then their facts are read, by a second
+    statement (a statement of its own: it sees what a transaction that held the lock before
+    committed)."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}, {}
-    subjects, facts = rows_together(conn, [
-        (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS, {"ids": ids}),
-        (_P_FACTS, {"ids": ids, "now": now, "since": since}),
-    ])  # fmt: skip
+    subjects = (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS).rows(conn, {"ids": ids})
+    facts = _P_FACTS.rows(conn, {"ids": ids, "now": now, "since": since})
     out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
     for cid, kind, until, day in facts:
         out.setdefault(str(cid), []).append((str(kind), until, day))
@@ -547,7 +544,7 @@ _CLOSE_CALL = (
 )
 
 #: the claim's and the outcome's statements, run on the driver's cursor (db/prepared.py)
-_P_BOTH, _P_READY_PG, _P_EXPIRED_PG = Prepared(_BOTH), Prepared(_READY_PG), Prepared(_EXPIRED_PG)
+_P_BOTH, _P_BOTH_PG = Prepared(_BOTH), Prepared(_BOTH_PG)
 _P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
     Prepared(_SUBJECTS),
     Prepared(_SUBJECTS_PG),
@@ -565,17 +562,16 @@ _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
 def outcome_state(
     *, conn: Connection, api_key_id: int, key: str, call_id: str
 ) -> tuple[tuple[str, int, dict[str, Any]] | None, tuple[str, str, int | None, Any] | None]:
-    """What an outcome report needs to know, read together: the answer stored under the key's
+    """What an outcome report needs to know: the answer stored under the key's
     idempotency key, ``(request_hash, status_code, response)``, and the call, ``(campaign_id,
     customer_id, leased_by, outcome id or None)``, row-locked on PostgreSQL with its customer
     (so an outcome and a claim for one customer take turns)."""
-    reads = [(_P_SEEN, {"key_id": api_key_id, "key": key})]
+    seen = _P_SEEN.rows(conn, {"key_id": api_key_id, "key": key})
     if _pg(conn):
-        reads += [(_P_OUTCOME_CALL_PG, {"call_id": call_id}),
-                  (_P_LOCK_CALL_CUSTOMER, {"call_id": call_id})]  # fmt: skip
+        call = _P_OUTCOME_CALL_PG.rows(conn, {"call_id": call_id})
+        _P_LOCK_CALL_CUSTOMER.rows(conn, {"call_id": call_id})
     else:
-        reads.append((_P_OUTCOME_CALL, {"call_id": call_id}))
-    seen, call = rows_together(conn, reads)[:2]
+        call = _P_OUTCOME_CALL.rows(conn, {"call_id": call_id})
     return (
         (seen[0][0], seen[0][1], seen[0][2]) if seen else None,
         (call[0][0], call[0][1], call[0][2], call[0][3]) if call else None,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scripts_engine.config import Settings
@@ -168,8 +168,10 @@ def _postgres_engine(url: str, *, pool_size: int, timeout_s: float) -> Engine:
     was alive then; if the server went away since, the statement fails, SQLAlchemy
     invalidates the whole pool, and the next checkouts connect afresh.
     """
+    # psycopg's own automatic preparing is off: after a ROLLBACK it runs DEALLOCATE ALL, which
+    # would drop the statements db/prepared.py keeps prepared on each connection
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                           pool_timeout=timeout_s)  # fmt: skip
+                           pool_timeout=timeout_s, connect_args={"prepare_threshold": None})  # fmt: skip
 
     @event.listens_for(engine, "checkin")
     def _idle_from(dbapi_connection: Any, record: Any) -> None:
@@ -188,10 +190,11 @@ def _postgres_engine(url: str, *, pool_size: int, timeout_s: float) -> Engine:
     return engine
 
 
-def _retryable(exc: OperationalError) -> bool:
+def _retryable(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None)
     text_ = str(exc.orig).lower()
-    return code in ("40001", "40P01") or "locked" in text_ or "deadlock" in text_
+    # 26000: a statement db/prepared.py kept prepared is gone (it prepares it again)
+    return code in ("40001", "40P01", "26000") or "locked" in text_ or "deadlock" in text_
 
 
 #: a write for the group commit: the function, its future, and whether it is Core-only
@@ -326,7 +329,7 @@ def write_transaction(
             with db.write_lock if db.is_sqlite else nullcontext(), db.write() as session:
                 with session.begin():
                     return fn(session)
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
             if not _retryable(exc):
                 raise
             if attempt == retries:

@@ -23,7 +23,7 @@ from scripts_engine.db.models import (
     IdempotencyKey,
     Outcome,
 )
-from scripts_engine.db.prepared import Prepared, pipeline, rows_together
+from scripts_engine.db.prepared import Prepared
 from scripts_engine.db.session import Database, table
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
@@ -71,6 +71,7 @@ def _fill(conn: Connection) -> None:
 
 READS: list[tuple[str, Any, dict[str, Any]]] = [
     ("candidates", repo._BOTH, {"campaign_id": "cmp", "now": NOW, "limit": 10}),
+    ("candidates, locked", repo._BOTH_PG, {"campaign_id": "cmp", "now": NOW, "limit": 10}),
     ("subjects", repo._SUBJECTS, {"ids": ["c0", "c1", "c2", "c9"]}),
     ("subjects, one id", repo._SUBJECTS, {"ids": ["c3"]}),
     ("facts", repo._FACTS, {"ids": ["c0", "c1", "c3"], "now": NOW, "since": NOW - timedelta(8)}),
@@ -147,19 +148,15 @@ def test_an_insert_must_give_every_column(db: Database) -> None:
         )  # fmt: skip
 
 
-def test_reads_sent_together_match_one_by_one(db: Database) -> None:
-    """rows_together (one round trip on PostgreSQL) gives each read's rows, in order, as the
-    reads one by one do; the repository's claim and outcome helpers read the fixture right."""
-    reads = [(Prepared(stmt), params) for _name, stmt, params in READS]
+def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
+    """The claim's and the outcome's read helpers give what the gate and the outcome need."""
     with db.write_engine.begin() as conn:
         _fill(conn)
-        alone = [p.rows(conn, params) for p, params in reads]
-        together = rows_together(conn, reads)
         subjects, facts = repo.claim_people(conn=conn, customer_ids=["c1", "c0", "c3", "c1"],
                                             now=NOW, since=NOW - timedelta(8))  # fmt: skip
         seen, call = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k3")
         unseen, nocall = repo.outcome_state(conn=conn, api_key_id=7, key="new", call_id="x")
-    assert together == alone and all(alone)
+        candidates = repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=5)
     assert subjects == {"c0": (True, None, "13800000000"), "c1": (True, "Asia/Shanghai", "13800000001"),
                         "c3": (True, "Asia/Shanghai", "13800000003")}  # fmt: skip
     assert facts == {"c1": [("refusal", NOW + timedelta(days=180), None),
@@ -167,31 +164,64 @@ def test_reads_sent_together_match_one_by_one(db: Database) -> None:
     assert seen == ("h" * 64, 201, {"id": 1, "status": "connected", "converted": False})
     assert call == ("cmp", "c3", 7, None)
     assert unseen is None and nocall is None
+    # ready and due (k0), leased with the lease run out (k2); not k1 (not due), not k3
+    assert [(c[0], c[2], c[3], c[4]) for c in candidates] == [
+        ("k0", "ready", '{"group":"model"}', {"wav8k": f"{0:064d}.wav"}),
+        ("k2", "leased", '{"group":"model"}', {"wav8k": f"{2:064d}.wav"}),
+    ]
 
 
-def test_pipelined_writes_land_or_fail_the_transaction(db: Database) -> None:
-    """Writes inside pipeline() are all stored when the block ends; an error in one of them
-    is raised (at the latest when the block ends) and the transaction stores none of them."""
+def test_a_failed_write_fails_the_whole_transaction(db: Database) -> None:
+    """Writes run in the connection's transaction: committed together, or, when one fails,
+    rolled back together, with the error raised at once; the connection then serves the next
+    transaction (the statements it prepared still work after the rollback)."""
     decision = {"customer_id": "c0", "at": NOW, "allowed": True, "rule": "ok", "checks": [],
                 "ruleset": "r1", "api_key_id": None}  # fmt: skip
     with db.write_engine.begin() as conn:
         _fill(conn)
-        with pipeline(conn):
-            repo.lease_calls(conn=conn, call_ids=["k0"], api_key_id=9, until=NOW)
-            repo.add_gate_decisions(conn=conn, rows=[{**decision, "call_id": "k0"}])
-            repo.close_call(conn=conn, call_id="k1")
+        repo.lease_calls(conn=conn, call_ids=["k0"], api_key_id=9, until=NOW)
+        repo.add_gate_decisions(conn=conn, rows=[{**decision, "call_id": "k0"}])
+        repo.close_call(conn=conn, call_id="k1")
+    with db.write_engine.connect() as conn:
         status = dict(conn.execute(select(table(Call).c.id, table(Call).c.status)).all())
         assert status["k0"] == "leased" and status["k1"] == "done"
         assert conn.execute(select(table(GateDecision).c.call_id)).scalars().all() == ["k0"]
     with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):
-        with db.write_engine.begin() as conn, pipeline(conn):
+        with db.write_engine.begin() as conn:
             repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
             repo.store_idempotent_answer(conn=conn, values={
                 "api_key_id": 7, "key": "idem-1", "request_hash": "x", "status_code": 201,
                 "response": {}, "created_at": NOW})  # fmt: skip
+            pytest.fail("the duplicate key must raise at once")
     with db.write_engine.begin() as conn:  # the lease before the error was not kept
         leased_by = select(table(Call).c.leased_by).where(table(Call).c.id == "k2")
         assert conn.execute(leased_by).scalar_one() == 7
+        repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
+        assert conn.execute(leased_by).scalar_one() == 9
+
+
+def test_a_read_in_autocommit_leaves_no_transaction(db: Database) -> None:
+    """A prepared read on a connection in autocommit (render's single read) opens no
+    transaction; on PostgreSQL, on a normal connection, the first statement opens one, as
+    psycopg's would (on SQLite SQLAlchemy's begin does)."""
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    with db.one_read() as conn:
+        assert repo.customer_for_render(conn=conn, customer_id="c1") is not None
+        assert not _in_transaction(conn)
+    if db.is_sqlite:
+        return
+    with db.write_engine.connect() as conn:
+        assert repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=1)
+        assert _in_transaction(conn)
+        conn.rollback()
+
+
+def _in_transaction(conn: Connection) -> bool:
+    raw: Any = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite":
+        return bool(raw.in_transaction)
+    return bool(raw.info.transaction_status != 0)  # psycopg's 0: IDLE
 
 
 def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
