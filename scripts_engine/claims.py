@@ -28,15 +28,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from scripts_engine.audio import get_format
 from scripts_engine.campaigns import Toolkit, call_payload, renderer_live_set
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
-from scripts_engine.db.session import Database, write_async, write_transaction
+from scripts_engine.db.session import Database, write_core, write_core_async
 from scripts_engine.gate import Decision, Gate, Subject
 from scripts_engine.refresh import renew_leased
 
@@ -93,7 +94,7 @@ def _subject(
 
 
 def _claim(
-    session: Session,
+    conn: Connection,
     *,
     gate: Gate,
     campaign_id: str,
@@ -102,7 +103,6 @@ def _claim(
     lease_seconds: int,
     now: datetime,
 ) -> ClaimResult:
-    conn = session.connection()
     lease_until = now + timedelta(seconds=lease_seconds)
     leased: list[tuple[str, str, Decision, str | None, str | None, Any, str | None]] = []
     decisions: list[Decision] = []
@@ -227,13 +227,10 @@ def claim_calls(
         NotFound: no such campaign.
         Busy: the database stayed locked through every retry (nothing was written).
     """
-    result = write_transaction(
+    result = write_core(
         db,
-        lambda session: _claim(
-            session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
-            lease_seconds=lease_seconds, now=now,
-        ),
-        core=True,
+        partial(_claim, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
+                lease_seconds=lease_seconds, now=now),
     )  # fmt: skip
     return live_scripts(result, db=db, toolkit=toolkit, now=now)
 
@@ -250,13 +247,10 @@ async def claim_calls_async(
     toolkit: Toolkit | None = None,
 ) -> ClaimResult:
     """:func:`claim_calls` for a coroutine (the service's event loop)."""
-    result = await write_async(
+    result = await write_core_async(
         db,
-        lambda session: _claim(
-            session, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
-            lease_seconds=lease_seconds, now=now,
-        ),
-        core=True,
+        partial(_claim, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
+                lease_seconds=lease_seconds, now=now),
     )  # fmt: skip
     if toolkit is None or not result.calls:
         return result

@@ -27,14 +27,14 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Connection, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import Call, Outcome
-from scripts_engine.db.session import Database, write_async, write_transaction
+from scripts_engine.db.session import Database, write_core, write_core_async
 
 STATUSES = ("connected", "no_answer", "busy", "voicemail", "failed")
 GRADES = ("A", "B", "C", "D")
@@ -66,7 +66,7 @@ def outcome_public(row: Outcome) -> dict[str, Any]:
 
 
 def _record(
-    session: Session,
+    conn: Connection,
     *,
     call_id: str,
     api_key_id: int,
@@ -76,7 +76,6 @@ def _record(
     refusal_days: int,
 ) -> OutcomeAnswer:
     digest = fingerprint({"call_id": call_id, **body})
-    conn = session.connection()
     seen, call = repo.outcome_state(conn=conn, api_key_id=api_key_id, key=idem_key,
                                     call_id=call_id)  # fmt: skip
     if seen is not None:
@@ -160,7 +159,7 @@ def record_outcome(
                   body=body, now=now, refusal_days=refusal_days)  # fmt: skip
     for _ in range(_TWIN_ATTEMPTS):
         with suppress(IntegrityError):
-            return write_transaction(db, run, core=True)
+            return write_core(db, run)
     raise _in_flight()
 
 
@@ -179,7 +178,7 @@ async def record_outcome_async(
                   body=body, now=now, refusal_days=refusal_days)  # fmt: skip
     for _ in range(_TWIN_ATTEMPTS):
         with suppress(IntegrityError):
-            return await write_async(db, run, core=True)
+            return await write_core_async(db, run)
     raise _in_flight()
 
 

@@ -24,7 +24,7 @@ from scripts_engine.db.models import (
     Outcome,
 )
 from scripts_engine.db.prepared import Prepared
-from scripts_engine.db.session import Database, table
+from scripts_engine.db.session import Database, table, write_core
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
 
@@ -239,3 +239,21 @@ def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # reads together
         repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k0")
         repo.store_idempotent_answer(conn=conn, values=idem)
+
+
+def test_statements_the_server_dropped_are_prepared_again(db: Database) -> None:
+    """If the server forgets a connection's prepared statements (``DEALLOCATE ALL``: a pooler,
+    a manual reset), the next Core write fails on it once, is run again and works."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's prepared statements")
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+
+    def candidates(conn: Connection) -> list[str]:
+        return [c[0] for c in repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=5)]
+
+    assert write_core(db, candidates) == ["k0", "k2"]
+    with db.write_engine.connect() as conn:  # the pool's one connection
+        conn.exec_driver_sql("DEALLOCATE ALL")
+        conn.commit()
+    assert write_core(db, candidates) == ["k0", "k2"]
