@@ -15,11 +15,11 @@ lifts, so it is not re-examined before then. When blocked candidates leave the c
 it looks again (a few rounds). The claim never parses or re-encodes a script: what the dialler
 gets was encoded once, at build time (``calls.payload``), and is spliced into the answer.
 Statements are SQLAlchemy Core, built once in :mod:`scripts_engine.db.repository` and run on
-the session's Connection (:mod:`scripts_engine.db.prepared`): a round reads candidates with
-their payloads (one statement), the customers, their suppressions
-and recent attempts (two statements), then leases the allowed calls in one ``UPDATE`` and
-inserts the decisions and attempts; a claim that hands out nothing checks that the campaign
-exists and when the next call is due.
+the transaction's Connection (:mod:`scripts_engine.db.prepared`): a round reads candidates with
+their payloads (one statement), the customers, their suppressions and recent attempts (two
+statements), then leases the allowed calls, puts the blocked ones back and stores the
+decisions and attempts (:func:`~scripts_engine.db.repository.claim_writes`); a claim that hands out nothing checks
+that the campaign exists and when the next call is due.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def _claim(
             conn=conn, customer_ids=[c[1] for c in candidates], now=now,
             since=now - timedelta(days=8),
         )  # fmt: skip
-        decision_rows: list[dict[str, Any]] = []
-        attempt_rows: list[dict[str, Any]] = []
+        decision_rows: list[tuple[str, str, bool, str, list[Any]]] = []
+        attempt_rows: list[tuple[str, str, str]] = []
         lease_ids: list[str] = []
         put_back: list[tuple[str, str, datetime | None]] = []
         for call_id, customer_id, _status, payload, audio, live_set in candidates:
@@ -134,18 +134,13 @@ def _claim(
             subject = _subject(customer_id, subjects.get(customer_id, (None, None, None)), own)
             decision = gate.evaluate(subject, now)
             decisions.append(decision)
-            decision_rows.append(
-                {"call_id": call_id, "customer_id": customer_id, "at": now,
-                 "allowed": decision.allowed, "rule": decision.rule,
-                 "checks": decision.checks_json(), "ruleset": gate.rules.version,
-                 "api_key_id": api_key_id}
-            )  # fmt: skip
+            decision_rows.append((call_id, customer_id, decision.allowed, decision.rule,
+                                  decision.checks_json()))  # fmt: skip
             if decision.allowed:
                 assert decision.local_day is not None
                 day = decision.local_day.isoformat()
                 lease_ids.append(call_id)
-                attempt_rows.append({"customer_id": customer_id, "call_id": call_id, "at": now,
-                                     "local_day": day})  # fmt: skip
+                attempt_rows.append((customer_id, call_id, day))
                 own.append(("attempt", None, day))  # the next candidate of this customer counts it
                 phone = subjects.get(customer_id, (None, None, None))[2]
                 leased.append((call_id, customer_id, decision, phone, payload, audio, live_set))
@@ -153,10 +148,9 @@ def _claim(
                 put_back.append(
                     (call_id, "blocked" if decision.final else "ready", decision.retry_at)
                 )
-        repo.lease_calls(conn=conn, call_ids=lease_ids, api_key_id=api_key_id, until=lease_until)
-        repo.put_back_calls(conn=conn, calls=put_back)
-        repo.add_gate_decisions(conn=conn, rows=decision_rows)
-        repo.add_attempts(conn=conn, rows=attempt_rows)
+        repo.claim_writes(conn=conn, now=now, api_key_id=api_key_id, ruleset=gate.rules.version,
+                          until=lease_until, lease_ids=lease_ids, put_back=put_back,
+                          decisions=decision_rows, attempts=attempt_rows)  # fmt: skip
     old = repo.old_call_documents(conn=conn, call_ids=[c[0] for c in leased if c[4] is None])
     claimed = []
     for call_id, customer_id, decision, phone, payload, audio, live_set in leased:

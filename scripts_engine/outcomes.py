@@ -76,8 +76,8 @@ def _record(
     refusal_days: int,
 ) -> OutcomeAnswer:
     digest = fingerprint({"call_id": call_id, **body})
-    seen, call = repo.outcome_state(conn=conn, api_key_id=api_key_id, key=idem_key,
-                                    call_id=call_id)  # fmt: skip
+    seen, call, new_id = repo.outcome_state(conn=conn, api_key_id=api_key_id, key=idem_key,
+                                            call_id=call_id)  # fmt: skip
     if seen is not None:
         return _replay(seen, digest)
     if call is None:
@@ -100,20 +100,23 @@ def _record(
         "complaint": bool(body.get("complaint")), "notes": body.get("notes"),
         "api_key_id": api_key_id, "created_at": now,
     }  # fmt: skip
-    outcome_id = repo.add_outcome(conn=conn, values=values)
+    pending = None  # PostgreSQL: the outcome is stored with the rest, under the id it got
+    if new_id is None:
+        new_id = repo.add_outcome(conn=conn, values=values)
+    else:
+        pending = {**values, "id": new_id}
     blocks: list[dict[str, Any]] = []
     if values["opt_out"]:
-        blocks.append({"kind": "opt_out", "until": None})
+        blocks.append({"kind": "opt_out", "since": now, "until": None})
     if values["refused"]:
-        blocks.append({"kind": "refusal", "until": now + timedelta(days=refusal_days)})
-    answer = _public({**values, "id": outcome_id})
-    repo.close_call(conn=conn, call_id=call_id)
-    repo.add_blocks(conn=conn, rows=[{"customer_id": customer_id, "since": now,
-                                      "call_id": call_id, **b} for b in blocks])  # fmt: skip
-    repo.store_idempotent_answer(conn=conn, values={
-        "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
-        "status_code": 201, "response": answer, "created_at": now,
-    })  # fmt: skip
+        blocks.append({"kind": "refusal", "since": now,
+                       "until": now + timedelta(days=refusal_days)})  # fmt: skip
+    answer = _public({**values, "id": new_id})
+    repo.finish_outcome(conn=conn, call_id=call_id, customer_id=customer_id, outcome=pending,
+                        blocks=blocks, answer={
+                            "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
+                            "status_code": 201, "response": answer, "created_at": now,
+                        })  # fmt: skip
     return OutcomeAnswer(201, answer, False)
 
 

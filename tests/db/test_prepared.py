@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from scripts_engine import outcomes
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import (
     Attempt,
@@ -154,8 +155,10 @@ def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
         _fill(conn)
         subjects, facts = repo.claim_people(conn=conn, customer_ids=["c1", "c0", "c3", "c1"],
                                             now=NOW, since=NOW - timedelta(8))  # fmt: skip
-        seen, call = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k3")
-        unseen, nocall = repo.outcome_state(conn=conn, api_key_id=7, key="new", call_id="x")
+        seen, call, new_id = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1",
+                                                call_id="k3")  # fmt: skip
+        unseen, nocall, no_id = repo.outcome_state(conn=conn, api_key_id=7, key="new", call_id="x")
+        reused = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="x")
         candidates = repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=5)
     assert subjects == {"c0": (True, None, "13800000000"), "c1": (True, "Asia/Shanghai", "13800000001"),
                         "c3": (True, "Asia/Shanghai", "13800000003")}  # fmt: skip
@@ -163,7 +166,10 @@ def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
                             ("attempt", None, "2026-05-11")], "c3": [("opt_out", None, None)]}  # fmt: skip
     assert seen == ("h" * 64, 201, {"id": 1, "status": "connected", "converted": False})
     assert call == ("cmp", "c3", 7, None)
-    assert unseen is None and nocall is None
+    assert unseen is None and nocall is None and no_id is None
+    # PostgreSQL: the next outcome's id comes with the call (SQLite: the insert gives it)
+    assert new_id is None if db.is_sqlite else isinstance(new_id, int)
+    assert reused == (seen, None, None)  # a key's answer is found without its call
     # ready and due (k0), leased with the lease run out (k2); not k1 (not due), not k3
     assert [(c[0], c[2], c[3], c[4]) for c in candidates] == [
         ("k0", "ready", '{"group":"model"}', {"wav8k": f"{0:064d}.wav"}),
@@ -175,29 +181,70 @@ def test_a_failed_write_fails_the_whole_transaction(db: Database) -> None:
     """Writes run in the connection's transaction: committed together, or, when one fails,
     rolled back together, with the error raised at once; the connection then serves the next
     transaction (the statements it prepared still work after the rollback)."""
-    decision = {"customer_id": "c0", "at": NOW, "allowed": True, "rule": "ok", "checks": [],
-                "ruleset": "r1", "api_key_id": None}  # fmt: skip
     with db.write_engine.begin() as conn:
         _fill(conn)
-        repo.lease_calls(conn=conn, call_ids=["k0"], api_key_id=9, until=NOW)
-        repo.add_gate_decisions(conn=conn, rows=[{**decision, "call_id": "k0"}])
-        repo.close_call(conn=conn, call_id="k1")
+        _lease(conn, "k0", decided=[("k0", "c0", True, "ok", [])])
+        repo._P_CLOSE_CALL.rows(conn, {"call_id": "k1"})
     with db.write_engine.connect() as conn:
         status = dict(conn.execute(select(table(Call).c.id, table(Call).c.status)).all())
         assert status["k0"] == "leased" and status["k1"] == "done"
         assert conn.execute(select(table(GateDecision).c.call_id)).scalars().all() == ["k0"]
     with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):
         with db.write_engine.begin() as conn:
-            repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
-            repo.store_idempotent_answer(conn=conn, values={
+            _lease(conn, "k2")
+            repo._P_ADD_IDEM.rows(conn, {
                 "api_key_id": 7, "key": "idem-1", "request_hash": "x", "status_code": 201,
                 "response": {}, "created_at": NOW})  # fmt: skip
             pytest.fail("the duplicate key must raise at once")
     with db.write_engine.begin() as conn:  # the lease before the error was not kept
         leased_by = select(table(Call).c.leased_by).where(table(Call).c.id == "k2")
         assert conn.execute(leased_by).scalar_one() == 7
-        repo.lease_calls(conn=conn, call_ids=["k2"], api_key_id=9, until=NOW)
+        _lease(conn, "k2")
         assert conn.execute(leased_by).scalar_one() == 9
+
+
+def _lease(conn: Connection, call_id: str, decided: Any = ()) -> None:
+    repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=NOW,
+                      lease_ids=[call_id], put_back=[], decisions=decided, attempts=[])  # fmt: skip
+
+
+def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
+    """A claim round's writes store: the lease counted, the blocked calls put back (closed, or due again later, the
+    last lease holder kept), every decision with its checks, the attempts; a round with
+    nothing to write writes nothing."""
+    later = NOW + timedelta(hours=3)
+    checks = [{"rule": "consent", "ok": True, "detail": "同意"}]
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+        repo.claim_writes(
+            conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=later, lease_ids=["k0"],
+            put_back=[("k2", "ready", later), ("k1", "blocked", None)],
+            decisions=[("k0", "c0", True, "ok", checks), ("k2", "c2", False, "window", []),
+                       ("k1", "c1", False, "consent", checks)],
+            attempts=[("c0", "k0", "2026-05-12")],
+        )  # fmt: skip
+        repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=later,
+                          lease_ids=[], put_back=[], decisions=[], attempts=[])  # fmt: skip
+    with db.write_engine.connect() as conn:
+        state = ("id", "status", "not_before", "leased_by", "lease_until", "claims")
+        calls = {r["id"]: {k: r[k] for k in state} for r in conn.execute(
+            select(table(Call)).where(table(Call).c.id.in_(["k0", "k1", "k2"]))).mappings()}  # fmt: skip
+        assert calls["k0"] == {"id": "k0", "status": "leased", "not_before": None,
+                               "leased_by": 9, "lease_until": later, "claims": 1}  # fmt: skip
+        assert calls["k2"] == {"id": "k2", "status": "ready", "not_before": later,
+                               "leased_by": 7, "lease_until": None, "claims": 0}  # fmt: skip
+        assert calls["k1"]["status"] == "blocked" and calls["k1"]["not_before"] is None
+        decisions = conn.execute(select(table(GateDecision)).order_by(table(GateDecision).c.id))
+        assert [(d["call_id"], d["customer_id"], d["at"], d["allowed"], d["rule"], d["checks"],
+                 d["ruleset"], d["api_key_id"]) for d in decisions.mappings()] == [
+            ("k0", "c0", NOW, True, "ok", checks, "r1", 9),
+            ("k2", "c2", NOW, False, "window", [], "r1", 9),
+            ("k1", "c1", NOW, False, "consent", checks, "r1", 9),
+        ]  # fmt: skip
+        attempts = conn.execute(select(table(Attempt).c.customer_id, table(Attempt).c.call_id,
+                                       table(Attempt).c.at, table(Attempt).c.local_day)
+                                .where(table(Attempt).c.call_id == "k0")).all()  # fmt: skip
+        assert attempts == [("c0", "k0", NOW, "2026-05-12")]
 
 
 def test_a_read_in_autocommit_leaves_no_transaction(db: Database) -> None:
@@ -232,13 +279,45 @@ def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
     with db.write_engine.begin() as conn:
         _fill(conn)
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:
-        repo.store_idempotent_answer(conn=conn, values=idem)
-    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # executemany
-        repo.add_attempts(conn=conn, rows=[{"customer_id": None, "call_id": "k0", "at": NOW,
-                                            "local_day": "2026-05-12"}])  # fmt: skip
-    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # reads together
+        repo._P_ADD_IDEM.rows(conn, idem)
+    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # a claim's writes
+        repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=NOW,
+                          lease_ids=[], put_back=[], decisions=[],
+                          attempts=[(None, "k0", "2026-05-12")])  # type: ignore[list-item]  # fmt: skip
+    with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # after a read
         repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k0")
-        repo.store_idempotent_answer(conn=conn, values=idem)
+        repo._P_ADD_IDEM.rows(conn, idem)
+
+
+def test_an_outcome_is_stored_whole(db: Database) -> None:
+    """An outcome with an opt-out and a refusal: the outcome under the id its answer gives, its
+    call closed, both suppressions, the answer under the key (replayed the same), on either
+    database (PostgreSQL writes most of it in one statement)."""
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    body = {"status": "connected", "opt_out": True, "refused": True, "notes": "不要再打"}
+    args = {"db": db, "call_id": "k3", "api_key_id": 7, "idem_key": "new-key", "body": body,
+            "now": NOW, "refusal_days": 180}  # fmt: skip
+    first = outcomes.record_outcome(**args)
+    again = outcomes.record_outcome(**args)
+    assert first.status_code == 201 and not first.replayed
+    assert again.replayed and again.body == first.body
+    with db.write_engine.connect() as conn:
+        stored = conn.execute(select(table(Outcome)).where(table(Outcome).c.call_id == "k3"))
+        row = stored.mappings().one()
+        assert row["id"] == first.body["id"] and row["opt_out"] and row["notes"] == "不要再打"
+        call = conn.execute(select(table(Call)).where(table(Call).c.id == "k3")).mappings().one()
+        assert call["status"] == "done" and call["lease_until"] is None
+        blocks = conn.execute(select(table(Block).c.kind, table(Block).c.until)
+                              .where(table(Block).c.call_id == "k3")).all()  # fmt: skip
+        assert sorted(blocks, key=lambda b: b[0]) == [
+            ("opt_out", None),
+            ("refusal", NOW + timedelta(days=180)),
+        ]
+        answers = select(table(IdempotencyKey).c.response).where(
+            table(IdempotencyKey).c.key == "new-key"
+        )
+        assert conn.execute(answers).scalar_one() == first.body
 
 
 def test_statements_the_server_dropped_are_prepared_again(db: Database) -> None:
