@@ -386,9 +386,12 @@ _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 
 def _pick(*where: Any) -> Select[Any]:
     c, d = _calls.c, _docs.c
+    # the payload by a subquery a candidate, not a join: PostgreSQL's planner merge-joined
+    # the documents' whole primary key from its start, so a claim cost grew with the calls
+    # already done (2.3 ms at 3,100)
+    payload = select(d.payload).where(d.call_id == c.id).scalar_subquery().label("payload")
     return (
-        select(c.id, c.customer_id, c.status, d.payload, c.audio, c.live_set)
-        .select_from(_calls.join(_docs, d.call_id == c.id))
+        select(c.id, c.customer_id, c.status, payload, c.audio, c.live_set)
         .where(c.campaign_id == bindparam("campaign_id"), *where)
         .order_by(c.id)
         .limit(bindparam("limit", type_=Integer))
