@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -32,5 +33,33 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         with db.write_engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+    finally:
+        db.dispose()
+
+
+def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL analyses and vacuums the calls table after 2 % of its rows change (the
+    claim's plan depends on how many calls are still ready); the downgrade resets it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's autovacuum")
+    from alembic import command
+
+    from scripts_engine.db.migrate import alembic_config
+
+    db = open_database(Settings(state_dir=tmp_path), url=db_url)
+    query = "SELECT reloptions FROM pg_class WHERE relname = 'calls'"
+    try:
+        upgrade(db)
+        with db.read_engine.connect() as conn:
+            options = conn.exec_driver_sql(query).scalar_one()
+        assert "autovacuum_analyze_scale_factor=0.02" in options
+        assert "autovacuum_vacuum_scale_factor=0.02" in options
+        cfg = alembic_config()
+        with db.write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0006")
+        with db.read_engine.connect() as conn:
+            assert conn.exec_driver_sql(query).scalar_one() is None
+        upgrade(db)
     finally:
         db.dispose()
