@@ -25,7 +25,10 @@ so the values are the ones a cursor gives. libpq releases the interpreter lock w
 for the server. A transaction begins the way psycopg begins one (``BEGIN`` before the first
 statement, unless the connection is in autocommit), so SQLAlchemy's commit and rollback, which
 read libpq's transaction status, end it as usual; errors are psycopg's own classes, raised as
-SQLAlchemy's.
+SQLAlchemy's. psycopg's automatic preparing is off on the service's engine (after a rollback
+it runs ``DEALLOCATE ALL``, which would drop these statements too); a statement the server
+lost anyway fails once (SQLSTATE 26000), is prepared again, and ``write_core`` runs the write
+again.
 
 It serves the statements of :mod:`scripts_engine.db.repository` that the claim and the outcome
 run; ``tests/db/test_prepared.py`` checks each against ``Connection.execute`` on SQLite and
