@@ -541,16 +541,18 @@ _OUTCOME_CALL = select(
     _calls.c.campaign_id, _calls.c.customer_id, _calls.c.leased_by,
     select(_outcomes.c.id).where(_outcomes.c.call_id == _calls.c.id).scalar_subquery(),
 ).where(_calls.c.id == bindparam("call_id"))  # fmt: skip
-#: PostgreSQL: the call, row-locked, with the answer stored under the idempotency key and the id
-#: the new outcome will have (one statement instead of three)
-_OUTCOME_STATE_PG = (
+#: the call with the answer stored under the idempotency key (one statement instead of two);
+#: on PostgreSQL the call row-locked, and the id the new outcome will have
+_OUTCOME_STATE = (
     select(*_OUTCOME_CALL.selected_columns, _idem.c.request_hash, _idem.c.status_code,
-           _idem.c.response, func.nextval(func.pg_get_serial_sequence("outcomes", "id")))
+           _idem.c.response)
     .select_from(_calls.outerjoin(_idem, and_(_idem.c.api_key_id == bindparam("key_id"),
                                               _idem.c.key == bindparam("key"))))
     .where(_calls.c.id == bindparam("call_id"))
-    .with_for_update(of=_calls)
 )  # fmt: skip
+_OUTCOME_STATE_PG = _OUTCOME_STATE.add_columns(
+    func.nextval(func.pg_get_serial_sequence("outcomes", "id"))
+).with_for_update(of=_calls)
 _LOCK_CUSTOMER = (
     select(_customers.c.customer_id)
     .where(_customers.c.customer_id == bindparam("customer_id"))
@@ -584,7 +586,7 @@ _P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
 )
 _P_LEASE, _P_PUT_BACK = Prepared(_LEASE), Prepared(_PUT_BACK)
 _P_ADD_DECISIONS, _P_ADD_ATTEMPTS = Prepared(_ADD_DECISIONS), Prepared(_ADD_ATTEMPTS)
-_P_SEEN, _P_OUTCOME_CALL = Prepared(_SEEN), Prepared(_OUTCOME_CALL)
+_P_SEEN, _P_OUTCOME_STATE = Prepared(_SEEN), Prepared(_OUTCOME_STATE)
 _P_OUTCOME_STATE_PG, _P_LOCK_CUSTOMER = Prepared(_OUTCOME_STATE_PG), Prepared(_LOCK_CUSTOMER)
 _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_OUTCOME_WRITES_PG = Prepared(_OUTCOME_WRITES_PG)
@@ -600,20 +602,15 @@ def outcome_state(
     key, ``(request_hash, status_code, response)``; the call, ``(campaign_id, customer_id,
     leased_by, outcome id or None)``, row-locked on PostgreSQL; and on PostgreSQL the id the
     new outcome will have (the sequence's next value; None on SQLite, where the insert gives
-    it). On PostgreSQL the three come from one statement."""
-    if not _pg(conn):
-        return (idempotent_answer(conn=conn, api_key_id=api_key_id, key=key),
-                _one(_P_OUTCOME_CALL.rows(conn, {"call_id": call_id})), None)  # fmt: skip
-    rows = _P_OUTCOME_STATE_PG.rows(conn, {"key_id": api_key_id, "key": key, "call_id": call_id})
+    it). They come from one statement."""
+    state = _P_OUTCOME_STATE_PG if _pg(conn) else _P_OUTCOME_STATE
+    rows = state.rows(conn, {"key_id": api_key_id, "key": key, "call_id": call_id})
     if not rows:  # no such call; the key may still hold an answer (reused with another call)
         return idempotent_answer(conn=conn, api_key_id=api_key_id, key=key), None, None
-    campaign_id, customer_id, leased_by, existing, request_hash, status, response, new_id = rows[0]
+    campaign_id, customer_id, leased_by, existing, request_hash, status, response = rows[0][:7]
     seen = None if request_hash is None else (request_hash, status, response)
-    return seen, (campaign_id, customer_id, leased_by, existing), int(new_id)
-
-
-def _one(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
-    return rows[0] if rows else None
+    new_id = int(rows[0][7]) if len(rows[0]) > 7 else None
+    return seen, (campaign_id, customer_id, leased_by, existing), new_id
 
 
 def idempotent_answer(

@@ -78,6 +78,12 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
     ("facts", repo._FACTS, {"ids": ["c0", "c1", "c3"], "now": NOW, "since": NOW - timedelta(8)}),
     ("idempotent answer", repo._SEEN, {"key_id": 7, "key": "idem-1"}),
     ("outcome call", repo._OUTCOME_CALL, {"call_id": "k3"}),
+    ("outcome state", repo._OUTCOME_STATE, {"key_id": 7, "key": "idem-1", "call_id": "k3"}),
+    (
+        "outcome state, locked",
+        repo._OUTCOME_STATE.with_for_update(of=table(Call)),
+        {"key_id": 7, "key": "idem-2", "call_id": "k0"},
+    ),
     ("render fields", repo._RENDER_FIELDS, {"customer_id": "c1"}),
     ("render fields, no scoring", repo._RENDER_FIELDS, {"customer_id": "c0"}),
 ]
