@@ -18,8 +18,8 @@ Statements are SQLAlchemy Core, built once in :mod:`scripts_engine.db.repository
 the transaction's Connection (:mod:`scripts_engine.db.prepared`): a round reads candidates with
 their payloads (one statement), the customers, their suppressions and recent attempts (two
 statements), then leases the allowed calls, puts the blocked ones back and stores the
-decisions and attempts (:func:`~scripts_engine.db.repository.claim_writes`); a claim that hands out nothing checks
-that the campaign exists and when the next call is due.
+decisions and attempts (:func:`~scripts_engine.db.repository.claim_writes`); a claim that
+hands out nothing checks that the campaign exists and when the next call is due.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import threading
@@ -44,6 +45,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Insert
@@ -222,29 +224,25 @@ class _Direct:
     """Statements on one psycopg connection, through libpq (see the module docstring): the
     names this connection has prepared, and psycopg's adapters for it."""
 
-    __slots__ = ("_pgconn", "_prepared", "_raw", "_tx")
+    __slots__ = ("_pg", "_pgconn", "_prepared", "_raw", "_tx")
 
     def __init__(self, raw: Any):
-        from psycopg.adapt import Transformer
-
+        self._pg = _psycopg()
         self._raw, self._pgconn = raw, raw.pgconn
-        self._tx = Transformer(raw)
+        self._tx = self._pg.Transformer(raw)
         self._prepared: set[bytes] = set()
 
     def run(self, plan: _Plan, values: list[Any]) -> list[Any]:
         """Run a plan with its values (in slot order); the rows as psycopg loads them."""
-        from psycopg import pq
-        from psycopg.adapt import PyFormat
-
-        pgconn, raw = self._pgconn, self._raw
-        if not raw.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        pg, pgconn, raw = self._pg, self._pgconn, self._raw
+        if not raw.autocommit and pgconn.transaction_status == pg.IDLE:
             self._check(pgconn.exec_(_begin(raw)))
         if plan.server_name not in self._prepared:
             self._check(pgconn.prepare(plan.server_name, plan.server_sql))
             self._prepared.add(plan.server_name)
-        params = self._tx.dump_sequence(values, [PyFormat.TEXT] * len(values))
+        params = self._tx.dump_sequence(values, [pg.TEXT] * len(values))
         result = self._check(pgconn.exec_prepared(plan.server_name, params))
-        if result.status != pq.ExecStatus.TUPLES_OK:
+        if result.status != pg.TUPLES_OK:
             return []
         self._tx.set_pgresult(result)
         try:
@@ -253,16 +251,30 @@ class _Direct:
             self._tx.set_pgresult(None)
 
     def _check(self, result: Any) -> Any:
-        from psycopg import errors, pq
-
-        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        pg = self._pg
+        if result.status in pg.OK:
             return result
-        error = errors.error_from_result(result, encoding=self._raw.info.encoding)
-        if self._pgconn.status == pq.ConnStatus.BAD:  # as psycopg raises a lost connection
-            raise errors.OperationalError(str(error))
+        error = pg.errors.error_from_result(result, encoding=self._raw.info.encoding)
+        if self._pgconn.status == pg.BAD:  # as psycopg raises a lost connection
+            raise pg.errors.OperationalError(str(error))
         if error.sqlstate == "26000":  # a DEALLOCATE ALL dropped them: prepare them again
             self._prepared.clear()
         raise error
+
+
+@functools.cache
+def _psycopg() -> SimpleNamespace:
+    """What the libpq path uses of psycopg, imported once, when the first PostgreSQL
+    connection is seen (SQLite needs none of it)."""
+    from psycopg import errors, pq
+    from psycopg.adapt import PyFormat, Transformer
+
+    status = pq.ExecStatus
+    return SimpleNamespace(
+        errors=errors, Transformer=Transformer, TEXT=PyFormat.TEXT,
+        IDLE=pq.TransactionStatus.IDLE, BAD=pq.ConnStatus.BAD, TUPLES_OK=status.TUPLES_OK,
+        OK=(status.COMMAND_OK, status.TUPLES_OK),
+    )  # fmt: skip
 
 
 def _begin(raw: Any) -> bytes:

@@ -432,7 +432,6 @@ _PUT_BACK = (
     .where(_calls.c.id == bindparam("b_call_id"))
     .values(status=bindparam("b_status"), lease_until=None, not_before=bindparam("b_retry"))
 )
-
 _OLD_DOCS = select(_docs.c.call_id, _docs.c.script, _docs.c.record).where(_docs.c.call_id.in_(_IDS))
 _CAMPAIGN = select(Campaign.__table__.c.id).where(Campaign.__table__.c.id == bindparam("id"))
 _NEXT_DUE = select(func.min(_calls.c.not_before)).where(
@@ -573,11 +572,10 @@ _OUTCOME_WRITES_PG = (
     insert(_idem).values({c: bindparam(f"i_{c}") for c in _ANSWER_COLUMNS})
     .add_cte(insert(_outcomes).values({c: bindparam(f"o_{c}") for c in _OUTCOME_COLUMNS})
              .cte("new_outcome"))
-    .add_cte(update(_calls).where(_calls.c.id == bindparam("o_call_id"))
-             .values(status=literal_column("'done'"), lease_until=null()).cte("closed_call"))
+    .add_cte(_CLOSE_CALL.cte("closed_call"))
 )  # fmt: skip
 
-#: the claim's and the outcome's statements, run on the driver's cursor (db/prepared.py)
+#: the claim's and the outcome's statements, run below SQLAlchemy's machinery (db/prepared.py)
 _P_BOTH, _P_BOTH_PG = Prepared(_BOTH), Prepared(_BOTH_PG)
 _P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
     Prepared(_SUBJECTS),
@@ -603,14 +601,15 @@ def outcome_state(
     leased_by, outcome id or None)``, row-locked on PostgreSQL; and on PostgreSQL the id the
     new outcome will have (the sequence's next value; None on SQLite, where the insert gives
     it). They come from one statement."""
-    state = _P_OUTCOME_STATE_PG if _pg(conn) else _P_OUTCOME_STATE
-    rows = state.rows(conn, {"key_id": api_key_id, "key": key, "call_id": call_id})
+    pg = _pg(conn)
+    rows = (_P_OUTCOME_STATE_PG if pg else _P_OUTCOME_STATE).rows(
+        conn, {"key_id": api_key_id, "key": key, "call_id": call_id}
+    )
     if not rows:  # no such call; the key may still hold an answer (reused with another call)
         return idempotent_answer(conn=conn, api_key_id=api_key_id, key=key), None, None
     campaign_id, customer_id, leased_by, existing, request_hash, status, response = rows[0][:7]
     seen = None if request_hash is None else (request_hash, status, response)
-    new_id = int(rows[0][7]) if len(rows[0]) > 7 else None
-    return seen, (campaign_id, customer_id, leased_by, existing), new_id
+    return seen, (campaign_id, customer_id, leased_by, existing), int(rows[0][7]) if pg else None
 
 
 def idempotent_answer(
@@ -646,7 +645,8 @@ def finish_outcome(
         _P_ADD_BLOCKS.many(conn, [{"customer_id": customer_id, "call_id": call_id, **b}
                                   for b in blocks])  # fmt: skip
     if outcome is not None:
-        _P_OUTCOME_WRITES_PG.rows(conn, {**{f"o_{k}": outcome[k] for k in _OUTCOME_COLUMNS},
+        _P_OUTCOME_WRITES_PG.rows(conn, {"call_id": call_id,
+                                         **{f"o_{k}": outcome[k] for k in _OUTCOME_COLUMNS},
                                          **{f"i_{k}": answer[k] for k in _ANSWER_COLUMNS}})  # fmt: skip
         return
     _P_CLOSE_CALL.rows(conn, {"call_id": call_id})
