@@ -137,7 +137,9 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
         Index("ix_calls_claim", "campaign_id", "status", "not_before"),
-        Index("ix_calls_pick", "campaign_id", "status", "id"),
+        # PostgreSQL: the ids in byte order ("C"), an order the primary key cannot give, so the
+        # claim's scan can only be this index's range (migration 0008)
+        Index("ix_calls_pick", "campaign_id", "status", "id", postgresql_ops={"id": 'COLLATE "C"'}),
         Index("ix_calls_customer", "customer_id"),
     )
 

@@ -384,7 +384,7 @@ _ADD_BLOCKS, _ADD_IDEM = insert(_blocks), insert(_idem)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 
 
-def _pick(*where: Any) -> Select[Any]:
+def _pick(*where: Any, pg: bool = False) -> Select[Any]:
     c, d = _calls.c, _docs.c
     # The payload by a subquery per candidate, not a join: with statistics taken when most
     # calls were ready (a campaign just built), PostgreSQL's planner merge-joined the
@@ -394,19 +394,23 @@ def _pick(*where: Any) -> Select[Any]:
     return (
         select(c.id, c.customer_id, c.status, payload, c.audio, c.live_set)
         .where(c.campaign_id == bindparam("campaign_id"), *where)
-        .order_by(c.id)
+        # PostgreSQL: in byte order, which only ix_calls_pick gives (see migration 0008): the
+        # primary key's order is the database's collation, so the planner cannot walk it
+        .order_by(c.id.collate("C") if pg else c.id)
         .limit(bindparam("limit", type_=Integer))
     )
 
 
-_READY = _pick(_calls.c.status == "ready",
-               _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")))  # fmt: skip
-_EXPIRED = _pick(_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
+_IS_READY = (
+    _calls.c.status == "ready",
+    _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")),
+)
+_IS_EXPIRED = (_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
 #: both scans in one statement; on PostgreSQL each locks the rows it picks
-_BOTH = union_all(select(_READY.subquery()), select(_EXPIRED.subquery()))
+_BOTH = union_all(select(_pick(*_IS_READY).subquery()), select(_pick(*_IS_EXPIRED).subquery()))
 _BOTH_PG = union_all(
-    select(_READY.with_for_update(skip_locked=True, of=_calls).subquery()),
-    select(_EXPIRED.with_for_update(skip_locked=True, of=_calls).subquery()),
+    select(_pick(*_IS_READY, pg=True).with_for_update(skip_locked=True, of=_calls).subquery()),
+    select(_pick(*_IS_EXPIRED, pg=True).with_for_update(skip_locked=True, of=_calls).subquery()),
 )
 _SUBJECTS = select(
     _customers.c.customer_id, _customers.c.consent, _customers.c.timezone, _customers.c.phone

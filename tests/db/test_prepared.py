@@ -91,6 +91,8 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("name", "stmt", "params"), READS, ids=[r[0] for r in READS])
 def test_reads_match_sqlalchemy(db: Database, name: str, stmt: Any, params: dict[str, Any]) -> None:
+    if stmt is repo._BOTH_PG and db.is_sqlite:
+        pytest.skip("PostgreSQL's form (it orders by the C collation)")
     with db.write_engine.begin() as conn:
         _fill(conn)
         expected = [tuple(r) for r in conn.execute(stmt, params)]
