@@ -525,16 +525,16 @@ def old_call_documents(
     time."""
     if not call_ids:
         return {}
-    return {str(i): (s, r) for i, s, r in conn.execute(_OLD_DOCS, {"ids": list(call_ids)})}
+    return {str(i): (s, r) for i, s, r in _P_OLD_DOCS.rows(conn, {"ids": list(call_ids)})}
 
 
 def campaign_exists(*, conn: Connection, campaign_id: str) -> bool:
-    return conn.execute(_CAMPAIGN, {"id": campaign_id}).first() is not None
+    return bool(_P_CAMPAIGN.rows(conn, {"id": campaign_id}))
 
 
 def next_due(*, conn: Connection, campaign_id: str) -> datetime | None:
     """When the earliest waiting call of the campaign becomes due again."""
-    return cast(datetime | None, conn.execute(_NEXT_DUE, {"campaign_id": campaign_id}).scalar())
+    return cast(datetime | None, _P_NEXT_DUE.rows(conn, {"campaign_id": campaign_id})[0][0])
 
 
 _SEEN = select(_idem.c.request_hash, _idem.c.status_code, _idem.c.response).where(
@@ -581,6 +581,11 @@ _OUTCOME_WRITES_PG = (
 
 #: the claim's and the outcome's statements, run below SQLAlchemy's machinery (db/prepared.py)
 _P_BOTH, _P_BOTH_PG = Prepared(_BOTH), Prepared(_BOTH_PG)
+_P_OLD_DOCS, _P_CAMPAIGN, _P_NEXT_DUE = (
+    Prepared(_OLD_DOCS),
+    Prepared(_CAMPAIGN),
+    Prepared(_NEXT_DUE),
+)
 _P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
     Prepared(_SUBJECTS),
     Prepared(_SUBJECTS_PG),
