@@ -39,7 +39,8 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
 
 def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) -> None:
     """PostgreSQL analyses and vacuums the calls table after 2 % of its rows change (the
-    claim's plan depends on how many calls are still ready); the downgrade resets it."""
+    claim's plan depends on how many calls are still ready), and the claim's index keeps the
+    ids in byte order (0008); the downgrades undo both."""
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's autovacuum")
     from alembic import command
@@ -48,10 +49,12 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
 
     db = open_database(Settings(state_dir=tmp_path), url=db_url)
     query = "SELECT reloptions FROM pg_class WHERE relname = 'calls'"
+    index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_calls_pick'"
     try:
         upgrade(db)
         with db.read_engine.connect() as conn:
             options = conn.exec_driver_sql(query).scalar_one()
+            assert conn.exec_driver_sql(index).scalar_one().endswith('id COLLATE "C")')
         assert "autovacuum_analyze_scale_factor=0.02" in options
         assert "autovacuum_vacuum_scale_factor=0.02" in options
         cfg = alembic_config()
@@ -60,6 +63,7 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
             command.downgrade(cfg, "0006")
         with db.read_engine.connect() as conn:
             assert conn.exec_driver_sql(query).scalar_one() is None
+            assert conn.exec_driver_sql(index).scalar_one().endswith("(campaign_id, status, id)")
         upgrade(db)
     finally:
         db.dispose()
