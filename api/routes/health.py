@@ -14,8 +14,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """Liveness: the process answers."""
+async def healthz() -> Health:
+    """Liveness: the process answers. (Answered on the event loop, not in a worker thread:
+    a probe never queues behind blocking work.)"""
     return Health(status="ok")
 
 

@@ -1,0 +1,37 @@
+"""Liveness does not depend on the worker threads."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import anyio.to_thread
+from fastapi.testclient import TestClient
+
+
+def test_liveness_answers_while_every_worker_thread_is_busy(client: TestClient) -> None:
+    """``/healthz`` answers from the event loop: with every worker thread taken (slow
+    blocking work piling up), an orchestrator's liveness probe still gets its answer at once
+    instead of queueing for a thread until it times out and the service is restarted."""
+    release, taken = threading.Event(), threading.Event()
+    answers: list[int] = []
+
+    async def occupy() -> None:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        tokens, limiter.total_tokens = limiter.total_tokens, 1
+        try:
+            await anyio.to_thread.run_sync(lambda: (taken.set(), release.wait(30)))
+        finally:
+            limiter.total_tokens = tokens
+
+    assert client.portal is not None
+    client.portal.start_task_soon(occupy)
+    try:
+        assert taken.wait(10)
+        probe = threading.Thread(target=lambda: answers.append(client.get("/healthz").status_code))
+        probe.start()
+        probe.join(5)
+        assert answers == [200], "the liveness probe waited for a worker thread"
+    finally:
+        release.set()
+        probe.join(30)
