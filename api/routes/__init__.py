@@ -18,10 +18,11 @@ from api.routes import (
 )
 
 #: FastAPI tries a request against the routers one by one, each at a cost (about as much as a
-#: claim's statements): the probes and the dialler's loop (outcome, claim, audio) come first
+#: claim's statements): the probes and the dialler's loop (outcome, claim, audio) come first,
+#: then render and score (the dialler's and the writers' frequent calls), then the admin's
 ROUTERS = (
-    health.router, calls.router, campaigns.router, audio.router, keys.router,
-    customers.router, scripts.router, voices.router, stats.router, templates.router,
+    health.router, calls.router, campaigns.router, audio.router, scripts.router,
+    keys.router, customers.router, voices.router, stats.router, templates.router,
     previews.router, reviews.router, reports.router,
 )  # fmt: skip
 
