@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
+    CompoundSelect,
     Connection,
     Integer,
     Select,
@@ -406,12 +407,17 @@ _IS_READY = (
     _calls.c.not_before.is_(None) | (_calls.c.not_before <= bindparam("now")),
 )
 _IS_EXPIRED = (_calls.c.status == "leased", _calls.c.lease_until < bindparam("now"))
-#: both scans in one statement; on PostgreSQL each locks the rows it picks
-_BOTH = union_all(select(_pick(*_IS_READY).subquery()), select(_pick(*_IS_EXPIRED).subquery()))
-_BOTH_PG = union_all(
-    select(_pick(*_IS_READY, pg=True).with_for_update(skip_locked=True, of=_calls).subquery()),
-    select(_pick(*_IS_EXPIRED, pg=True).with_for_update(skip_locked=True, of=_calls).subquery()),
-)
+
+
+def _both(*, pg: bool) -> CompoundSelect[Any]:
+    """Both scans in one statement; on PostgreSQL each locks the rows it picks."""
+    scans = [_pick(*where, pg=pg) for where in (_IS_READY, _IS_EXPIRED)]
+    if pg:
+        scans = [scan.with_for_update(skip_locked=True, of=_calls) for scan in scans]
+    return union_all(*(select(scan.subquery()) for scan in scans))
+
+
+_BOTH, _BOTH_PG = _both(pg=False), _both(pg=True)
 _SUBJECTS = select(
     _customers.c.customer_id, _customers.c.consent, _customers.c.timezone, _customers.c.phone
 ).where(_customers.c.customer_id.in_(_IDS))
