@@ -1,16 +1,21 @@
-"""The SQLite group commit: writes that share one transaction still succeed or fail alone."""
+"""The SQLite group commits (the Writer thread's and the event loop's): writes that share one
+transaction still succeed or fail alone, and the loop never waits for a lock."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.models import Attempt
-from scripts_engine.db.session import Database, Writer
+from scripts_engine.db.session import Database, Writer, _writer, write_core_async
 
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
 
@@ -50,3 +55,102 @@ def test_a_failing_write_in_a_batch_writes_nothing(db: Database, core: bool) -> 
     with db.read() as session:
         written = session.scalars(select(Attempt.customer_id)).all()
     assert written == ["ok"]
+
+
+def _loop_write(customer_id: str, *, fail: bool = False) -> Callable[[Connection], int]:
+    def write(conn: Connection) -> int:
+        conn.execute(insert(Attempt), _attempt(customer_id))
+        if fail:
+            raise ValueError("refused after writing")
+        return threading.get_ident()
+
+    return write
+
+
+def _written(db: Database) -> list[str]:
+    with db.read() as session:
+        return sorted(session.scalars(select(Attempt.customer_id)).all())
+
+
+def test_coroutines_writes_commit_together_on_the_loop_and_fail_alone(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+
+    async def main() -> tuple[list[Any], int]:
+        return await asyncio.gather(
+            write_core_async(db, _loop_write("a")),
+            write_core_async(db, _loop_write("failed", fail=True)),
+            write_core_async(db, _loop_write("b")),
+            return_exceptions=True,
+        ), threading.get_ident()
+
+    (a, failed, b), loop_thread = asyncio.run(main())
+    assert isinstance(failed, ValueError)
+    # the statements ran on the loop's thread: no hand-off of the interpreter lock per statement
+    assert a == b == loop_thread
+    assert _written(db) == ["a", "b"]
+
+
+def test_a_write_queued_and_cancelled_writes_nothing(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+
+    async def main() -> None:
+        kept = asyncio.create_task(write_core_async(db, _loop_write("kept")))
+        dropped = asyncio.create_task(write_core_async(db, _loop_write("dropped")))
+        await asyncio.sleep(0)  # both queued, their group not run yet
+        dropped.cancel()
+        await kept
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+
+    asyncio.run(main())
+    assert _written(db) == ["kept"]
+
+
+async def _ticks_while(waiting: Awaitable[Any]) -> tuple[Any, int]:
+    """What ``waiting`` gives, and how often the loop ran another task meanwhile."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        return await waiting, ticks
+    finally:
+        task.cancel()
+
+
+def test_the_loop_never_waits_for_another_process_lock(db: Database) -> None:
+    """Another process holds SQLite's write lock for 0.5 s: the write waits for it through
+    the group-commit thread, and the loop serves everything else meanwhile."""
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+    path = db.url.split(":///", 1)[1]
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, other.commit).start()
+    try:
+        thread_id, ticks = asyncio.run(_ticks_while(write_core_async(db, _loop_write("late"))))
+    finally:
+        other.close()
+    assert ticks >= 20  # about 50 in 0.5 s; a loop stuck on the lock would not tick at all
+    assert thread_id != threading.get_ident()  # written by the group-commit thread
+    assert _written(db) == ["late"]
+
+
+def test_while_the_writer_thread_has_the_turn_the_loop_hands_it_its_writes(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+    gate = threading.Event()
+    blocker = _writer(db).submit(lambda s: gate.wait(10))  # a long ORM write has the turn
+    threading.Timer(0.5, gate.set).start()
+    thread_id, ticks = asyncio.run(_ticks_while(write_core_async(db, _loop_write("queued"))))
+    assert blocker.result(10) is True
+    assert ticks >= 20
+    assert thread_id == db.writer._thread.ident  # type: ignore[union-attr]
+    assert _written(db) == ["queued"]
