@@ -49,14 +49,14 @@ ROUNDS = 8
 
 @dataclass(frozen=True)
 class ClaimedCall:
-    """A call leased by this claim, with what the dialler gets (``payload``: JSON text of
-    group, profile and script, made at build time)."""
+    """A call leased by this claim, with what the dialler gets (``payload``: JSON of group,
+    profile and script, made at build time, as UTF-8 bytes)."""
 
     call_id: str
     campaign_id: str
     customer_id: str
     phone: str | None
-    payload: str
+    payload: bytes
     audio: dict[str, str]  # format -> "sha256.ext"
     decision: Decision
     lease_until: datetime
@@ -104,7 +104,7 @@ def _claim(
     now: datetime,
 ) -> ClaimResult:
     lease_until = now + timedelta(seconds=lease_seconds)
-    leased: list[tuple[str, str, Decision, str | None, str | None, Any, str | None]] = []
+    leased: list[tuple[str, str, Decision, str | None, bytes | None, Any, str | None]] = []
     decisions: list[Decision] = []
     seen: set[str] = set()
     for _round in range(ROUNDS):
@@ -156,7 +156,7 @@ def _claim(
     for call_id, customer_id, decision, phone, payload, audio, live_set in leased:
         if payload is None:  # built before payloads were made at build time
             script, record = old[call_id]
-            payload = call_payload(str(record.get("group")), script, record)
+            payload = call_payload(str(record.get("group")), script, record).encode()
         assert decision.window_end is not None
         claimed.append(
             ClaimedCall(
@@ -196,7 +196,7 @@ def live_scripts(
     if not renewed:
         return result
     calls = [
-        replace(c, payload=renewed[c.call_id]["payload"],
+        replace(c, payload=renewed[c.call_id]["payload"].encode(),
                 audio=_audio_refs(renewed[c.call_id]["audio"])) if c.call_id in renewed else c
         for c in result.calls
     ]  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -112,8 +111,8 @@ def base_url(request: Request) -> str:
     return base
 
 
-def claimed_out(base: str, item: ClaimedCall, now: datetime) -> str:
-    """One claimed call as JSON text: the per-claim fields, then the payload made at build
+def claimed_out(base: str, item: ClaimedCall, now: datetime) -> bytes:
+    """One claimed call as JSON (UTF-8): the per-claim fields, then the payload made at build
     time (group, profile, script) spliced in as it is stored (no parse, no re-encode)."""
     head = orjson.dumps(
         {"id": item.call_id, "campaign_id": item.campaign_id, "customer_id": item.customer_id,
@@ -122,8 +121,8 @@ def claimed_out(base: str, item: ClaimedCall, now: datetime) -> str:
          "window": {"not_before": now.isoformat(),
                     "not_after": item.not_after.isoformat()},
          "lease_until": item.lease_until.isoformat()},
-    ).decode()  # fmt: skip
-    return head[:-1] + "," + item.payload[1:]
+    )  # fmt: skip
+    return head[:-1] + b"," + item.payload[1:]
 
 
 @router.post("/{campaign_id}/calls/claim", response_model=ClaimResponse)
@@ -142,7 +141,8 @@ async def claim(
     for d in result.decisions:
         services.metrics.gate.labels(d.rule, str(d.allowed).lower()).inc()
     base = base_url(request)
-    calls = ",".join(claimed_out(base, c, now) for c in result.calls)
-    due = json.dumps(result.next_due.isoformat() if result.next_due else None)
+    calls = b",".join(claimed_out(base, c, now) for c in result.calls)
+    due = orjson.dumps(result.next_due.isoformat() if result.next_due else None)
     # built from rows validated when they were stored: answered without re-validating
-    return Response(f'{{"calls":[{calls}],"next_due":{due}}}', media_type="application/json")
+    return Response(b'{"calls":[' + calls + b'],"next_due":' + due + b"}",
+                    media_type="application/json")  # fmt: skip

@@ -79,7 +79,8 @@ class _Plan:
     #: None with the processed value as the name's constant
     slots: tuple[tuple[str, tuple[str, int] | None, _Proc], ...]
     constants: Mapping[str, Any]
-    results: tuple[_Proc, ...] | None
+    #: the result columns that have a processor: (column index, processor)
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
     #: PostgreSQL: the text with ``$n`` placeholders (in slot order) and its server-side name
     server_sql: bytes = b""
     server_name: bytes = b""
@@ -117,11 +118,16 @@ class Prepared:
 
     @staticmethod
     def _processed(plan: _Plan, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
-        procs = plan.results
-        if not procs or not any(procs):
+        active = plan.results
+        if not active:
             return [tuple(r) for r in fetched]
-        return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True))
-                for r in fetched]  # fmt: skip
+        out = []
+        for r in fetched:
+            row = list(r)
+            for i, proc in active:
+                row[i] = proc(row[i])
+            out.append(tuple(row))
+        return out
 
     def many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
         """Run a write once per parameter set (``executemany``)."""
@@ -202,12 +208,9 @@ class Prepared:
                 value = state.parameters[name]
                 constants[name] = proc(value) if proc is not None and value is not None else value
                 slots.append((name, None, None))
-        results = None
-        columns = getattr(self.stmt, "selected_columns", None)
-        if columns is not None:
-            results = tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-            )
+        columns = getattr(self.stmt, "selected_columns", None) or ()
+        procs = (c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        results = tuple((i, proc) for i, proc in enumerate(procs) if proc is not None)
         server_sql = server_name = b""
         if dialect.name == "postgresql" and not state.positiontup:
             server_sql = _dollar(state.statement, names).encode()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     Integer,
+    LargeBinary,
     Select,
     String,
     Table,
@@ -391,7 +392,10 @@ def _pick(*where: Any, pg: bool = False) -> Select[Any]:
     # calls were ready (a campaign just built), PostgreSQL's planner merge-joined the
     # documents' whole primary key from its start, walking every call already done (2.3 ms
     # of server time a claim at 3,100 done calls, 0.14 ms with the subquery)
-    payload = select(d.payload).where(d.call_id == c.id).scalar_subquery().label("payload")
+    # SQLite hands the payload over as bytes (a BLOB of the stored UTF-8): it goes into the
+    # answer as it is, not decoded to a str (about 7 us for a script's 7 kB) to be encoded again
+    text_ = d.payload if pg else cast_(d.payload, LargeBinary)
+    payload = select(text_).where(d.call_id == c.id).scalar_subquery().label("payload")
     return (
         select(c.id, c.customer_id, c.status, payload, c.audio, c.live_set)
         .where(c.campaign_id == bindparam("campaign_id"), *where)
@@ -455,8 +459,9 @@ def _pg(conn: Connection) -> bool:
 
 def claim_candidates(
     *, conn: Connection, campaign_id: str, now: datetime, limit: int
-) -> list[tuple[str, str, str, str | None, dict[str, Any] | None, str | None]]:
+) -> list[tuple[str, str, str, bytes | None, dict[str, Any] | None, str | None]]:
     """``(call id, customer id, status, payload, audio, live set)`` of calls that may be handed out
+    (the payload as UTF-8 bytes)
     now: ready (and due), or leased with the lease expired; at most ``limit``, in call id
     order.
 
@@ -466,7 +471,8 @@ def claim_candidates(
     candidates are handed out, and a second query for it would cost more than the bytes."""
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     found = (_P_BOTH_PG if _pg(conn) else _P_BOTH).rows(conn, params)
-    rows = [(str(i), str(cid), str(st), p, a, ls) for i, cid, st, p, a, ls in found]
+    rows = [(str(i), str(cid), str(st), p.encode() if isinstance(p, str) else p, a, ls)
+            for i, cid, st, p, a, ls in found]  # fmt: skip
     return sorted(rows, key=lambda r: r[0])[:limit]
 
 

@@ -180,8 +180,8 @@ def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
     assert reused == (seen, None, None)  # a key's answer is found without its call
     # ready and due (k0), leased with the lease run out (k2); not k1 (not due), not k3
     assert [(c[0], c[2], c[3], c[4]) for c in candidates] == [
-        ("k0", "ready", '{"group":"model"}', {"wav8k": f"{0:064d}.wav"}),
-        ("k2", "leased", '{"group":"model"}', {"wav8k": f"{2:064d}.wav"}),
+        ("k0", "ready", b'{"group":"model"}', {"wav8k": f"{0:064d}.wav"}),
+        ("k2", "leased", b'{"group":"model"}', {"wav8k": f"{2:064d}.wav"}),
     ]
 
 
