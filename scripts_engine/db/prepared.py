@@ -57,7 +57,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import iterate
@@ -106,15 +106,16 @@ class Prepared:
             with driver_errors(conn, plan.sql):
                 return self._processed(plan, direct.run(plan, self._values(plan, params)))
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        # a try, not driver_errors: a generator-based context manager costs as much as the
+        # rest of this method around a short statement
         try:
-            with driver_errors(conn, plan.sql):
-                cursor.execute(plan.sql, self._args(plan, params))
-                if cursor.description is None:
-                    return []
-                fetched = cursor.fetchall()
+            cursor.execute(plan.sql, self._args(plan, params))
+            fetched = [] if cursor.description is None else cursor.fetchall()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy(conn, plan.sql, exc) from exc
         finally:
             cursor.close()
-        return self._processed(plan, fetched)
+        return self._processed(plan, fetched) if fetched else []
 
     @staticmethod
     def _processed(plan: _Plan, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -324,8 +325,13 @@ def driver_errors(conn: Connection, sql: str) -> Iterator[None]:
     ``DataError``...), as ``Connection.execute`` raises them: the retries on a lock timeout
     or a deadlock, the replay of a concurrent idempotent twin and the API's error answers
     all look for those."""
-    dbapi = conn.dialect.loaded_dbapi
     try:
         yield
-    except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=conn.dialect) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy(conn, sql, exc) from exc
+
+
+def _as_sqlalchemy(conn: Connection, sql: str, exc: Exception) -> StatementError:
+    """The driver's error ``exc`` as SQLAlchemy's class for it (see :func:`driver_errors`)."""
+    error = conn.dialect.loaded_dbapi.Error
+    return DBAPIError.instance(sql, None, exc, error, dialect=conn.dialect)
