@@ -395,7 +395,8 @@ async def write_async(db: Database, fn: Callable[[Session], T]) -> T:
 
 async def write_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
     """:func:`write_core` for a coroutine: on SQLite it joins the group commit of the running
-    loop (:class:`LoopWriter`); elsewhere it runs in the loop's default executor."""
+    loop (:class:`LoopWriter`: ``fn`` then runs on the loop's thread, and must use only the
+    Connection it is given); elsewhere it runs in the loop's default executor."""
     if db.is_sqlite:
         loop = asyncio.get_running_loop()
         loop_writer = db.loop_writers.get(loop)
@@ -481,16 +482,19 @@ class LoopWriter:
             return
         try:
             conn = self._engine.connect()
-        except BaseException:
+            try:
+                transaction = conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+        except OperationalError:  # another process holds SQLite's write lock, or worse
             self.db.write_turn.release()
-            raise
-        try:
-            transaction = conn.begin()
-        except OperationalError:  # another process holds SQLite's write lock
-            conn.close()
-            self.db.write_turn.release()
-            self._to_thread(jobs)
+            self._to_thread(jobs)  # it waits, retries, and answers what stays wrong
             self._next()
+            return
+        except BaseException as exc:  # noqa: BLE001 - every write waiting gets the error
+            self.db.write_turn.release()
+            self._fail(jobs, exc)
             return
         done: list[tuple[_LoopJob, bool, Any]] = []
         deadline = time.perf_counter() + self.budget_s
@@ -502,11 +506,29 @@ class LoopWriter:
                 done.append((job, True, _raw_savepoint(conn, partial(job[0], conn))))
             except Exception as exc:  # noqa: BLE001 - that write alone fails
                 done.append((job, False, exc))
-        committing = self.loop.run_in_executor(self._committer, _commit, conn, transaction,
-                                               self.db.write_turn)  # fmt: skip
+        try:
+            committing = self.loop.run_in_executor(
+                self._committer, _commit, conn, transaction, self.db.write_turn
+            )
+        except BaseException as exc:  # noqa: BLE001 - closed: nothing is written
+            with suppress(Exception):
+                transaction.rollback()
+            conn.close()
+            self.db.write_turn.release()
+            self._fail([job for job, _ok, _value in done], exc)
+            return
         committing.add_done_callback(partial(self._committed, done))
 
+    def _fail(self, jobs: list[_LoopJob], error: BaseException) -> None:
+        for _fn, future in jobs:
+            if not future.done():
+                future.set_exception(error)
+        self._next()
+
     def _committed(self, done: list[tuple[_LoopJob, bool, Any]], committing: Any) -> None:
+        if committing.cancelled():  # the loop is closing: the commit's outcome is unknown
+            self._fail([job for job, _ok, _value in done], Busy("the database is closing"))
+            return
         error = committing.exception()
         if error is None:
             for (_fn, future), ok, value in done:
@@ -519,9 +541,8 @@ class LoopWriter:
         elif isinstance(error, OperationalError) and _retryable(error):
             self._to_thread([job for job, _ok, _value in done])  # nothing was written
         else:
-            for (_fn, future), _ok, _value in done:
-                if not future.done():
-                    future.set_exception(error)
+            self._fail([job for job, _ok, _value in done], error)
+            return
         self._next()
 
     def _to_thread(self, jobs: list[_LoopJob]) -> None:

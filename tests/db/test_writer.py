@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from scripts_engine.db.models import Attempt
-from scripts_engine.db.session import Database, Writer, _writer, write_core_async
+from scripts_engine.db.session import Database, LoopWriter, Writer, _writer, write_core_async
 
 NOW = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
 
@@ -154,3 +155,44 @@ def test_while_the_writer_thread_has_the_turn_the_loop_hands_it_its_writes(db: D
     assert ticks >= 20
     assert thread_id == db.writer._thread.ident  # type: ignore[union-attr]
     assert _written(db) == ["queued"]
+
+
+class _Unopenable:
+    """An engine whose connections cannot be opened, with ``error``."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def connect(self) -> None:
+        raise self.error
+
+    def dispose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("operational", [True, False], ids=["operational", "other"])
+def test_a_loop_group_that_cannot_start_answers_every_write(
+    db: Database, operational: bool
+) -> None:
+    """No write is left waiting: a driver error sends the group to the group-commit thread
+    (which waits, retries and answers), any other error is every write's answer."""
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+    error = OperationalError("BEGIN", {}, sqlite3.OperationalError("disk I/O error"))
+
+    async def main() -> list[Any]:
+        loop_writer = db.loop_writers[asyncio.get_running_loop()] = LoopWriter(
+            db, asyncio.get_running_loop()
+        )
+        loop_writer._engine = _Unopenable(error if operational else RuntimeError("no"))  # type: ignore[assignment]
+        writes = [write_core_async(db, _loop_write(c)) for c in ("x", "y")]
+        return await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 10)
+
+    answers = asyncio.run(main())
+    if operational:
+        assert all(isinstance(a, int) for a in answers)  # written by the thread
+        assert _written(db) == ["x", "y"]
+    else:
+        assert [str(a) for a in answers] == ["no", "no"]
+        assert _written(db) == []
+    assert not db.write_turn.locked()
