@@ -417,9 +417,9 @@ class LoopWriter:
     Through the :class:`Writer` thread, every statement of such a write passes the
     interpreter lock from that thread to the loop and back (SQLite's driver lets go of it in
     each call). Under a dialler's load both threads want it all the time, and the hand-offs
-    cost more CPU than the statements: the claim-and-outcome cycle took 1,030-1,160 us of
-    process CPU a request that way, and 810-910 us with the statements run on the loop
-    (bench_api_cpu's set-up, see "Figures" in README.md).
+    cost more CPU than the statements: the claim-and-outcome cycle took 1,045-1,118 us of
+    process CPU a request that way, and 866-952 us with the statements run on the loop
+    (bench_api_cpu's set-up, three interleaved pairs; see "Figures" in README.md).
 
     The writes submitted during one turn of the loop run at the start of the next, together:
     each in its own ``SAVEPOINT`` of one ``IMMEDIATE`` transaction, as in the Writer thread's
