@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _MOBILE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
@@ -118,6 +119,20 @@ _RID_PREFIX = os.urandom(4).hex()
 _rid_counter = itertools.count(1)
 
 
+def _plain_route(scope: Scope, root_path: str) -> str:
+    """The path template of the plain Starlette route or mount that answered (the API docs,
+    the OpenAPI schema, static files): unlike FastAPI's routes they do not put themselves in
+    the scope. ``unmatched`` when no route took the request. (``root_path``: the scope's as
+    the request came in; a mount extends it.)"""
+    router = getattr(scope.get("app"), "router", None)
+    asked = {"type": "http", "path": scope["path"], "root_path": root_path,
+             "method": scope.get("method", "")}  # fmt: skip
+    for route in getattr(router, "routes", ()):
+        if isinstance(route, Route | Mount) and route.matches(asked)[0] is not Match.NONE:
+            return route.path + "/{path}" if isinstance(route, Mount) else route.path
+    return "unmatched"
+
+
 class RequestMiddleware:
     """Request id, timing, metrics and the access log, as plain ASGI."""
 
@@ -132,6 +147,7 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
         status = 500
+        root_path = scope.get("root_path", "")
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -146,8 +162,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(scope.get("route"), "path", None) or _plain_route(scope, root_path)
             method = scope.get("method", "")
             self.metrics.requests.labels(method, path, str(status)).inc()
             self.metrics.latency.labels(method, path).observe(elapsed)

@@ -35,3 +35,15 @@ def test_liveness_answers_while_every_worker_thread_is_busy(client: TestClient) 
     finally:
         release.set()
         probe.join(30)
+
+
+def test_requests_are_counted_by_route_also_for_the_docs_and_static_files(
+    client: TestClient,
+) -> None:
+    """Dashboards group requests by route: the docs, the schema and static files get their
+    own path template, not ``unmatched`` (which stays for requests no route took)."""
+    for path in ("/openapi.json", "/docs", "/web/static/web.css", "/no/such/page"):
+        client.get(path)
+    metrics = client.get("/metrics").text
+    for route in ("/openapi.json", "/docs", "/web/static/{path}", "unmatched"):
+        assert f'method="GET",route="{route}"' in metrics, route
