@@ -461,9 +461,8 @@ def claim_candidates(
     *, conn: Connection, campaign_id: str, now: datetime, limit: int
 ) -> list[tuple[str, str, str, bytes | None, dict[str, Any] | None, str | None]]:
     """``(call id, customer id, status, payload, audio, live set)`` of calls that may be handed out
-    (the payload as UTF-8 bytes)
     now: ready (and due), or leased with the lease expired; at most ``limit``, in call id
-    order.
+    order. The payload comes as UTF-8 bytes.
 
     Two index range scans on ``(campaign_id, status, id)`` (one per state), not one scan of
     the campaign. On PostgreSQL the call rows are locked, skipping rows another claim holds,

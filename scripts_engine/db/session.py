@@ -521,8 +521,7 @@ class LoopWriter:
 
     def _fail(self, jobs: list[_LoopJob], error: BaseException) -> None:
         for _fn, future in jobs:
-            if not future.done():
-                future.set_exception(error)
+            _settle(future, False, error)
         self._next()
 
     def _committed(self, done: list[tuple[_LoopJob, bool, Any]], committing: Any) -> None:
@@ -532,12 +531,7 @@ class LoopWriter:
         error = committing.exception()
         if error is None:
             for (_fn, future), ok, value in done:
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                _settle(future, ok, value)
         elif isinstance(error, OperationalError) and _retryable(error):
             self._to_thread([job for job, _ok, _value in done])  # nothing was written
         else:
@@ -553,16 +547,19 @@ class LoopWriter:
             answer.add_done_callback(partial(self._answer, future))
 
     def _answer(self, future: asyncio.Future[Any], answer: Future[Any]) -> None:
-        def copy() -> None:
-            if future.done():
-                return
-            error = answer.exception()
-            if error is None:
-                future.set_result(answer.result())
-            else:
-                future.set_exception(error)
+        error = answer.exception()
+        ok, value = (True, answer.result()) if error is None else (False, error)
+        self.loop.call_soon_threadsafe(_settle, future, ok, value)
 
-        self.loop.call_soon_threadsafe(copy)
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Give a waiting write its answer (``ok``) or exception, unless it was cancelled."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _commit(conn: Connection, transaction: Any, turn: threading.Lock) -> None:
