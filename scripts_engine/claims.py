@@ -2,7 +2,8 @@
 allows it.
 
 One claim is one write transaction (on SQLite it may share a group commit with other writes,
-in its own savepoint). It selects due calls of the campaign (ready ones, and
+in its own savepoint; the claims of one campaign that the event loop's group commit takes
+together run as one, :meth:`Claim.together`, each still getting what it would alone). It selects due calls of the campaign (ready ones, and
 leased ones whose lease expired: an expired lease returns the call to the pool), locks them
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claims take different calls; SQLite:
 the transaction began ``IMMEDIATE``, so claims run one at a time), then locks the customers in
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -93,22 +94,49 @@ def _subject(
     )
 
 
-def _claim(
-    conn: Connection,
-    *,
-    gate: Gate,
-    campaign_id: str,
-    api_key_id: int,
-    limit: int,
-    lease_seconds: int,
-    now: datetime,
-) -> ClaimResult:
-    lease_until = now + timedelta(seconds=lease_seconds)
-    leased: list[tuple[str, str, Decision, str | None, bytes | None, Any, str | None]] = []
-    decisions: list[Decision] = []
+@dataclass(frozen=True)
+class Claim:
+    """One dialler's claim, as a write for :func:`~scripts_engine.db.session.write_core`: called
+    with a Connection it claims alone. Claims of one campaign queued at the same time may run
+    as one (:meth:`together`, which :class:`~scripts_engine.db.session.LoopWriter` calls for
+    the writes with the same :attr:`batch_key`)."""
+
+    gate: Gate
+    campaign_id: str
+    api_key_id: int
+    limit: int
+    lease_seconds: int
+    now: datetime
+
+    @property
+    def batch_key(self) -> tuple[str, str, int]:
+        return ("claim", self.campaign_id, id(self.gate))
+
+    def __call__(self, conn: Connection) -> ClaimResult:
+        return self.together(conn, [self])[0]
+
+    @staticmethod
+    def together(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
+        """Several claims of one campaign, through one gate, as one: one scan for the
+        candidates of all, one read of their customers, one write of each kind a round. The
+        candidates are dealt in order, each claim taking its ``limit`` before the next; each
+        is judged at its own claim's time, and an allowed call counts for the frequency cap
+        of the candidates after it, whichever claim they go to. A claim that raises (no such
+        campaign) raises for all: the caller runs them one by one then."""
+        return _claim(conn, claims)
+
+
+def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
+    gate, campaign_id = claims[0].gate, claims[0].campaign_id
+    # due for one claim's time is due for all of them (the earliest): the scan's time, and the
+    # suppressions' and attempts' (read a little wider; the gate judges them at each time)
+    now = min(c.now for c in claims)
+    until = [c.now + timedelta(seconds=c.lease_seconds) for c in claims]
+    leased: list[list[_Leased]] = [[] for _ in claims]
+    decisions: list[list[Decision]] = [[] for _ in claims]
     seen: set[str] = set()
     for _round in range(ROUNDS):
-        want = limit - len(leased)
+        want = sum(max(c.limit - len(got), 0) for c, got in zip(claims, leased, strict=True))
         if want <= 0:
             break
         candidates = [
@@ -122,56 +150,73 @@ def _claim(
             conn=conn, customer_ids=[c[1] for c in candidates], now=now,
             since=now - timedelta(days=8),
         )  # fmt: skip
-        decision_rows: list[tuple[str, str, bool, str, list[Any]]] = []
-        attempt_rows: list[tuple[str, str, str]] = []
-        lease_ids: list[str] = []
+        decision_rows: list[tuple[str, str, bool, str, list[Any], datetime, int]] = []
+        attempt_rows: list[tuple[str, str, str, datetime]] = []
+        lease_rows: list[tuple[str, int, datetime]] = []
         put_back: list[tuple[str, str, datetime | None]] = []
+        at = 0  # the claim the next allowed call goes to
         for call_id, customer_id, _status, payload, audio, live_set in candidates:
-            seen.add(call_id)
-            if len(leased) >= limit:
+            while at < len(claims) and len(leased[at]) >= claims[at].limit:
+                at += 1
+            if at == len(claims):
                 break
+            seen.add(call_id)
+            claim = claims[at]
             own = facts.setdefault(customer_id, [])
             subject = _subject(customer_id, subjects.get(customer_id, (None, None, None)), own)
-            decision = gate.evaluate(subject, now)
-            decisions.append(decision)
+            decision = gate.evaluate(subject, claim.now)
+            decisions[at].append(decision)
             decision_rows.append((call_id, customer_id, decision.allowed, decision.rule,
-                                  decision.checks_json()))  # fmt: skip
+                                  decision.checks_json(), claim.now, claim.api_key_id))  # fmt: skip
             if decision.allowed:
                 assert decision.local_day is not None
                 day = decision.local_day.isoformat()
-                lease_ids.append(call_id)
-                attempt_rows.append((customer_id, call_id, day))
+                lease_rows.append((call_id, claim.api_key_id, until[at]))
+                attempt_rows.append((customer_id, call_id, day, claim.now))
                 own.append(("attempt", None, day))  # the next candidate of this customer counts it
                 phone = subjects.get(customer_id, (None, None, None))[2]
-                leased.append((call_id, customer_id, decision, phone, payload, audio, live_set))
+                leased[at].append((call_id, customer_id, decision, phone, payload, audio, live_set))
             else:
                 put_back.append(
                     (call_id, "blocked" if decision.final else "ready", decision.retry_at)
                 )
-        repo.claim_writes(conn=conn, now=now, api_key_id=api_key_id, ruleset=gate.rules.version,
-                          until=lease_until, lease_ids=lease_ids, put_back=put_back,
-                          decisions=decision_rows, attempts=attempt_rows)  # fmt: skip
-    old = repo.old_call_documents(conn=conn, call_ids=[c[0] for c in leased if c[4] is None])
-    claimed = []
-    for call_id, customer_id, decision, phone, payload, audio, live_set in leased:
-        if payload is None:  # built before payloads were made at build time
-            script, record = old[call_id]
-            payload = call_payload(str(record.get("group")), script, record).encode()
-        assert decision.window_end is not None
-        claimed.append(
-            ClaimedCall(
-                call_id=call_id, campaign_id=campaign_id, customer_id=customer_id, phone=phone,
-                payload=payload, audio=_audio_refs(audio), decision=decision,
-                lease_until=lease_until, not_after=min(decision.window_end, lease_until),
-                live_set=live_set,
-            )
-        )  # fmt: skip
+        repo.claim_writes(conn=conn, ruleset=gate.rules.version, leases=lease_rows,
+                          put_back=put_back, decisions=decision_rows, attempts=attempt_rows)  # fmt: skip
+    old = repo.old_call_documents(
+        conn=conn, call_ids=[c[0] for got in leased for c in got if c[4] is None]
+    )
     next_due = None
-    if not claimed:
-        if not decisions and not repo.campaign_exists(conn=conn, campaign_id=campaign_id):
+    if not all(leased):
+        if not any(decisions) and not repo.campaign_exists(conn=conn, campaign_id=campaign_id):
             raise NotFound(f"no campaign '{campaign_id}'")
         next_due = repo.next_due(conn=conn, campaign_id=campaign_id)
-    return ClaimResult(claimed, decisions, next_due)
+    return [
+        ClaimResult([_claimed(c, campaign_id, until[at], old) for c in leased[at]],
+                    decisions[at], None if leased[at] else next_due)
+        for at in range(len(claims))
+    ]  # fmt: skip
+
+
+#: a call a claim leased: (call id, customer id, decision, phone, payload, audio, live set)
+_Leased = tuple[str, str, Decision, str | None, bytes | None, Any, str | None]
+
+
+def _claimed(
+    leased: _Leased,
+    campaign_id: str,
+    lease_until: datetime,
+    old: dict[str, tuple[dict[str, Any], dict[str, Any]]],
+) -> ClaimedCall:
+    call_id, customer_id, decision, phone, payload, audio, live_set = leased
+    if payload is None:  # built before payloads were made at build time
+        script, record = old[call_id]
+        payload = call_payload(str(record.get("group")), script, record).encode()
+    assert decision.window_end is not None
+    return ClaimedCall(
+        call_id=call_id, campaign_id=campaign_id, customer_id=customer_id, phone=phone,
+        payload=payload, audio=_audio_refs(audio), decision=decision, lease_until=lease_until,
+        not_after=min(decision.window_end, lease_until), live_set=live_set,
+    )  # fmt: skip
 
 
 def live_scripts(
@@ -221,11 +266,7 @@ def claim_calls(
         NotFound: no such campaign.
         Busy: the database stayed locked through every retry (nothing was written).
     """
-    result = write_core(
-        db,
-        partial(_claim, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
-                lease_seconds=lease_seconds, now=now),
-    )  # fmt: skip
+    result = write_core(db, Claim(gate, campaign_id, api_key_id, limit, lease_seconds, now))
     return live_scripts(result, db=db, toolkit=toolkit, now=now)
 
 
@@ -242,10 +283,8 @@ async def claim_calls_async(
 ) -> ClaimResult:
     """:func:`claim_calls` for a coroutine (the service's event loop)."""
     result = await write_core_async(
-        db,
-        partial(_claim, gate=gate, campaign_id=campaign_id, api_key_id=api_key_id, limit=limit,
-                lease_seconds=lease_seconds, now=now),
-    )  # fmt: skip
+        db, Claim(gate, campaign_id, api_key_id, limit, lease_seconds, now)
+    )
     if toolkit is None or not result.calls:
         return result
     renderer = toolkit.renderer

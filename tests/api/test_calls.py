@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.observability import JsonFormatter, mask
+from scripts_engine.claims import Claim
+from scripts_engine.db.errors import NotFound
+from scripts_engine.db.models import ApiKey, Call, GateDecision
+from scripts_engine.db.session import write_core, write_core_async
 from tests.api.conftest import SECRETS, Clock, auth, demo_records, outcome
 from tests.api.server import build_now
 
@@ -73,6 +80,46 @@ def test_opt_out_blocks_the_next_claim_in_every_campaign(
     assert claim(client, keys["dialler"], r.json()["id"]) == []
     rec = client.get(f"/v1/campaigns/{r.json()['id']}", headers=auth(keys["qa"])).json()
     assert rec["calls"] == {"blocked": 1}
+
+
+def test_claims_run_together_are_dealt_calls_in_order_each_as_if_alone(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    """Claims of one campaign queued together (the event loop's group commit runs them as
+    one): each takes up to its limit, in call order, none twice; each call is leased to its
+    own claim's key until its own claim's time plus its lease, and every decision is stored
+    with that claim's key and time. A claim left with nothing hears when the next is due."""
+    cid = setup_campaign(client, keys, 5)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.db.read() as session:
+        key_ids = sorted(session.scalars(select(ApiKey.id)))[:3]
+    asks = zip(key_ids, (2, 1, 4), (60, 120, 180), strict=True)
+    claims = [
+        Claim(services.gate, cid, key_id, limit, lease, clock.now + timedelta(seconds=at))
+        for at, (key_id, limit, lease) in enumerate(asks)
+    ]
+    results = write_core(services.db, lambda conn: Claim.together(conn, claims))
+    got = [[c.call_id for c in r.calls] for r in results]
+    assert [len(ids) for ids in got] == [2, 1, 2]
+    dealt = [i for ids in got for i in ids]
+    assert dealt == sorted(set(dealt))
+    assert all(r.next_due is None for r in results)
+    with services.db.read() as session:
+        leases = {c.id: (c.leased_by, c.lease_until) for c in session.scalars(select(Call))}
+        decided = {(d.call_id, d.api_key_id, d.at) for d in session.scalars(select(GateDecision))}
+    for claim, ids in zip(claims, got, strict=True):
+        until = claim.now + timedelta(seconds=claim.lease_seconds)
+        assert all(leases[i] == (claim.api_key_id, until) for i in ids)
+        assert all((i, claim.api_key_id, claim.now) in decided for i in ids)
+    late = [Claim(services.gate, cid, key_ids[0], 1, 60, clock.now) for _ in range(2)]
+    assert [r.calls for r in write_core(services.db, lambda c: Claim.together(c, late))] == [[], []]
+
+    async def unknown() -> list[Any]:  # through the loop's group commit: each hears it
+        return await asyncio.gather(*(write_core_async(services.db, Claim(
+            services.gate, "no-such", key_ids[0], 1, 60, clock.now)) for _ in range(3)),
+            return_exceptions=True)  # fmt: skip
+
+    assert all(isinstance(e, NotFound) for e in asyncio.run(unknown()))
 
 
 def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> None:

@@ -191,7 +191,7 @@ def test_a_failed_write_fails_the_whole_transaction(db: Database) -> None:
     transaction (the statements it prepared still work after the rollback)."""
     with db.write_engine.begin() as conn:
         _fill(conn)
-        _lease(conn, "k0", decided=[("k0", "c0", True, "ok", [])])
+        _lease(conn, "k0", decided=[("k0", "c0", True, "ok", [], NOW, 9)])
         repo._P_CLOSE_CALL.rows(conn, {"call_id": "k1"})
     with db.write_engine.connect() as conn:
         status = dict(conn.execute(select(table(Call).c.id, table(Call).c.status)).all())
@@ -212,8 +212,8 @@ def test_a_failed_write_fails_the_whole_transaction(db: Database) -> None:
 
 
 def _lease(conn: Connection, call_id: str, decided: Any = ()) -> None:
-    repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=NOW,
-                      lease_ids=[call_id], put_back=[], decisions=decided, attempts=[])  # fmt: skip
+    repo.claim_writes(conn=conn, ruleset="r1", leases=[(call_id, 9, NOW)], put_back=[],
+                      decisions=decided, attempts=[])  # fmt: skip
 
 
 def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
@@ -225,14 +225,15 @@ def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
     with db.write_engine.begin() as conn:
         _fill(conn)
         repo.claim_writes(
-            conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=later, lease_ids=["k0"],
+            conn=conn, ruleset="r1", leases=[("k0", 9, later)],
             put_back=[("k2", "ready", later), ("k1", "blocked", None)],
-            decisions=[("k0", "c0", True, "ok", checks), ("k2", "c2", False, "window", []),
-                       ("k1", "c1", False, "consent", checks)],
-            attempts=[("c0", "k0", "2026-05-12")],
+            decisions=[("k0", "c0", True, "ok", checks, NOW, 9),
+                       ("k2", "c2", False, "window", [], NOW, 9),
+                       ("k1", "c1", False, "consent", checks, NOW, 9)],
+            attempts=[("c0", "k0", "2026-05-12", NOW)],
         )  # fmt: skip
-        repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=later,
-                          lease_ids=[], put_back=[], decisions=[], attempts=[])  # fmt: skip
+        repo.claim_writes(conn=conn, ruleset="r1", leases=[], put_back=[], decisions=[],
+                          attempts=[])  # fmt: skip
     with db.write_engine.connect() as conn:
         state = ("id", "status", "not_before", "leased_by", "lease_until", "claims")
         calls = {r["id"]: {k: r[k] for k in state} for r in conn.execute(
@@ -289,9 +290,8 @@ def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:
         repo._P_ADD_IDEM.rows(conn, idem)
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # a claim's writes
-        repo.claim_writes(conn=conn, now=NOW, api_key_id=9, ruleset="r1", until=NOW,
-                          lease_ids=[], put_back=[], decisions=[],
-                          attempts=[(None, "k0", "2026-05-12")])  # type: ignore[list-item]  # fmt: skip
+        repo.claim_writes(conn=conn, ruleset="r1", leases=[], put_back=[], decisions=[],
+                          attempts=[(None, "k0", "2026-05-12", NOW)])  # type: ignore[list-item]  # fmt: skip
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # after a read
         repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k0")
         repo._P_ADD_IDEM.rows(conn, idem)

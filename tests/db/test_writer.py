@@ -92,6 +92,52 @@ def test_coroutines_writes_commit_together_on_the_loop_and_fail_alone(db: Databa
     assert _written(db) == ["a", "b"]
 
 
+class _Batched:
+    """A write that can run with others of its kind (a fake Batchable for this test): alone
+    it writes its customer, together all of theirs, by one statement."""
+
+    batch_key = "attempts"
+    runs: list[list[str]] = []
+
+    def __init__(self, customer_id: str, *, fail: bool = False):
+        self.customer_id, self.fail = customer_id, fail
+
+    def __call__(self, conn: Connection) -> str:
+        return self.together(conn, [self])[0]
+
+    @staticmethod
+    def together(conn: Connection, batch: list[_Batched]) -> list[str]:
+        _Batched.runs.append([w.customer_id for w in batch])
+        conn.execute(insert(Attempt), [_attempt(w.customer_id) for w in batch])
+        if any(w.fail for w in batch):
+            raise ValueError(f"refused {[w.customer_id for w in batch if w.fail]}")
+        return [f"wrote {w.customer_id}" for w in batch]
+
+
+def test_writes_of_one_kind_run_together_and_alone_when_that_fails(db: Database) -> None:
+    """The loop writer runs writes with the same batch key as one call, in order, with the
+    others in their own savepoints; when the batch raises, it runs each alone: the failing
+    one gets its error and the others are written once."""
+    if not db.is_sqlite:
+        pytest.skip("the group commit is SQLite's")
+
+    async def main(*writes: Any) -> list[Any]:
+        return await asyncio.gather(*(write_core_async(db, w) for w in writes),
+                                    return_exceptions=True)  # fmt: skip
+
+    _Batched.runs = []
+    got = asyncio.run(main(_Batched("a"), _loop_write("plain"), _Batched("b"), _Batched("c")))
+    assert got[0::2] == ["wrote a", "wrote b"] and got[3] == "wrote c"
+    assert _Batched.runs == [["a", "b", "c"]]
+    assert _written(db) == ["a", "b", "c", "plain"]
+    _Batched.runs = []
+    got = asyncio.run(main(_Batched("d"), _Batched("bad", fail=True), _Batched("e")))
+    assert got[0] == "wrote d" and got[2] == "wrote e"
+    assert isinstance(got[1], ValueError) and "bad" in str(got[1])
+    assert _Batched.runs == [["d", "bad", "e"], ["d"], ["bad"], ["e"]]
+    assert _written(db) == ["a", "b", "c", "d", "e", "plain"]
+
+
 def test_a_write_queued_and_cancelled_writes_nothing(db: Database) -> None:
     if not db.is_sqlite:
         pytest.skip("the group commit is SQLite's")
@@ -147,8 +193,10 @@ def test_the_loop_never_waits_for_another_process_lock(db: Database) -> None:
 def test_while_the_writer_thread_has_the_turn_the_loop_hands_it_its_writes(db: Database) -> None:
     if not db.is_sqlite:
         pytest.skip("the group commit is SQLite's")
-    gate = threading.Event()
-    blocker = _writer(db).submit(lambda s: gate.wait(10))  # a long ORM write has the turn
+    gate, started = threading.Event(), threading.Event()
+    # a long ORM write has the turn (once it runs: a busy machine may start it late)
+    blocker = _writer(db).submit(lambda s: started.set() or gate.wait(10))
+    assert started.wait(10)
     threading.Timer(0.5, gate.set).start()
     thread_id, ticks = asyncio.run(_ticks_while(write_core_async(db, _loop_write("queued"))))
     assert blocker.result(10) is True
