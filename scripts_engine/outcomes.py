@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -65,59 +65,141 @@ def outcome_public(row: Outcome) -> dict[str, Any]:
     return _public({k: getattr(row, k) for k in (*_PUBLIC, "created_at")})
 
 
-def _record(
-    conn: Connection,
-    *,
-    call_id: str,
-    api_key_id: int,
-    idem_key: str,
-    body: dict[str, Any],
-    now: datetime,
-    refusal_days: int,
-) -> OutcomeAnswer:
-    digest = fingerprint({"call_id": call_id, **body})
-    seen, call, new_id = repo.outcome_state(conn=conn, api_key_id=api_key_id, key=idem_key,
-                                            call_id=call_id)  # fmt: skip
+@dataclass(frozen=True)
+class Report:
+    """One outcome report, as a write for :func:`~scripts_engine.db.session.write_core`:
+    called with a Connection it is stored alone. Reports queued at the same time on SQLite
+    may be stored as one (:meth:`together`, which
+    :class:`~scripts_engine.db.session.LoopWriter` calls for the writes with the same
+    :attr:`batch_key`)."""
+
+    call_id: str
+    api_key_id: int
+    idem_key: str
+    body: dict[str, Any]
+    now: datetime
+    refusal_days: int
+
+    batch_key: ClassVar[str] = "outcome"
+
+    @property
+    def digest(self) -> str:
+        """The fingerprint the idempotency key's answer is stored under."""
+        return fingerprint({"call_id": self.call_id, **self.body})
+
+    def __call__(self, conn: Connection) -> OutcomeAnswer:
+        return _record(conn, self)
+
+    @staticmethod
+    def together(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
+        """Several reports, stored as one (SQLite): one read of their calls and of the
+        answers stored under their keys, then one write of each kind. Each is answered as it
+        would be alone when that is plain: a replay, or a new outcome. Anything else raises
+        (an error to answer, two reports of one call or one key), and the caller runs them
+        one by one."""
+        return _record_all(conn, reports)
+
+
+def _record(conn: Connection, report: Report) -> OutcomeAnswer:
+    digest = report.digest
+    seen, call, new_id = repo.outcome_state(conn=conn, api_key_id=report.api_key_id,
+                                            key=report.idem_key, call_id=report.call_id)  # fmt: skip
     if seen is not None:
         return _replay(seen, digest)
-    if call is None:
-        raise NotFound(f"no call '{call_id}'")
-    campaign_id, customer_id, leased_by, existing = call
-    if leased_by != api_key_id:
-        raise Conflict("this call is not leased to this API key", code="call_not_leased")
-    if existing is not None:
+    campaign_id, customer_id = _check(report, call)
+    if call is not None and call[3] is not None:
         # a twin of this request may have written it while this one waited for the call's
         # row lock (PostgreSQL): it is answered like any replay
-        seen = repo.idempotent_answer(conn=conn, api_key_id=api_key_id, key=idem_key)
+        seen = repo.idempotent_answer(conn=conn, api_key_id=report.api_key_id,
+                                      key=report.idem_key)  # fmt: skip
         if seen is not None:
             return _replay(seen, digest)
         raise Conflict("this call already has an outcome", code="outcome_exists")
-    values = {
-        "call_id": call_id, "campaign_id": campaign_id, "customer_id": customer_id,
-        "status": body["status"], "converted": bool(body.get("converted")),
-        "intent_grade": body.get("intent_grade"), "opt_out": bool(body.get("opt_out")),
-        "refused": bool(body.get("refused")), "duration_s": body.get("duration_s"),
-        "complaint": bool(body.get("complaint")), "notes": body.get("notes"),
-        "api_key_id": api_key_id, "created_at": now,
-    }  # fmt: skip
+    values, blocks, answer = _stored(report, campaign_id, customer_id, digest)
     pending = None  # PostgreSQL: the outcome is stored with the rest, under the id it got
     if new_id is None:
         new_id = repo.add_outcome(conn=conn, values=values)
     else:
         pending = {**values, "id": new_id}
+    answer["response"] = _public({**values, "id": new_id})
+    repo.finish_outcome(conn=conn, call_id=report.call_id, customer_id=customer_id,
+                        outcome=pending, blocks=blocks, answer=answer)  # fmt: skip
+    return OutcomeAnswer(201, answer["response"], False)
+
+
+def _record_all(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
+    if conn.dialect.name != "sqlite":  # the reads below take no row locks
+        return [_record(conn, report) for report in reports]
+    if len({r.call_id for r in reports}) < len(reports) or len(
+        {(r.api_key_id, r.idem_key) for r in reports}
+    ) < len(reports):
+        raise Conflict("reports of one call or one key", code="not_alone")
+    calls, answers = repo.outcome_states(
+        conn=conn, call_ids=[r.call_id for r in reports],
+        keys=[(r.api_key_id, r.idem_key) for r in reports],
+    )  # fmt: skip
+    new: list[tuple[int, Report, str, str, str]] = []
+    out: list[OutcomeAnswer | None] = []
+    for report in reports:
+        seen = answers.get((report.api_key_id, report.idem_key))
+        if seen is not None:
+            out.append(_replay(seen, report.digest))
+            continue
+        call = calls.get(report.call_id)
+        campaign_id, customer_id = _check(report, call)
+        if call is not None and call[3] is not None:
+            raise Conflict("this call already has an outcome", code="outcome_exists")
+        new.append((len(out), report, campaign_id, customer_id, report.digest))
+        out.append(None)
+    if new:
+        first = repo.next_outcome_id(conn=conn)
+        rows, all_blocks, stored = [], [], []
+        for n, (at, report, campaign_id, customer_id, digest) in enumerate(new):
+            values, blocks, answer = _stored(report, campaign_id, customer_id, digest)
+            values["id"] = first + n
+            answer["response"] = _public(values)
+            rows.append(values)
+            all_blocks += [{"customer_id": customer_id, "call_id": report.call_id, **b}
+                           for b in blocks]  # fmt: skip
+            stored.append(answer)
+            out[at] = OutcomeAnswer(201, answer["response"], False)
+        repo.add_outcomes(conn=conn, outcomes=rows, blocks=all_blocks, answers=stored)
+    return [answer for answer in out if answer is not None]
+
+
+def _check(report: Report, call: tuple[str, str, int | None, Any] | None) -> tuple[str, str]:
+    """The call's campaign and customer, if this report may give it an outcome."""
+    if call is None:
+        raise NotFound(f"no call '{report.call_id}'")
+    campaign_id, customer_id, leased_by, _existing = call
+    if leased_by != report.api_key_id:
+        raise Conflict("this call is not leased to this API key", code="call_not_leased")
+    return campaign_id, customer_id
+
+
+def _stored(
+    report: Report, campaign_id: str, customer_id: str, digest: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """What a new outcome stores: its row (without its id), the suppressions it asks for
+    (``kind``, ``since``, ``until``) and the idempotency key's row (without the response)."""
+    body, now = report.body, report.now
+    values = {
+        "call_id": report.call_id, "campaign_id": campaign_id, "customer_id": customer_id,
+        "status": body["status"], "converted": bool(body.get("converted")),
+        "intent_grade": body.get("intent_grade"), "opt_out": bool(body.get("opt_out")),
+        "refused": bool(body.get("refused")), "duration_s": body.get("duration_s"),
+        "complaint": bool(body.get("complaint")), "notes": body.get("notes"),
+        "api_key_id": report.api_key_id, "created_at": now,
+    }  # fmt: skip
     blocks: list[dict[str, Any]] = []
     if values["opt_out"]:
         blocks.append({"kind": "opt_out", "since": now, "until": None})
     if values["refused"]:
         blocks.append({"kind": "refusal", "since": now,
-                       "until": now + timedelta(days=refusal_days)})  # fmt: skip
-    answer = _public({**values, "id": new_id})
-    repo.finish_outcome(conn=conn, call_id=call_id, customer_id=customer_id, outcome=pending,
-                        blocks=blocks, answer={
-                            "api_key_id": api_key_id, "key": idem_key, "request_hash": digest,
-                            "status_code": 201, "response": answer, "created_at": now,
-                        })  # fmt: skip
-    return OutcomeAnswer(201, answer, False)
+                       "until": now + timedelta(days=report.refusal_days)})  # fmt: skip
+    answer = {"api_key_id": report.api_key_id, "key": report.idem_key, "request_hash": digest,
+              "status_code": 201, "created_at": now}  # fmt: skip
+    return values, blocks, answer
 
 
 def _replay(seen: tuple[str, int, dict[str, Any]], digest: str) -> OutcomeAnswer:
@@ -158,8 +240,7 @@ def record_outcome(
         Conflict: key reused with another body; call not leased to this key; outcome exists;
             a twin still in flight.
     """
-    run = partial(_record, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key,
-                  body=body, now=now, refusal_days=refusal_days)  # fmt: skip
+    run = Report(call_id, api_key_id, idem_key, body, now, refusal_days)
     for _ in range(_TWIN_ATTEMPTS):
         with suppress(IntegrityError):
             return write_core(db, run)
@@ -177,8 +258,7 @@ async def record_outcome_async(
     refusal_days: int,
 ) -> OutcomeAnswer:
     """:func:`record_outcome` for a coroutine (the service's event loop)."""
-    run = partial(_record, call_id=call_id, api_key_id=api_key_id, idem_key=idem_key,
-                  body=body, now=now, refusal_days=refusal_days)  # fmt: skip
+    run = Report(call_id, api_key_id, idem_key, body, now, refusal_days)
     for _ in range(_TWIN_ATTEMPTS):
         with suppress(IntegrityError):
             return await write_core_async(db, run)

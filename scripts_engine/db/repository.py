@@ -560,10 +560,25 @@ def next_due(*, conn: Connection, campaign_id: str) -> datetime | None:
 _SEEN = select(_idem.c.request_hash, _idem.c.status_code, _idem.c.response).where(
     _idem.c.api_key_id == bindparam("key_id"), _idem.c.key == bindparam("key")
 )
-_OUTCOME_CALL = select(
-    _calls.c.campaign_id, _calls.c.customer_id, _calls.c.leased_by,
-    select(_outcomes.c.id).where(_outcomes.c.call_id == _calls.c.id).scalar_subquery(),
-).where(_calls.c.id == bindparam("call_id"))  # fmt: skip
+
+
+def _outcome_calls(which: Any) -> Select[Any]:
+    return select(
+        _calls.c.campaign_id, _calls.c.customer_id, _calls.c.leased_by,
+        select(_outcomes.c.id).where(_outcomes.c.call_id == _calls.c.id).scalar_subquery(),
+    ).where(which)  # fmt: skip
+
+
+_OUTCOME_CALL = _outcome_calls(_calls.c.id == bindparam("call_id"))
+#: several reports' calls (their ids last), and the answers stored under their keys (the
+#: unique index's both columns by IN lists: the pairs asked for are picked out after)
+_OUTCOME_CALLS = _outcome_calls(_calls.c.id.in_(_IDS)).add_columns(_calls.c.id)
+_ANSWERS = select(
+    _idem.c.api_key_id, _idem.c.key, _idem.c.request_hash, _idem.c.status_code,
+    _idem.c.response,
+).where(_idem.c.api_key_id.in_(bindparam("key_ids", expanding=True)),
+        _idem.c.key.in_(bindparam("keys", expanding=True)))  # fmt: skip
+_LAST_OUTCOME = select(func.max(_outcomes.c.id))
 #: the call with the answer stored under the idempotency key (one statement instead of two);
 #: on PostgreSQL the call row-locked, and the id the new outcome will have
 _OUTCOME_STATE = (
@@ -619,6 +634,8 @@ _P_OUTCOME_STATE_PG, _P_LOCK_CUSTOMER = Prepared(_OUTCOME_STATE_PG), Prepared(_L
 _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_OUTCOME_WRITES_PG = Prepared(_OUTCOME_WRITES_PG)
 _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
+_P_OUTCOME_CALLS, _P_ANSWERS = Prepared(_OUTCOME_CALLS), Prepared(_ANSWERS)
+_P_LAST_OUTCOME, _P_ADD_OUTCOMES = Prepared(_LAST_OUTCOME), Prepared(insert(_outcomes))
 
 
 def outcome_state(
@@ -681,6 +698,46 @@ def finish_outcome(
         return
     _P_CLOSE_CALL.rows(conn, {"call_id": call_id})
     _P_ADD_IDEM.rows(conn, answer)
+
+
+def outcome_states(
+    *, conn: Connection, call_ids: Sequence[str], keys: Sequence[tuple[int, str]]
+) -> tuple[
+    dict[str, tuple[str, str, int | None, Any]], dict[tuple[int, str], tuple[str, int, Any]]
+]:
+    """:func:`outcome_state` of several reports, by two statements (no row locks: for SQLite's
+    group commit, whose transaction holds the database's write lock): ``call id ->
+    (campaign_id, customer_id, leased_by, outcome id or None)`` of the calls that exist, and
+    ``(api key id, idempotency key) -> (request_hash, status_code, response)`` of the keys
+    that hold an answer."""
+    calls = {str(row[4]): (row[0], row[1], row[2], row[3])
+             for row in _P_OUTCOME_CALLS.rows(conn, {"ids": list(call_ids)})}  # fmt: skip
+    wanted = set(keys)
+    found = _P_ANSWERS.rows(conn, {"key_ids": sorted({k for k, _ in wanted}),
+                                   "keys": sorted({key for _, key in wanted})})  # fmt: skip
+    answers = {(k, key): (h, st, r) for k, key, h, st, r in found if (k, key) in wanted}
+    return calls, answers
+
+
+def next_outcome_id(*, conn: Connection) -> int:
+    """The id the next outcome gets (SQLite, in a write transaction: no one else inserts)."""
+    return int(_P_LAST_OUTCOME.rows(conn, {})[0][0] or 0) + 1
+
+
+def add_outcomes(
+    *,
+    conn: Connection,
+    outcomes: Sequence[dict[str, Any]],
+    blocks: Sequence[dict[str, Any]],
+    answers: Sequence[dict[str, Any]],
+) -> None:
+    """Several new outcomes (with their ids), their calls closed, the suppressions they ask
+    for (``customer_id``, ``call_id``, ``kind``, ``since``, ``until``) and the answers stored
+    under their keys: one ``executemany`` each."""
+    _P_ADD_OUTCOMES.many(conn, outcomes)
+    _P_CLOSE_CALL.many(conn, [{"call_id": o["call_id"]} for o in outcomes])
+    _P_ADD_BLOCKS.many(conn, blocks)
+    _P_ADD_IDEM.many(conn, answers)
 
 
 def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | None:

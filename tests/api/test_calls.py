@@ -13,10 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.observability import JsonFormatter, mask
+from api.schemas import OutcomeIn
 from scripts_engine.claims import Claim
-from scripts_engine.db.errors import NotFound
-from scripts_engine.db.models import ApiKey, Call, GateDecision
+from scripts_engine.db.errors import Conflict, NotFound
+from scripts_engine.db.models import ApiKey, Block, Call, GateDecision, Outcome
 from scripts_engine.db.session import write_core, write_core_async
+from scripts_engine.outcomes import Report
 from tests.api.conftest import SECRETS, Clock, auth, demo_records, outcome
 from tests.api.server import build_now
 
@@ -120,6 +122,57 @@ def test_claims_run_together_are_dealt_calls_in_order_each_as_if_alone(
             return_exceptions=True)  # fmt: skip
 
     assert all(isinstance(e, NotFound) for e in asyncio.run(unknown()))
+
+
+def test_reports_stored_together_answer_each_as_alone(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    """Outcome reports queued together on SQLite (the event loop's group commit stores them as
+    one): new outcomes get their own ids, close their calls and add the suppressions they ask
+    for; a report with a key already answered replays that answer; a report that must fail
+    (a call leased to another key) fails alone, and so does a report whose twin (same key)
+    is in the same batch: one effect, the twin replays it."""
+    cid = setup_campaign(client, keys, 5)
+    calls = [c["id"] for c in claim(client, keys["dialler"], cid, limit=5)]
+    assert outcome(client, calls[0], keys["dialler"], {"status": "busy"}, "k0").status_code == 201
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.db.read() as session:
+        key_id = session.scalars(select(ApiKey.id).where(ApiKey.role == "dialler")).one()
+
+    def report(call_id: str, key: str, body: dict[str, Any], by: int = key_id) -> Report:
+        as_sent = OutcomeIn(**body).model_dump(mode="json")  # as the route passes it on
+        return Report(call_id, by, key, as_sent, clock.now, 180)
+
+    async def send(*reports: Report) -> list[Any]:
+        return await asyncio.gather(*(write_core_async(services.db, r) for r in reports),
+                                    return_exceptions=True)  # fmt: skip
+
+    opted, plain = {"status": "connected", "opt_out": True}, {"status": "no_answer"}
+    first = [report(calls[1], "k1", opted), report(calls[0], "k0", {"status": "busy"}),
+             report(calls[2], "k2", plain)]  # fmt: skip
+    got = write_core(services.db, lambda conn: Report.together(conn, first))  # as one
+    assert [(a.status_code, a.replayed) for a in got] == [(201, False), (201, True), (201, False)]
+    assert got[0].body["opt_out"] is True and got[2].body["call_id"] == calls[2]
+    ids = [a.body["id"] for a in got]
+    assert len(set(ids)) == 3
+    # through the loop's group commit, which runs them one by one when the batch raises
+    bad, twin_a, twin_b = asyncio.run(send(
+        report(calls[3], "k3", plain, by=key_id + 100),  # not this key's lease
+        report(calls[4], "k4", plain), report(calls[4], "k4", plain),
+    ))  # fmt: skip
+    assert isinstance(bad, Conflict) and bad.code == "call_not_leased"
+    assert (twin_a.replayed, twin_b.replayed) == (False, True) and twin_a.body == twin_b.body
+    with services.db.read() as session:
+        stored = {o.call_id: o.id for o in session.scalars(select(Outcome))}
+        status = {c.id: (c.status, c.customer_id) for c in session.scalars(select(Call))}
+        blocked = [(b.customer_id, b.kind) for b in session.scalars(select(Block))]
+    assert stored == {calls[0]: ids[1], calls[1]: ids[0], calls[2]: ids[2],
+                      calls[4]: twin_a.body["id"]}  # fmt: skip
+    assert [status[c][0] for c in calls] == ["done", "done", "done", "leased", "done"]
+    assert blocked == [(status[calls[1]][1], "opt_out")]
+    again = outcome(client, calls[1], keys["dialler"], opted, "k1")  # over HTTP: the same
+    assert again.status_code == 201 and again.json() == got[0].body
+    assert again.headers["Idempotent-Replayed"] == "true"
 
 
 def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> None:
