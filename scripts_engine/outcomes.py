@@ -68,9 +68,9 @@ def outcome_public(row: Outcome) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Report:
     """One outcome report, as a write for :func:`~scripts_engine.db.session.write_core`:
-    called with a Connection it is stored alone. Reports queued at the same time on SQLite
-    may be stored as one (:meth:`together`, which
-    :class:`~scripts_engine.db.session.LoopWriter` calls for the writes with the same
+    called with a Connection it is stored alone. Reports queued at the same time may be
+    stored as one (:meth:`together`, which :class:`~scripts_engine.db.session.LoopWriter`
+    and :class:`~scripts_engine.db.session.LoopBatcher` call for the writes with the same
     :attr:`batch_key`)."""
 
     call_id: str
@@ -92,8 +92,9 @@ class Report:
 
     @staticmethod
     def together(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
-        """Several reports, stored as one (SQLite): one read of their calls and of the
-        answers stored under their keys, then one write of each kind. Each is answered as it
+        """Several reports, stored as one transaction: on SQLite one read of their calls
+        and of the answers stored under their keys, then one write of each kind (on
+        PostgreSQL, which locks each call's row, one report after another). Each is answered as it
         would be alone when that is plain: a replay, or a new outcome. Anything else raises
         (an error to answer, two reports of one call or one key), and the caller runs them
         one by one."""

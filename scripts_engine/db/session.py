@@ -113,6 +113,8 @@ class Database:
     write_turn: threading.Lock = field(default_factory=threading.Lock)
     #: SQLite: the group commits run on event loops, one per loop (see :class:`LoopWriter`)
     loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter] = field(default_factory=dict)
+    #: PostgreSQL: the batches of the writes of coroutines, one per loop (:class:`LoopBatcher`)
+    loop_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
@@ -140,6 +142,9 @@ class Database:
         for loop_writer in list(self.loop_writers.values()):
             loop_writer.close()
         self.loop_writers.clear()
+        for batcher in list(self.loop_batchers.values()):
+            batcher.close()
+        self.loop_batchers.clear()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
@@ -404,7 +409,11 @@ async def write_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
         if loop_writer is None:
             loop_writer = db.loop_writers[loop] = LoopWriter(db, loop)
         return await loop_writer.submit(fn)
-    return await asyncio.get_running_loop().run_in_executor(None, write_core, db, fn)
+    loop = asyncio.get_running_loop()
+    batcher = db.loop_batchers.get(loop)
+    if batcher is None:
+        batcher = db.loop_batchers[loop] = LoopBatcher(db, loop)
+    return await batcher.submit(fn)
 
 
 class Batchable(Protocol[T_co]):
@@ -568,6 +577,79 @@ class LoopWriter:
         self.loop.call_soon_threadsafe(_settle, future, ok, value)
 
 
+class LoopBatcher:
+    """PostgreSQL: the Core writes that coroutines submit during one turn of the loop, run
+    in the loop's default executor: each alone as before, except that writes of one kind
+    (:class:`Batchable`, with the same ``batch_key``) run together, as one transaction. If
+    that raises, each runs alone, in a transaction of its own, and gets its own answer.
+
+    Every transaction costs a hand-off to a worker thread and back and, on PostgreSQL, a
+    ``BEGIN`` and a ``COMMIT`` round trip; a batch of claims also shares its statements
+    (:meth:`~scripts_engine.claims.Claim.together`)."""
+
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop):
+        self.db, self.loop = db, loop
+        self._queue: list[_LoopJob] = []
+
+    def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` for this turn's batches; its answer (or exception) comes in the
+        future."""
+        future: asyncio.Future[T] = self.loop.create_future()
+        if not self._queue:
+            self.loop.call_soon(self._flush)
+        self._queue.append((fn, future))
+        return future
+
+    def close(self) -> None:
+        """Writes still queued fail (those handed to a thread finish)."""
+        for _fn, future in self._queue:
+            _settle(future, False, Busy("the database is closing; retry shortly"))
+        self._queue.clear()
+
+    def _flush(self) -> None:
+        jobs = [job for job in self._queue if not job[1].done()]
+        self._queue = []
+        for unit in _units(jobs):
+            try:
+                answers = self.loop.run_in_executor(
+                    None, _write_unit, self.db, [fn for fn, _future in unit]
+                )
+            except BaseException as exc:  # noqa: BLE001 - the loop is closing
+                for _fn, future in unit:
+                    _settle(future, False, exc)
+                continue
+            answers.add_done_callback(partial(self._answered, unit))
+
+    def _answered(self, unit: list[_LoopJob], answers: asyncio.Future[Any]) -> None:
+        if answers.cancelled() or answers.exception() is not None:
+            error = Busy("the database is closing") if answers.cancelled() else answers.exception()
+            for _fn, future in unit:
+                _settle(future, False, error)
+            return
+        for (_fn, future), (ok, value) in zip(unit, answers.result(), strict=True):
+            _settle(future, ok, value)
+
+
+def _write_unit(db: Database, fns: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
+    """A unit of :func:`_units` by :func:`write_core`: a batch as one transaction, or, if that
+    raises (or it is a single write), each write in its own; ``(ok, answer or exception)``."""
+    if len(fns) > 1:
+        with suppress(Exception):  # each alone, below, says what is wrong
+            return [(True, value) for value in write_core(db, partial(_together, fns))]
+    done: list[tuple[bool, Any]] = []
+    for fn in fns:
+        try:
+            done.append((True, write_core(db, fn)))
+        except Exception as exc:  # noqa: BLE001 - that write alone fails
+            done.append((False, exc))
+    return done
+
+
+def _together(fns: list[Callable[[Connection], Any]], conn: Connection) -> Sequence[Any]:
+    """The answers of writes with one ``batch_key``, run as one (:class:`Batchable`)."""
+    return cast(Batchable[Any], fns[0]).together(conn, fns)
+
+
 def _units(jobs: list[_LoopJob]) -> list[list[_LoopJob]]:
     """The jobs in the order they came, those with the same ``batch_key`` (see
     :class:`Batchable`) together, where the first of them came."""
@@ -590,9 +672,8 @@ def _run_unit(conn: Connection, unit: list[_LoopJob]) -> list[tuple[_LoopJob, bo
     wrote nothing and gets its exception."""
     if len(unit) > 1:
         fns = [fn for fn, _future in unit]
-        batch = cast(Batchable[Any], fns[0])
         with suppress(Exception):  # each alone, below, says what is wrong
-            values = _raw_savepoint(conn, partial(batch.together, conn, fns))
+            values = _raw_savepoint(conn, partial(_together, fns, conn))
             return [(job, True, value) for job, value in zip(unit, values, strict=True)]
     done: list[tuple[_LoopJob, bool, Any]] = []
     for job in unit:

@@ -115,11 +115,10 @@ class _Batched:
 
 
 def test_writes_of_one_kind_run_together_and_alone_when_that_fails(db: Database) -> None:
-    """The loop writer runs writes with the same batch key as one call, in order, with the
-    others in their own savepoints; when the batch raises, it runs each alone: the failing
+    """Writes that coroutines queue with the same batch key run as one call, in order, and
+    the others alone (SQLite's loop writer: in savepoints of its group commit; PostgreSQL's
+    batcher: each batch a transaction); when the batch raises, each runs alone: the failing
     one gets its error and the others are written once."""
-    if not db.is_sqlite:
-        pytest.skip("the group commit is SQLite's")
 
     async def main(*writes: Any) -> list[Any]:
         return await asyncio.gather(*(write_core_async(db, w) for w in writes),
