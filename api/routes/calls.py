@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import select
 
 from api.deps import Analyst, ServicesDep, SignedDialler, services_of
@@ -45,7 +45,7 @@ IdemKey = Annotated[
 async def report_outcome(
     call_id: str, body: OutcomeIn, principal: SignedDialler, request: Request,
     idempotency_key: IdemKey = None, x_signature: Signature = None,
-) -> JSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     """Report what happened on a leased call. An opt-out stops every campaign's calls to the
     customer at once; a refusal stops them for 180 days.
 
@@ -63,8 +63,10 @@ async def report_outcome(
         refusal_days=services.gate.rules.refusal_cooldown_days,
     )  # fmt: skip
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
-    # the stored answer was made from the validated row: sent as it is
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+    # the stored answer was made from the validated row: sent as it is (orjson: the JSON
+    # JSONResponse would send, in a fraction of its time)
+    return Response(orjson.dumps(answer.body), status_code=answer.status_code,
+                    headers=headers, media_type="application/json")  # fmt: skip
 
 
 @router.get("/{call_id}", response_model=CallRecordOut)
