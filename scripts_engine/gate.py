@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from scripts_engine.compliance import Calling, load_rules
@@ -95,8 +95,9 @@ class Subject:
     attempt_days: Sequence[date] = ()  # local days of earlier attempts (any campaign)
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
+    """One rule's check (a tuple: a claim makes six a candidate)."""
+
     rule: str
     passed: bool
     detail: str
@@ -128,6 +129,7 @@ class Gate:
 
     def __init__(self, rules: CallingRules):
         self.rules = rules
+        self._window = f"{rules.start:%H:%M}-{rules.end:%H:%M}"
 
     def zone(self, name: str | None) -> ZoneInfo:
         return ZoneInfo(name or self.rules.default_timezone)
@@ -177,8 +179,8 @@ class Gate:
         day = local.date()
         in_window = r.start <= local.time() < r.end
         window_end = self._at(day, r.end, zone)
-        checks.append(Check("window", in_window, f"local time {local:%H:%M} ({zone.key}); window "
-                            f"{r.start:%H:%M}-{r.end:%H:%M}"))  # fmt: skip
+        checks.append(Check("window", in_window, f"local time {local.hour:02d}:{local.minute:02d}"
+                            f" ({zone.key}); window {self._window}"))  # fmt: skip
         if not in_window:
             retry.append(self.next_window_start(now, zone))
 
