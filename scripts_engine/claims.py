@@ -2,9 +2,10 @@
 allows it.
 
 One claim is one write transaction (on SQLite it may share a group commit with other writes,
-in its own savepoint; the claims of one campaign that the event loop's group commit takes
-together run as one, :meth:`Claim.together`, each still getting what it would alone). It selects due calls of the campaign (ready ones, and
-leased ones whose lease expired: an expired lease returns the call to the pool), locks them
+in its own savepoint; claims of one campaign that arrive together run as one,
+:meth:`Claim.together`, each still getting what it would alone). It selects due calls of
+the campaign (ready ones, and leased ones whose lease expired: an expired lease returns the
+call to the pool), locks them
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claims take different calls; SQLite:
 the transaction began ``IMMEDIATE``, so claims run one at a time), then locks the customers in
 id order (so a claim in another campaign, or an opt-out, for the same customer waits), reads
@@ -98,8 +99,9 @@ def _subject(
 class Claim:
     """One dialler's claim, as a write for :func:`~scripts_engine.db.session.write_core`: called
     with a Connection it claims alone. Claims of one campaign queued at the same time may run
-    as one (:meth:`together`, which :class:`~scripts_engine.db.session.LoopWriter` calls for
-    the writes with the same :attr:`batch_key`)."""
+    as one (:meth:`together`, which :class:`~scripts_engine.db.session.LoopWriter` and
+    :class:`~scripts_engine.db.session.LoopBatcher` call for the writes with the same
+    :attr:`batch_key`)."""
 
     gate: Gate
     campaign_id: str

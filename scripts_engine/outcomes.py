@@ -92,12 +92,12 @@ class Report:
 
     @staticmethod
     def together(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
-        """Several reports, stored as one transaction: on SQLite one read of their calls
-        and of the answers stored under their keys, then one write of each kind (on
-        PostgreSQL, which locks each call's row, one report after another). Each is answered as it
-        would be alone when that is plain: a replay, or a new outcome. Anything else raises
-        (an error to answer, two reports of one call or one key), and the caller runs them
-        one by one."""
+        """Several reports, stored as one: on SQLite one read of their calls and of the
+        answers stored under their keys, then one write of each kind (on PostgreSQL, which
+        locks each call's row, one report after another). Each is answered as it would be
+        alone when that is plain: a replay, or a new outcome. Anything else raises (an error
+        to answer, two reports of one call or one key), and the caller runs them one by
+        one."""
         return _record_all(conn, reports)
 
 

@@ -418,9 +418,11 @@ async def write_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
 
 class Batchable(Protocol[T_co]):
     """A Core write that can run together with others of its kind: a :class:`LoopWriter`
-    runs the writes queued in one group with the same ``batch_key`` as one call of
-    ``together`` (which returns their answers in order), in one savepoint; if that raises, it
-    runs each alone (:class:`~scripts_engine.claims.Claim`: the claims of one campaign)."""
+    (SQLite) or a :class:`LoopBatcher` (PostgreSQL) runs the writes queued together with the
+    same ``batch_key`` as one call of ``together`` (which returns their answers in order), in
+    one savepoint or transaction; if that raises, it runs each alone
+    (:class:`~scripts_engine.claims.Claim`: the claims of one campaign;
+    :class:`~scripts_engine.outcomes.Report`: outcome reports)."""
 
     @property
     def batch_key(self) -> Hashable: ...
@@ -611,8 +613,8 @@ class LoopBatcher:
         self._queue = []
         for unit in _units(jobs):
             try:
-                answers = self.loop.run_in_executor(
-                    None, _write_unit, self.db, [fn for fn, _future in unit]
+                answers = self.loop.run_in_executor(  # each batch or write a transaction
+                    None, _batch_or_each, [fn for fn, _f in unit], partial(write_core, self.db)
                 )
             except BaseException as exc:  # noqa: BLE001 - the loop is closing
                 for _fn, future in unit:
@@ -630,16 +632,20 @@ class LoopBatcher:
             _settle(future, ok, value)
 
 
-def _write_unit(db: Database, fns: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
-    """A unit of :func:`_units` by :func:`write_core`: a batch as one transaction, or, if that
-    raises (or it is a single write), each write in its own; ``(ok, answer or exception)``."""
+def _batch_or_each(
+    fns: list[Callable[[Connection], Any]], run: Callable[[Callable[[Connection], Any]], Any]
+) -> list[tuple[bool, Any]]:
+    """``(ok, answer or exception)`` of each write of a unit of :func:`_units`, by ``run`` (a
+    transaction or a savepoint): a batch as one run, or, if that raises (or it is a single
+    write), each write in its own run, so that a write that raises alone wrote nothing and
+    gets its exception."""
     if len(fns) > 1:
         with suppress(Exception):  # each alone, below, says what is wrong
-            return [(True, value) for value in write_core(db, partial(_together, fns))]
+            return [(True, value) for value in run(partial(_together, fns))]
     done: list[tuple[bool, Any]] = []
     for fn in fns:
         try:
-            done.append((True, write_core(db, fn)))
+            done.append((True, run(fn)))
         except Exception as exc:  # noqa: BLE001 - that write alone fails
             done.append((False, exc))
     return done
@@ -667,21 +673,10 @@ def _units(jobs: list[_LoopJob]) -> list[list[_LoopJob]]:
 
 
 def _run_unit(conn: Connection, unit: list[_LoopJob]) -> list[tuple[_LoopJob, bool, Any]]:
-    """Run a unit of :func:`_units`: a batch together in one savepoint, or, if that raises
-    (or it is a single write), each write in its own savepoint: a write that raises alone
-    wrote nothing and gets its exception."""
-    if len(unit) > 1:
-        fns = [fn for fn, _future in unit]
-        with suppress(Exception):  # each alone, below, says what is wrong
-            values = _raw_savepoint(conn, partial(_together, fns, conn))
-            return [(job, True, value) for job, value in zip(unit, values, strict=True)]
-    done: list[tuple[_LoopJob, bool, Any]] = []
-    for job in unit:
-        try:
-            done.append((job, True, _raw_savepoint(conn, partial(job[0], conn))))
-        except Exception as exc:  # noqa: BLE001 - that write alone fails
-            done.append((job, False, exc))
-    return done
+    """A unit of :func:`_units` on the group's connection, each batch or write in a savepoint."""
+    fns = [fn for fn, _future in unit]
+    answers = _batch_or_each(fns, lambda fn: _raw_savepoint(conn, partial(fn, conn)))
+    return [(job, ok, value) for job, (ok, value) in zip(unit, answers, strict=True)]
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -127,8 +127,8 @@ def test_claims_run_together_are_dealt_calls_in_order_each_as_if_alone(
 def test_reports_stored_together_answer_each_as_alone(
     client: TestClient, keys: dict[str, str], clock: Clock
 ) -> None:
-    """Outcome reports queued together on SQLite (the event loop's group commit stores them as
-    one): new outcomes get their own ids, close their calls and add the suppressions they ask
+    """Outcome reports stored together (in the event loop's group commit on SQLite, as one
+    transaction on PostgreSQL): new outcomes get their own ids, close their calls and add the suppressions they ask
     for; a report with a key already answered replays that answer; a report that must fail
     (a call leased to another key) fails alone, and so does a report whose twin (same key)
     is in the same batch: one effect, the twin replays it."""
