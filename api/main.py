@@ -22,6 +22,7 @@ from api.deps import KeyCache, Services, utcnow
 from api.limits import RateLimiter
 from api.observability import Metrics, RequestMiddleware
 from api.routes import ROUTERS, TAGS
+from api.routing import include_flat
 from scripts_engine.audiostore import AudioStore
 from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings, get_settings
@@ -163,7 +164,7 @@ def create_app(
     metrics_holder["m"] = Metrics()
     errors.install(app)
     for router in ROUTERS:
-        app.include_router(router)
+        include_flat(app, router)
     web.install(app)  # the web workspace under /web/
     app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
     return app

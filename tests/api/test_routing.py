@@ -1,0 +1,58 @@
+"""The app's flat route table (api/routing.py) is what FastAPI's ``include_router`` gives: the
+same routes in the same order, the same OpenAPI schema, and ``app.dependency_overrides``
+reaches every route."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from api import create_app
+from api.deps import get_services
+from api.errors import ApiError
+from api.routes import ROUTERS, TAGS
+from scripts_engine.config import Settings
+from tests.api.conftest import auth, demo_records
+
+
+def test_the_flat_table_has_include_routers_routes_and_schema(api_settings: Settings) -> None:
+    app = create_app(api_settings, start_builder=False)
+    included = FastAPI(title=app.title, version=app.version, description=app.description,
+                       openapi_tags=TAGS)  # fmt: skip
+    for router in ROUTERS:
+        included.include_router(router)
+    # the routers' routes, in the order a request is matched against them (the web
+    # workspace adds its own after them)
+    endpoints = {r.endpoint for router in ROUTERS for r in router.routes}
+    flat = [(r.path, sorted(r.methods), r.name, type(r).__name__) for r in app.router.routes
+            if isinstance(r, APIRoute) and r.endpoint in endpoints]  # fmt: skip
+    assert len(flat) > 40
+    wanted = [(c.path, sorted(c.methods), c.name, type(c.original_route).__name__)
+              for r in included.router.routes
+              for c in getattr(r, "effective_route_contexts", lambda: [])()]  # fmt: skip
+    assert flat == wanted
+    ours, theirs = app.openapi(), included.openapi()
+    assert ours["paths"]  # documented routes only: /web/ is not in either
+    assert json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+
+
+def test_dependency_overrides_reach_the_flat_routes(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    w = auth(keys["writer"])
+    body = {"customers": demo_records(1)}
+    assert client.post("/v1/score", json=body, headers=w).status_code == 200
+
+    def unavailable() -> None:
+        raise ApiError(503, "overridden for the test")
+
+    client.app.dependency_overrides[get_services] = unavailable  # type: ignore[attr-defined]
+    try:
+        r = client.post("/v1/score", json=body, headers=w)
+    finally:
+        client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    assert (r.status_code, r.json()["message"]) == (503, "overridden for the test")
+    assert client.post("/v1/score", json=body, headers=w).status_code == 200
