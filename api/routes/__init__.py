@@ -17,9 +17,9 @@ from api.routes import (
     voices,
 )
 
-#: FastAPI tries a request against the routers one by one, each at a cost (about as much as a
-#: claim's statements): the probes and the dialler's loop (outcome, claim, audio) come first,
-#: then render and score (the dialler's and the writers' frequent calls), then the admin's
+#: a request is tried against the app's routes in this order (api/routing.py), each at the
+#: cost of a regular expression: the probes and the dialler's loop (outcome, claim, audio) come
+#: first, then render and score (the dialler's and the writers' frequent calls), then the admin's
 ROUTERS = (
     health.router, calls.router, campaigns.router, audio.router, scripts.router,
     keys.router, customers.router, voices.router, stats.router, templates.router,
