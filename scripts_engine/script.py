@@ -103,21 +103,25 @@ class Script:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, with both text views."""
         # field by field, not dataclasses.asdict (which deep-copies every value: a third of a
-        # render request's time); the values are text, flags and None
+        # render request's time); the values are text, flags and None. A segment's fields
+        # are its instance dict (a frozen dataclass with no other attributes), copied
         data = {k: getattr(self, k) for k in _SCRIPT_FIELDS}
-        data["segments"] = [{k: getattr(s, k) for k in _SEGMENT_FIELDS} for s in self.segments]
+        data["segments"] = [dict(vars(s)) for s in self.segments]
         data["text"] = self.text
         data["speech"] = self.speech
         return data
 
+    def to_json_bytes(self) -> bytes:
+        """Canonical JSON as UTF-8: the same script always gives the same bytes (keys sorted,
+        no spaces, text unescaped)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+
     def to_json(self) -> str:
-        """Canonical JSON: the same script always gives the same bytes (keys sorted, no
-        spaces, UTF-8 text unescaped)."""
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS).decode()
+        """:meth:`to_json_bytes` as text."""
+        return self.to_json_bytes().decode()
 
 
 _SCRIPT_FIELDS = tuple(f.name for f in fields(Script) if f.name != "segments")
-_SEGMENT_FIELDS = tuple(f.name for f in fields(Segment))
 
 
 @lru_cache(maxsize=8192)

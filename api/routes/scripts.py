@@ -131,4 +131,4 @@ def _answer(
         as_of=body.as_of or now.date(),
     )  # fmt: skip
     # the Script is already a validated, JSON-ready structure: answer it as it is
-    return Response(script.to_json(), media_type="application/json")
+    return Response(script.to_json_bytes(), media_type="application/json")

@@ -1,12 +1,14 @@
 """The PostgreSQL pool: a connection that sat idle is checked before use and replaced if the
-server dropped it; a single read runs in autocommit (nothing left open on the server)."""
+server dropped it; a single read runs in autocommit (nothing left open on the server). JSON
+columns read back what was written, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import JSON, Column, Integer, MetaData, Table, create_engine, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -83,3 +85,31 @@ def test_a_single_read_leaves_no_transaction_open(db_url: str, tmp_path: Path) -
             assert raw.info.transaction_status.name == "INTRANS"  # the ordinary way: BEGIN
     finally:
         db.dispose()
+
+
+def test_json_columns_read_back_what_was_written(db_url: str, tmp_path: Path) -> None:
+    """JSON columns are parsed by orjson, and by ``json.loads`` for what orjson refuses but
+    Python's own writer produces (``NaN`` on SQLite; integers beyond 64 bits)."""
+    db = open_database(Settings(state_dir=tmp_path), url=db_url)
+    table = Table("json_probe", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("v", JSON))  # fmt: skip
+    values = [{"name": "欧阳", "n": 3, "x": 0.1, "none": None, "list": [1, "二"]},
+              {"big": 2**70, "neg": -(2**70)}]  # fmt: skip
+    if db.is_sqlite:  # PostgreSQL's JSON has no NaN
+        values.append({"nan": float("nan"), "inf": float("inf")})
+    try:
+        table.drop(db.write_engine, checkfirst=True)
+        table.create(db.write_engine)
+        with db.write_engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": i, "v": v} for i, v in enumerate(values)])
+        with db.one_read() as conn:
+            got = [r.v for r in conn.execute(select(table.c.v).order_by(table.c.id))]
+        assert got[:2] == values[:2]
+        if db.is_sqlite:
+            assert math.isnan(got[2]["nan"]) and got[2]["inf"] == float("inf")
+    finally:
+        table.drop(db.write_engine, checkfirst=True)
+        db.dispose()
+    assert session_mod.load_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    with pytest.raises(ValueError):
+        session_mod.load_json("{not json")

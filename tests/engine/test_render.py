@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import fields
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from scripts_engine.errors import ScriptComplianceError, ScriptRenderError, Temp
 from scripts_engine.lint import SAMPLE_CUSTOMERS, SAMPLE_DATE, SAMPLE_SCORES
 from scripts_engine.render import Renderer
 from scripts_engine.sandbox import safe_range, start_budget
+from scripts_engine.script import Script, Segment
 from scripts_engine.templates import compile_template
 
 PERSONAS = ROOT / "personas"
@@ -82,6 +85,11 @@ def test_same_inputs_same_bytes(renderer: Renderer) -> None:
     fresh = Renderer(PERSONAS, memoize=False)
     b = fresh.render_script(SAMPLE_CUSTOMERS[1], "P-CDFGH", SAMPLE_SCORES[1], as_of=SAMPLE_DATE)
     assert a.to_json() == b.to_json() and a.id == b.id
+    # the JSON holds every field of the script and of each segment, and nothing else
+    data = json.loads(a.to_json_bytes())
+    assert set(data) == {f.name for f in fields(Script)} | {"text", "speech"}
+    assert all(set(seg) == {f.name for f in fields(Segment)} for seg in data["segments"])
+    assert [s["text"] for s in data["segments"]] == [s.text for s in a.segments]
     c = renderer.render_script(
         SAMPLE_CUSTOMERS[1], "P-CDFGH", SAMPLE_SCORES[1], moment="payday", as_of=SAMPLE_DATE
     )
