@@ -128,6 +128,8 @@ class Database:
     loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter] = field(default_factory=dict)
     #: PostgreSQL: the batches of the writes of coroutines, one per loop (:class:`LoopBatcher`)
     loop_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
+    #: SQLite: the read connection each event loop keeps for :meth:`one_read`
+    loop_reads: dict[asyncio.AbstractEventLoop, Connection] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
@@ -142,13 +144,46 @@ class Database:
     def one_read(self) -> Iterator[Connection]:
         """A connection for a single read statement: on PostgreSQL in autocommit, so the
         statement is one round trip, without a BEGIN before it and a ROLLBACK when the
-        connection goes back to the pool (a statement is its own snapshot anyway)."""
+        connection goes back to the pool (a statement is its own snapshot anyway).
+
+        On SQLite, on an event loop's thread, the loop's own read connection, kept open: a
+        checkout from SQLAlchemy's pool and the check-in's rollback cost as much as reading
+        a customer (a render reads one). Its driver connection is in autocommit (no BEGIN
+        until SQLAlchemy sends one), so between reads it holds no snapshot; a transaction a
+        read began is rolled back at the end, and after an error the connection is closed
+        (the next read opens another)."""
+        if self.is_sqlite:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                with self._loop_read(loop) as conn:
+                    yield conn
+                return
         with self.read_engine.connect() as conn:
             if not self.is_sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
+    @contextmanager
+    def _loop_read(self, loop: asyncio.AbstractEventLoop) -> Iterator[Connection]:
+        conn = self.loop_reads.get(loop)
+        if conn is None:
+            conn = self.loop_reads[loop] = self.read_engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            del self.loop_reads[loop]
+            conn.close()
+            raise
+        if conn.in_transaction():
+            conn.rollback()
+
     def dispose(self) -> None:
+        for conn in list(self.loop_reads.values()):
+            conn.close()
+        self.loop_reads.clear()
         if self.writer is not None:
             self.writer.close()
             self.writer = None

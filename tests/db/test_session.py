@@ -1,14 +1,26 @@
 """The PostgreSQL pool: a connection that sat idle is checked before use and replaced if the
 server dropped it; a single read runs in autocommit (nothing left open on the server). JSON
-columns read back what was written, on SQLite and PostgreSQL."""
+columns read back what was written, on SQLite and PostgreSQL. On SQLite an event loop keeps
+its read connection."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
 import pytest
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, create_engine, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -113,3 +125,38 @@ def test_json_columns_read_back_what_was_written(db_url: str, tmp_path: Path) ->
     assert session_mod.load_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     with pytest.raises(ValueError):
         session_mod.load_json("{not json")
+
+
+def test_an_event_loop_keeps_its_sqlite_read_connection_without_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a loop's reads share one kept connection; it sees every commit made since
+    (it holds no transaction between reads), and an error replaces it."""
+    db = open_database(Settings(state_dir=tmp_path))
+    table = Table("probe", MetaData(), Column("id", Integer, primary_key=True))
+    table.create(db.write_engine)
+
+    def count() -> int:
+        with db.one_read() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    async def on_the_loop() -> None:
+        loop = asyncio.get_running_loop()
+        assert count() == 0
+        kept = db.loop_reads[loop]
+        with db.write_engine.begin() as conn:  # another connection commits
+            conn.execute(table.insert(), [{"id": 1}, {"id": 2}])
+        assert count() == 2 and db.loop_reads[loop] is kept
+        assert not kept.in_transaction()  # the read's transaction was rolled back
+        with pytest.raises(OperationalError), db.one_read() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
+        assert loop not in db.loop_reads and kept.closed
+        assert count() == 2 and db.loop_reads[loop] is not kept
+
+    try:
+        asyncio.run(on_the_loop())
+        assert count() == 2  # off a loop: from the pool, as before
+        assert len(db.loop_reads) == 1
+    finally:
+        db.dispose()
+    assert not db.loop_reads
