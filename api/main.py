@@ -22,7 +22,7 @@ from api.deps import KeyCache, Services, utcnow
 from api.limits import RateLimiter
 from api.observability import Metrics, RequestMiddleware
 from api.routes import ROUTERS, TAGS
-from api.routing import include_flat
+from api.routing import include_flat, index_routes
 from scripts_engine.audiostore import AudioStore
 from scripts_engine.campaigns import Builder, Toolkit
 from scripts_engine.config import Settings, get_settings
@@ -166,5 +166,6 @@ def create_app(
     for router in ROUTERS:
         include_flat(app, router)
     web.install(app)  # the web workspace under /web/
+    index_routes(app)
     app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
     return app

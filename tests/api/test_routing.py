@@ -1,19 +1,23 @@
 """The app's flat route table (api/routing.py) is what FastAPI's ``include_router`` gives: the
 same routes in the same order, the same OpenAPI schema, and ``app.dependency_overrides``
-reaches every route."""
+reaches every route. Its index picks the route the whole table would."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import Match, Route
 
 from api import create_app
 from api.deps import get_services
 from api.errors import ApiError
 from api.routes import ROUTERS, TAGS
+from api.routing import RouteIndex, _key
 from scripts_engine.config import Settings
 from tests.api.conftest import auth, demo_records
 
@@ -56,3 +60,44 @@ def test_dependency_overrides_reach_the_flat_routes(
         client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
     assert (r.status_code, r.json()["message"]) == (503, "overridden for the test")
     assert client.post("/v1/score", json=body, headers=w).status_code == 200
+
+
+def _first_match(routes: list[Any], scope: dict[str, Any]) -> Any:
+    """The route Starlette's table picks: the first full match, else the first partial."""
+    partial = None
+    for route in routes:
+        match, _ = route.matches(dict(scope))
+        if match == Match.FULL:
+            return route
+        if match == Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
+def test_the_route_index_picks_the_route_the_whole_table_picks(api_settings: Settings) -> None:
+    app = create_app(api_settings, start_builder=False)
+    index = app.router.middleware_stack
+    assert isinstance(index, RouteIndex)
+    table = list(app.router.routes)
+    paths = {"/", "/nowhere", "/v1", "/v1/", "/v1/nowhere/x", "/web/static/app.css",
+             "/web/static", "/v1/templates/a/b/c.md", "/v1/scripts/render/", "/healthz/",
+             "/docs/oauth2-redirect", "/v1/calls/K-1/outcome/extra"}  # fmt: skip
+    for route in table:
+        if isinstance(route, APIRoute | Route):
+            example = route.path_format.replace("{name}", "a/b.md")
+            example = re.sub(r"\{[^}]+\}", "x1", example)
+            paths |= {example, example + "/", example.rstrip("/") + "/more"}
+    index._index()
+    checked = 0
+    for path in sorted(paths):
+        for method in ("GET", "POST", "PUT", "DELETE", "HEAD"):
+            scope = {"type": "http", "path": path, "method": method, "root_path": "",
+                     "headers": [], "query_string": b""}  # fmt: skip
+            view = index._views.get(_key(path), index._wild)
+            wanted = _first_match(table, scope)
+            got = _first_match(view.routes, scope)
+            # a path the index's routes do not match goes to the whole table
+            assert got is wanted or (got is None and view.default == app.router.app), (
+                path, method, got, wanted)  # fmt: skip
+            checked += wanted is not None
+    assert checked > 100
