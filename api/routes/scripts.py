@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -10,12 +9,13 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Author, Services, ServicesDep, services_of
+from api.deps import Author, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.lean import LeanRoute
 from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
 from scripts_engine.campaigns import Toolkit
 from scripts_engine.db import repository as repo
+from scripts_engine.db.session import read_core_async
 from scripts_engine.errors import DataError, PersonaNotFound
 from scripts_engine.features import Batch, load_customers
 from scripts_engine.scoring import Engine
@@ -78,27 +78,17 @@ async def render(body: RenderRequest, _: Author, request: Request) -> Response:
                                                    "error": str(exc)}]) from None  # fmt: skip
     if body.customer_id is None:
         return await run_in_threadpool(_score_and_render, tk, body, dict(body.customer or {}), now)
-    # one row by its key: on SQLite a read of a local page, cheaper than a hand-off to a thread
-    if services.db.is_sqlite:
-        row = _stored(services, body.customer_id)
-    else:  # in the loop's executor, with the claims and outcomes: fewer threads contend
-        row = await asyncio.get_running_loop().run_in_executor(
-            None, _stored, services, body.customer_id
-        )
+    # one row by its key: on SQLite on the loop's thread, on PostgreSQL in the loop's executor
+    # with the other renders' reads of this turn of the loop, as one statement
+    row = await read_core_async(services.db, repo.CustomerForRender(body.customer_id))
+    if row is None:
+        raise ApiError(404, f"no customer '{body.customer_id}'")
     record, scoring, model_version = row
     if model_version != tk.model_version and not record.get("profiling_opt_out"):
         return await run_in_threadpool(_score_and_render, tk, body, record, now)
     # scored at upsert with this model: rendered here, without re-scoring (well under a
     # millisecond, less than handing it to the thread pool would cost)
     return _answer(tk, body, record, scoring or {}, now)
-
-
-def _stored(services: Services, customer_id: str) -> tuple[dict[str, Any], Any, str | None]:
-    with services.db.one_read() as conn:
-        row = repo.customer_for_render(conn=conn, customer_id=customer_id)
-    if row is None:
-        raise ApiError(404, f"no customer '{customer_id}'")
-    return row
 
 
 def _score_and_render(

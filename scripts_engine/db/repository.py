@@ -10,8 +10,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -217,13 +218,46 @@ _RENDER_FIELDS = select(
 _P_RENDER_FIELDS = Prepared(_RENDER_FIELDS)
 
 
-def customer_for_render(
-    *, conn: Connection, customer_id: str
-) -> tuple[dict[str, Any], dict[str, Any] | None, str | None] | None:
-    """``(record, scoring, model version)`` of a stored customer, or None: what rendering
-    needs, read with one prebuilt statement (no ORM object)."""
+_c = Customer.__table__.c
+_P_RENDER_MANY = Prepared(
+    select(_c.customer_id, _c.record, _c.scoring, _c.model_version).where(
+        _c.customer_id.in_(bindparam("ids", expanding=True))
+    )
+)
+#: ``(record, scoring, model version)`` of a stored customer: what rendering needs
+RenderFields = tuple[dict[str, Any], dict[str, Any] | None, str | None]
+
+
+def customer_for_render(*, conn: Connection, customer_id: str) -> RenderFields | None:
+    """What rendering needs of a stored customer, or None: read with one prebuilt statement
+    (no ORM object)."""
     rows = _P_RENDER_FIELDS.rows(conn, {"customer_id": customer_id})
     return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
+
+
+@dataclass(frozen=True)
+class CustomerForRender:
+    """A read of :func:`customer_for_render`, as a :class:`~scripts_engine.db.session.Batchable`:
+    the reads that coroutines queue together are one statement."""
+
+    customer_id: str
+    batch_key: ClassVar[str] = "customer_for_render"
+
+    def __call__(self, conn: Connection) -> RenderFields | None:
+        return customer_for_render(conn=conn, customer_id=self.customer_id)
+
+    @staticmethod
+    def together(conn: Connection, reads: Sequence[CustomerForRender]) -> list[RenderFields | None]:
+        """Each read's answer, in order. The ids go in lists of a power of two (the last id
+        repeated), up to 512: a few statement shapes, each prepared once per connection."""
+        ids = sorted({r.customer_id for r in reads})
+        found: dict[str, RenderFields] = {}
+        for start in range(0, len(ids), 512):
+            part = ids[start : start + 512]
+            part += part[-1:] * ((1 << (len(part) - 1).bit_length()) - len(part))
+            for customer_id, *fields in _P_RENDER_MANY.rows(conn, {"ids": part}):
+                found[customer_id] = (fields[0], fields[1], fields[2])
+        return [found.get(r.customer_id) for r in reads]
 
 
 def get_customers(*, session: Session, customer_ids: Iterable[str]) -> dict[str, Customer]:

@@ -128,6 +128,8 @@ class Database:
     loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter] = field(default_factory=dict)
     #: PostgreSQL: the batches of the writes of coroutines, one per loop (:class:`LoopBatcher`)
     loop_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
+    #: PostgreSQL: the batches of the reads of coroutines, one per loop (:func:`read_core_async`)
+    loop_read_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
     #: SQLite: the read connection each event loop keeps for :meth:`one_read`
     loop_reads: dict[asyncio.AbstractEventLoop, Connection] = field(default_factory=dict)
 
@@ -180,6 +182,11 @@ class Database:
         if conn.in_transaction():
             conn.rollback()
 
+    def read_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn``'s answer, run on a :meth:`one_read` connection."""
+        with self.one_read() as conn:
+            return fn(conn)
+
     def dispose(self) -> None:
         for conn in list(self.loop_reads.values()):
             conn.close()
@@ -190,9 +197,10 @@ class Database:
         for loop_writer in list(self.loop_writers.values()):
             loop_writer.close()
         self.loop_writers.clear()
-        for batcher in list(self.loop_batchers.values()):
-            batcher.close()
-        self.loop_batchers.clear()
+        for batchers in (self.loop_batchers, self.loop_read_batchers):
+            for batcher in list(batchers.values()):
+                batcher.close()
+            batchers.clear()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
@@ -461,7 +469,22 @@ async def write_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
     loop = asyncio.get_running_loop()
     batcher = db.loop_batchers.get(loop)
     if batcher is None:
-        batcher = db.loop_batchers[loop] = LoopBatcher(db, loop)
+        batcher = db.loop_batchers[loop] = LoopBatcher(db, loop, partial(write_core, db))
+    return await batcher.submit(fn)
+
+
+async def read_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
+    """``fn``'s answer on a :meth:`Database.one_read` connection, for a coroutine: on SQLite
+    at once, on the loop's thread (a read of local pages costs less than a hand-off to a
+    thread); elsewhere in the loop's default executor, with the other reads the loop's
+    coroutines queue in the same turn (:class:`LoopBatcher`: reads of one kind, a
+    :class:`Batchable`, as one statement)."""
+    if db.is_sqlite:
+        return db.read_core(fn)
+    loop = asyncio.get_running_loop()
+    batcher = db.loop_read_batchers.get(loop)
+    if batcher is None:
+        batcher = db.loop_read_batchers[loop] = LoopBatcher(db, loop, db.read_core)
     return await batcher.submit(fn)
 
 
@@ -471,7 +494,8 @@ class Batchable(Protocol[T_co]):
     same ``batch_key`` as one call of ``together`` (which returns their answers in order), in
     one savepoint or transaction; if that raises, it runs each alone
     (:class:`~scripts_engine.claims.Claim`: the claims of one campaign;
-    :class:`~scripts_engine.outcomes.Report`: outcome reports)."""
+    :class:`~scripts_engine.outcomes.Report`: outcome reports). A read can be one too
+    (:func:`read_core_async`; :class:`~scripts_engine.db.repository.CustomerForRender`)."""
 
     @property
     def batch_key(self) -> Hashable: ...
@@ -629,17 +653,23 @@ class LoopWriter:
 
 
 class LoopBatcher:
-    """PostgreSQL: the Core writes that coroutines submit during one turn of the loop, run
-    in the loop's default executor: each alone as before, except that writes of one kind
-    (:class:`Batchable`, with the same ``batch_key``) run together, as one transaction. If
-    that raises, each runs alone, in a transaction of its own, and gets its own answer.
+    """PostgreSQL: the Core writes (or reads) that coroutines submit during one turn of the
+    loop, run in the loop's default executor, each by ``run`` (:func:`write_core`: in a
+    transaction of its own; :meth:`Database.read_core`: on a read connection), except that
+    those of one kind (:class:`Batchable`, with the same ``batch_key``) run together, as one.
+    If that raises, each runs alone and gets its own answer.
 
-    Every transaction costs a hand-off to a worker thread and back and, on PostgreSQL, a
-    ``BEGIN`` and a ``COMMIT`` round trip; a batch of claims also shares its statements
-    (:meth:`~scripts_engine.claims.Claim.together`)."""
+    Every run costs a hand-off to a worker thread and back and, on PostgreSQL, round trips
+    (a transaction's ``BEGIN`` and ``COMMIT``); a batch of claims also shares its statements
+    (:meth:`~scripts_engine.claims.Claim.together`), a batch of reads its statement."""
 
-    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop):
-        self.db, self.loop = db, loop
+    def __init__(
+        self,
+        db: Database,
+        loop: asyncio.AbstractEventLoop,
+        run: Callable[[Callable[[Connection], Any]], Any],
+    ):
+        self.db, self.loop, self.run = db, loop, run
         self._queue: list[_LoopJob] = []
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
@@ -662,8 +692,8 @@ class LoopBatcher:
         self._queue = []
         for unit in _units(jobs):
             try:
-                answers = self.loop.run_in_executor(  # each batch or write a transaction
-                    None, _batch_or_each, [fn for fn, _f in unit], partial(write_core, self.db)
+                answers = self.loop.run_in_executor(  # each batch or job one run
+                    None, _batch_or_each, [fn for fn, _f in unit], self.run
                 )
             except BaseException as exc:  # noqa: BLE001 - the loop is closing
                 for _fn, future in unit:

@@ -7,17 +7,20 @@ import io
 import logging
 import re
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.observability import JsonFormatter, mask
 from api.schemas import OutcomeIn
 from scripts_engine.claims import Claim
+from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import Conflict, NotFound
-from scripts_engine.db.models import ApiKey, Block, Call, GateDecision, Outcome
-from scripts_engine.db.session import write_core, write_core_async
+from scripts_engine.db.models import ApiKey, Block, Call, Customer, GateDecision, Outcome
+from scripts_engine.db.session import read_core_async, write_core, write_core_async
 from scripts_engine.outcomes import Report
 from tests.api.conftest import SECRETS, Clock, auth, demo_records, outcome
 from tests.api.server import build_now
@@ -173,6 +176,46 @@ def test_reports_stored_together_answer_each_as_alone(
     again = outcome(client, calls[1], keys["dialler"], opted, "k1")  # over HTTP: the same
     assert again.status_code == 201 and again.json() == got[0].body
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_render_reads_run_together_answer_each_as_alone(
+    client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Render's reads of stored customers queued in one turn of the loop are one statement
+    (PostgreSQL's read batcher; on SQLite each runs at once): each gets what it would get
+    alone, a missing customer None, in the order asked."""
+    setup_campaign(client, keys, 5)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    db = services.db
+    with db.read() as session:
+        ids = list(session.scalars(select(Customer.customer_id).order_by(Customer.customer_id)))
+    asked = [ids[2], "nobody", ids[0], ids[2], ids[4]]  # a repeat; 4 distinct ids, then 5
+
+    def alone(customer_id: str) -> Any:
+        with db.one_read() as conn:
+            return repo.customer_for_render(conn=conn, customer_id=customer_id)
+
+    wanted = [alone(c) for c in asked]
+    assert wanted[1] is None and all(w is not None for i, w in enumerate(wanted) if i != 1)
+    reads = [repo.CustomerForRender(c) for c in asked]
+    for n in (1, 2, 3, 4, 5):  # the padded lists: 1, 2, 4, 4, 4 (distinct: 1, 2, 2, 3, 4)
+        first = reads[:n]
+        assert db.read_core(partial(repo.CustomerForRender.together, reads=first)) == wanted[:n]
+
+    batches: list[int] = []
+    together = repo.CustomerForRender.together
+
+    def counted(conn: Any, batch: Any) -> Any:
+        batches.append(len(batch))
+        return together(conn, batch)
+
+    monkeypatch.setattr(repo.CustomerForRender, "together", staticmethod(counted))
+
+    async def concurrently() -> list[Any]:
+        return await asyncio.gather(*(read_core_async(db, r) for r in reads))
+
+    assert asyncio.run(concurrently()) == wanted
+    assert batches == ([] if db.is_sqlite else [5])
 
 
 def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> None:
