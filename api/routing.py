@@ -1,4 +1,4 @@
-"""The app's routes as one flat table.
+"""The app's routes as one flat table, matched through an index.
 
 FastAPI (0.165) includes a router as one entry of the app's table (an ``_IncludedRouter``)
 that resolves its routes on each request: a request is matched against every route of every
@@ -9,6 +9,12 @@ app itself instead, the way FastAPI's ``include_router`` did before: the app's t
 a plain list of ``APIRoute`` s, each matched once by its path's regular expression, with the
 app as its provider of ``dependency_overrides``. The routes, their order and the OpenAPI
 schema are those ``include_router`` gives (``tests/api/test_routing.py`` compares them).
+
+Starlette then still tries a request against the routes one by one, a regular expression
+each: render, the sixteenth route, paid 20 us to be found. :class:`RouteIndex` keeps the
+routes by the first two segments of the paths they can match, so a request is tried only
+against those (2 us), and picks the route the whole table would (the same test checks it for
+every route).
 """
 
 from __future__ import annotations
