@@ -78,8 +78,8 @@ async def render(body: RenderRequest, _: Author, request: Request) -> Response:
                                                    "error": str(exc)}]) from None  # fmt: skip
     if body.customer_id is None:
         return await run_in_threadpool(_score_and_render, tk, body, dict(body.customer or {}), now)
-    # one row by its key: on SQLite on the loop's thread, on PostgreSQL in the loop's executor
-    # with the other renders' reads of this turn of the loop, as one statement
+    # one row by its key, with the other renders' reads of this turn of the loop, as one
+    # statement: on SQLite on the loop's thread, on PostgreSQL in the loop's executor
     row = await read_core_async(services.db, repo.CustomerForRender(body.customer_id))
     if row is None:
         raise ApiError(404, f"no customer '{body.customer_id}'")

@@ -128,7 +128,7 @@ class Database:
     loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter] = field(default_factory=dict)
     #: PostgreSQL: the batches of the writes of coroutines, one per loop (:class:`LoopBatcher`)
     loop_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
-    #: PostgreSQL: the batches of the reads of coroutines, one per loop (:func:`read_core_async`)
+    #: the batches of the reads of coroutines, one per loop (:func:`read_core_async`)
     loop_read_batchers: dict[asyncio.AbstractEventLoop, LoopBatcher] = field(default_factory=dict)
     #: SQLite: the read connection each event loop keeps for :meth:`one_read`
     loop_reads: dict[asyncio.AbstractEventLoop, Connection] = field(default_factory=dict)
@@ -474,17 +474,17 @@ async def write_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
 
 
 async def read_core_async(db: Database, fn: Callable[[Connection], T]) -> T:
-    """``fn``'s answer on a :meth:`Database.one_read` connection, for a coroutine: on SQLite
-    at once, on the loop's thread (a read of local pages costs less than a hand-off to a
-    thread); elsewhere in the loop's default executor, with the other reads the loop's
-    coroutines queue in the same turn (:class:`LoopBatcher`: reads of one kind, a
-    :class:`Batchable`, as one statement)."""
-    if db.is_sqlite:
-        return db.read_core(fn)
+    """``fn``'s answer on a :meth:`Database.one_read` connection, for a coroutine, with the
+    other reads the loop's coroutines queue in the same turn (:class:`LoopBatcher`: reads of
+    one kind, a :class:`Batchable`, as one statement): on SQLite on the loop's thread (a read
+    of local pages costs less than a hand-off to a thread), elsewhere in the loop's default
+    executor."""
     loop = asyncio.get_running_loop()
     batcher = db.loop_read_batchers.get(loop)
     if batcher is None:
-        batcher = db.loop_read_batchers[loop] = LoopBatcher(db, loop, db.read_core)
+        batcher = db.loop_read_batchers[loop] = LoopBatcher(
+            db, loop, db.read_core, on_loop=db.is_sqlite
+        )
     return await batcher.submit(fn)
 
 
@@ -653,11 +653,12 @@ class LoopWriter:
 
 
 class LoopBatcher:
-    """PostgreSQL: the Core writes (or reads) that coroutines submit during one turn of the
-    loop, run in the loop's default executor, each by ``run`` (:func:`write_core`: in a
-    transaction of its own; :meth:`Database.read_core`: on a read connection), except that
-    those of one kind (:class:`Batchable`, with the same ``batch_key``) run together, as one.
-    If that raises, each runs alone and gets its own answer.
+    """The Core writes (PostgreSQL) or reads that coroutines submit during one turn of the
+    loop, run in the loop's default executor (or, ``on_loop``, on the loop's thread at the end
+    of the turn: SQLite's reads), each by ``run`` (:func:`write_core`: in a transaction of its
+    own; :meth:`Database.read_core`: on a read connection), except that those of one kind
+    (:class:`Batchable`, with the same ``batch_key``) run together, as one. If that raises,
+    each runs alone and gets its own answer.
 
     Every run costs a hand-off to a worker thread and back and, on PostgreSQL, round trips
     (a transaction's ``BEGIN`` and ``COMMIT``); a batch of claims also shares its statements
@@ -668,8 +669,10 @@ class LoopBatcher:
         db: Database,
         loop: asyncio.AbstractEventLoop,
         run: Callable[[Callable[[Connection], Any]], Any],
+        *,
+        on_loop: bool = False,
     ):
-        self.db, self.loop, self.run = db, loop, run
+        self.db, self.loop, self.run, self.on_loop = db, loop, run, on_loop
         self._queue: list[_LoopJob] = []
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
@@ -691,6 +694,13 @@ class LoopBatcher:
         jobs = [job for job in self._queue if not job[1].done()]
         self._queue = []
         for unit in _units(jobs):
+            if self.on_loop:  # SQLite's reads: local pages, cheaper than a hop to a thread
+                fns = [fn for fn, _f in unit]
+                for (_fn, future), (ok, value) in zip(
+                    unit, _batch_or_each(fns, self.run), strict=True
+                ):
+                    _settle(future, ok, value)
+                continue
             try:
                 answers = self.loop.run_in_executor(  # each batch or job one run
                     None, _batch_or_each, [fn for fn, _f in unit], self.run

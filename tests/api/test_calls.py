@@ -182,8 +182,8 @@ def test_render_reads_run_together_answer_each_as_alone(
     client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Render's reads of stored customers queued in one turn of the loop are one statement
-    (PostgreSQL's read batcher; on SQLite each runs at once): each gets what it would get
-    alone, a missing customer None, in the order asked."""
+    (in the thread pool on PostgreSQL, on the loop's thread on SQLite): each gets what it
+    would get alone, a missing customer None, in the order asked."""
     setup_campaign(client, keys, 5)
     services = client.app.state.services  # type: ignore[attr-defined]
     db = services.db
@@ -215,7 +215,7 @@ def test_render_reads_run_together_answer_each_as_alone(
         return await asyncio.gather(*(read_core_async(db, r) for r in reads))
 
     assert asyncio.run(concurrently()) == wanted
-    assert batches == ([] if db.is_sqlite else [5])
+    assert batches == [5]
 
 
 def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> None:
