@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.routing import include_flat
 from api.web import (
     campaign_pages,
     defect_pages,
@@ -25,16 +26,15 @@ from api.web.auth import current_user
 from api.web.render import page
 
 STATIC = Path(__file__).resolve().parent / "static"
+#: the workspace's routers, in the order a request is tried against them
+ROUTERS = (pages.router, campaign_pages.router, templates_browser.router, editor.router,
+           review_pages.router, defect_pages.router)  # fmt: skip
 
 
 def install(app: FastAPI) -> None:
     """Add the workspace's routes, static files and sign-in redirects to ``app``."""
-    app.include_router(pages.router)
-    app.include_router(campaign_pages.router)
-    app.include_router(templates_browser.router)
-    app.include_router(editor.router)
-    app.include_router(review_pages.router)
-    app.include_router(defect_pages.router)
+    for router in ROUTERS:
+        include_flat(app, router)
     app.mount("/web/static", StaticFiles(directory=STATIC), name="web-static")
 
     @app.get("/", include_in_schema=False)

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Match, Route
 
-from api import create_app
+from api import create_app, web
 from api.deps import get_services
 from api.errors import ApiError
 from api.routes import ROUTERS, TAGS
@@ -26,11 +26,11 @@ def test_the_flat_table_has_include_routers_routes_and_schema(api_settings: Sett
     app = create_app(api_settings, start_builder=False)
     included = FastAPI(title=app.title, version=app.version, description=app.description,
                        openapi_tags=TAGS)  # fmt: skip
-    for router in ROUTERS:
+    for router in (*ROUTERS, *web.ROUTERS):
         included.include_router(router)
-    # the routers' routes, in the order a request is matched against them (the web
-    # workspace adds its own after them)
-    endpoints = {r.endpoint for router in ROUTERS for r in router.routes}
+    # the routers' routes (the API's, then the web workspace's), in the order a request is
+    # matched against them
+    endpoints = {r.endpoint for router in (*ROUTERS, *web.ROUTERS) for r in router.routes}
     flat = [(r.path, sorted(r.methods), r.name, type(r).__name__) for r in app.router.routes
             if isinstance(r, APIRoute) and r.endpoint in endpoints]  # fmt: skip
     assert len(flat) > 40
