@@ -213,26 +213,34 @@ def get_customer(*, session: Session, customer_id: str) -> Customer | None:
 
 
 _RENDER_FIELDS = select(
-    Customer.__table__.c.record, Customer.__table__.c.scoring, Customer.__table__.c.model_version
-).where(Customer.__table__.c.customer_id == bindparam("customer_id"))
+    Customer.__table__.c.customer_id, Customer.__table__.c.record,
+    Customer.__table__.c.scoring, Customer.__table__.c.model_version,
+).where(Customer.__table__.c.customer_id.in_(bindparam("ids", expanding=True)))  # fmt: skip
 _P_RENDER_FIELDS = Prepared(_RENDER_FIELDS)
-
-
-_c = Customer.__table__.c
-_P_RENDER_MANY = Prepared(
-    select(_c.customer_id, _c.record, _c.scoring, _c.model_version).where(
-        _c.customer_id.in_(bindparam("ids", expanding=True))
-    )
-)
 #: ``(record, scoring, model version)`` of a stored customer: what rendering needs
 RenderFields = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 
 
+def customers_for_render(
+    *, conn: Connection, customer_ids: Iterable[str]
+) -> dict[str, RenderFields]:
+    """What rendering needs of the stored customers among ``customer_ids``, by id: read with
+    one prebuilt statement (no ORM object) for up to 512 ids. The ids go in lists of a power
+    of two (the last id repeated): a few statement shapes, each prepared once per
+    connection."""
+    ids = sorted(set(customer_ids))
+    found: dict[str, RenderFields] = {}
+    for start in range(0, len(ids), 512):
+        part = ids[start : start + 512]
+        part += part[-1:] * ((1 << (len(part) - 1).bit_length()) - len(part))
+        for customer_id, *fields in _P_RENDER_FIELDS.rows(conn, {"ids": part}):
+            found[customer_id] = (fields[0], fields[1], fields[2])
+    return found
+
+
 def customer_for_render(*, conn: Connection, customer_id: str) -> RenderFields | None:
-    """What rendering needs of a stored customer, or None: read with one prebuilt statement
-    (no ORM object)."""
-    rows = _P_RENDER_FIELDS.rows(conn, {"customer_id": customer_id})
-    return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
+    """What rendering needs of one stored customer, or None."""
+    return customers_for_render(conn=conn, customer_ids=[customer_id]).get(customer_id)
 
 
 @dataclass(frozen=True)
@@ -248,15 +256,8 @@ class CustomerForRender:
 
     @staticmethod
     def together(conn: Connection, reads: Sequence[CustomerForRender]) -> list[RenderFields | None]:
-        """Each read's answer, in order. The ids go in lists of a power of two (the last id
-        repeated), up to 512: a few statement shapes, each prepared once per connection."""
-        ids = sorted({r.customer_id for r in reads})
-        found: dict[str, RenderFields] = {}
-        for start in range(0, len(ids), 512):
-            part = ids[start : start + 512]
-            part += part[-1:] * ((1 << (len(part) - 1).bit_length()) - len(part))
-            for customer_id, *fields in _P_RENDER_MANY.rows(conn, {"ids": part}):
-                found[customer_id] = (fields[0], fields[1], fields[2])
+        """Each read's answer, in order."""
+        found = customers_for_render(conn=conn, customer_ids=[r.customer_id for r in reads])
         return [found.get(r.customer_id) for r in reads]
 
 

@@ -84,8 +84,9 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
         repo._OUTCOME_STATE.with_for_update(of=table(Call)),
         {"key_id": 7, "key": "idem-2", "call_id": "k0"},
     ),
-    ("render fields", repo._RENDER_FIELDS, {"customer_id": "c1"}),
-    ("render fields, no scoring", repo._RENDER_FIELDS, {"customer_id": "c0"}),
+    ("render fields", repo._RENDER_FIELDS, {"ids": ["c1"]}),
+    ("render fields, no scoring", repo._RENDER_FIELDS, {"ids": ["c0"]}),
+    ("render fields, several", repo._RENDER_FIELDS, {"ids": ["c0", "c1", "c1", "nobody"]}),
 ]
 
 
