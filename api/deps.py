@@ -34,6 +34,7 @@ from scripts_engine.config import Settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import Database
 from scripts_engine.gate import Gate
+from scripts_engine.render_pool import RenderPool
 from scripts_engine.signing import HEADER, SignatureError, derive, verify
 from scripts_engine.versions import Actor, VersionStore
 
@@ -57,6 +58,8 @@ class Services:
     limiter: RateLimiter | None = None
     keys: KeyCache | None = None
     signing_master: bytes = b""
+    #: the render workers (started in the lifespan; None: renders run in the service process)
+    render_pool: RenderPool | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.propensity import read_manifest
 from scripts_engine.refresh import WaitingRefresher
 from scripts_engine.render import Renderer
+from scripts_engine.render_pool import RenderPool, auto_workers
 from scripts_engine.scoring import Engine
 from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
@@ -93,16 +94,22 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     refresher = WaitingRefresher(db, toolkit, clock)
     builder = Builder(db, toolkit, executor=executor, refresher=refresher.step)
 
+    services: Services | None = None
+
     def on_live_change() -> None:
-        # the next render uses the change at once; waiting calls follow in the background
+        # the next render uses the change at once (in the render workers too: they reload
+        # before their next render); waiting calls follow in the background
         renderer.refresh(force=True)
+        if services is not None and services.render_pool is not None:
+            services.render_pool.loop.call_soon_threadsafe(services.render_pool.refresh)
         builder.wake()
 
     versions.on_live_change = on_live_change
-    return Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
-                    metrics=metrics, clock=clock, synth=synth, versions=versions,
-                    limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s),
-                    signing_master=master_key(settings))  # fmt: skip
+    services = Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
+                        metrics=metrics, clock=clock, synth=synth, versions=versions,
+                        limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s),
+                        signing_master=master_key(settings))  # fmt: skip
+    return services
 
 
 #: how long a thread may hold the interpreter lock while another waits for it (Python's
@@ -134,6 +141,10 @@ def create_app(
         app.state.services = services
         if services.builder is not None:
             services.builder.start()
+        workers = settings.render_workers
+        workers = auto_workers() if workers is None else workers
+        if workers:
+            services.render_pool = RenderPool(settings, workers)
         # what start-up built (model, grid, compiled templates, catalog) lives as long as the
         # app: out of the cyclic collector's sight, its full passes stop walking it on every
         # request burst (see "Figures" in README.md)
@@ -145,6 +156,8 @@ def create_app(
             yield
         finally:
             sys.setswitchinterval(switch_interval)
+            if services.render_pool is not None:
+                services.render_pool.close()
             if services.builder is not None:
                 services.builder.stop()
             if isinstance(services.synth, SynthesisPool):

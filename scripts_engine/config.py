@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     synth_workers: int = Field(
         default=2, ge=1, le=64, description="Speech synthesis worker processes (spawned)."
     )
+    render_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Processes that render the service's scripts of stored customers beside "
+        "its event loop (spawned); 0: render in the service process; default: one fewer than "
+        "the machine's cores, at most 4.",
+    )
     synth_timeout_s: float = Field(
         default=30.0,
         gt=0,

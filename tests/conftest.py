@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ from scripts_engine.config import ROOT, Settings
 from scripts_engine.features import Batch, load_customers
 from scripts_engine.grid import Grid, load_grid
 from scripts_engine.scoring import Engine
+
+# the apps tests build render in-process (each would otherwise spawn its render workers);
+# tests/api/test_render_pool.py turns them on
+os.environ.setdefault("SCRIPTS_ENGINE_RENDER_WORKERS", "0")
 
 TRAIN_CSV = ROOT / "data" / "bank-marketing" / "bank-train.csv"
 DEMO_CSV = ROOT / "data" / "demo" / "customers.csv"

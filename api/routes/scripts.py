@@ -18,6 +18,7 @@ from scripts_engine.db import repository as repo
 from scripts_engine.db.session import read_core_async
 from scripts_engine.errors import DataError, PersonaNotFound
 from scripts_engine.features import Batch, load_customers
+from scripts_engine.render_pool import RenderArgs, render_json
 from scripts_engine.scoring import Engine
 
 # the dialler's hot routes take the lean handler (api/lean.py)
@@ -86,8 +87,14 @@ async def render(body: RenderRequest, _: Author, request: Request) -> Response:
     record, scoring, model_version = row
     if model_version != tk.model_version and not record.get("profiling_opt_out"):
         return await run_in_threadpool(_score_and_render, tk, body, record, now)
-    # scored at upsert with this model: rendered here, without re-scoring (well under a
-    # millisecond, less than handing it to the thread pool would cost)
+    # scored at upsert with this model: rendered without re-scoring, by a render worker
+    # (scripts_engine.render_pool) or, when none can take it, here (well under a millisecond,
+    # less than handing it to the thread pool would cost)
+    pool = services.render_pool
+    if pool is not None:
+        rendered = await pool.render(_args(body, record, scoring or {}, now))
+        if rendered is not None:
+            return Response(rendered, media_type="application/json")
     return _answer(tk, body, record, scoring or {}, now)
 
 
@@ -113,12 +120,18 @@ def _answer(
     scored: dict[str, Any] | None,
     now: datetime,
 ) -> Response:
+    # the Script is already a validated, JSON-ready structure: answer it as it is
+    rendered = render_json(tk.renderer, _args(body, record, scored, now))
+    return Response(rendered, media_type="application/json")
+
+
+def _args(
+    body: RenderRequest, record: dict[str, Any], scored: dict[str, Any] | None, now: datetime
+) -> RenderArgs:
+    """What to render: the customer's tag scores and the profile (the asked one, or the
+    scored one), with the request's options."""
     tags, profile_id = None, body.profile_id
     if scored and not record.get("profiling_opt_out"):
         tags, profile_id = scored["tags"], profile_id or scored["profile"]["id"]
-    script = tk.renderer.render_script(
-        record, profile_id, tags, channel=body.channel, moment=body.moment,
-        as_of=body.as_of or now.date(),
-    )  # fmt: skip
-    # the Script is already a validated, JSON-ready structure: answer it as it is
-    return Response(script.to_json_bytes(), media_type="application/json")
+    return RenderArgs(record, profile_id, tags, body.channel, body.moment,
+                      body.as_of or now.date())  # fmt: skip
