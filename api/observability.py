@@ -110,6 +110,10 @@ class Metrics:
                                       "Campaign chunks whose build failed", registry=r)  # fmt: skip
         self.workers_replaced = Gauge("synthesis_workers_replaced",
                                       "Synthesis workers killed and replaced", registry=r)  # fmt: skip
+        self.render_workers = Gauge("render_workers_ready",
+                                    "Render worker processes ready to render", registry=r)  # fmt: skip
+        self.render_worker_renders = Gauge("render_worker_renders_total",
+                                           "Renders the render workers answered", registry=r)  # fmt: skip
 
 
 #: request ids: a random prefix per process and a counter (unique, and no call into the OS's

@@ -9,6 +9,7 @@ The web layer is imported only inside ``serve`` (the engine never imports it at 
 from __future__ import annotations
 
 import importlib
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +106,9 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
         click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
     click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")
     if workers > 1:
+        if settings.render_workers is None:
+            # the server processes use the cores already: each renders in-process
+            os.environ["SCRIPTS_ENGINE_RENDER_WORKERS"] = "0"
         uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
                     log_config=None, access_log=False)  # fmt: skip
     else:
