@@ -19,7 +19,8 @@ The pool never stands between a request and its answer:
   died, the loop renders in-process, as it did before the pool;
 - a render that fails in a worker (a broken template, a content rule) is rendered again
   in-process, so the error the caller gets is the one the service's own renderer raises;
-- a worker that dies fails its queued renders over to the loop, and is started again.
+- a worker that dies fails its queued renders over to the loop, and is started again; so
+  does one that does not answer a render within :data:`RENDER_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ log = logging.getLogger("scripts_engine.render_pool")
 _HEADER = struct.Struct("!i")  # multiprocessing.Connection's frame: a signed 4-byte length
 #: a worker that died is started again at most this often (s)
 RESTART_INTERVAL_S = 5.0
+#: a render not answered by then is rendered in the service, and its worker replaced (s): a
+#: render takes well under a millisecond, and the renderer's own limits stop a runaway one
+RENDER_TIMEOUT_S = 10.0
 
 
 class RenderArgs(NamedTuple):
@@ -176,8 +180,13 @@ class RenderPool:
             return None
         worker.pending.append(future)
         try:
-            answer = await future
+            answer = await asyncio.wait_for(future, RENDER_TIMEOUT_S)
         except _Failed:
+            return None
+        except TimeoutError:
+            log.error("render worker %s did not answer in %s s: replacing it",
+                      worker.slot, RENDER_TIMEOUT_S)  # fmt: skip
+            worker.process.kill()  # its pipe closes; the pool starts another
             return None
         self.rendered += 1
         return answer

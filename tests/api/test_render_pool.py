@@ -128,6 +128,28 @@ def test_a_dead_worker_s_renders_come_back_and_it_is_replaced(
     assert pool.rendered == rendered + 1
 
 
+def test_a_worker_that_does_not_answer_is_replaced(
+    pooled: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+):
+    client, keys = pooled
+    monkeypatch.setattr(render_pool, "RESTART_INTERVAL_S", 0.2)
+    monkeypatch.setattr(render_pool, "RENDER_TIMEOUT_S", 1.0)
+    pool = pool_of(client)
+    stuck = pool.workers[0].process
+    assert stuck.pid is not None
+    os.kill(stuck.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        body = {"customer_id": STORED[0]}
+        assert render(client, keys, **body).content == in_service(client, keys, **body).content
+        wait_for(lambda: pool.alive == 1 and pool.workers[0].process is not stuck)
+        rendered = pool.rendered
+        render(client, keys, **body)
+        assert pool.rendered == rendered + 1
+    finally:
+        if stuck.is_alive():
+            os.kill(stuck.pid, signal.SIGKILL)
+
+
 def test_the_workers_stop_with_the_service(api_settings: Settings, clock: Clock):
     settings = api_settings.model_copy(update={"render_workers": 2})
     with make_client(settings, clock, start_builder=False) as client:
