@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import socket
 import struct
 import time
 from collections import deque
@@ -100,8 +101,6 @@ class _Worker:
         self.task = pool.loop.create_task(self._read(os.dup(parent.fileno())))
 
     async def _read(self, fd: int) -> None:
-        import socket
-
         sock = socket.socket(fileno=fd)
         try:
             reader, self.writer = await asyncio.open_unix_connection(sock=sock)
@@ -117,7 +116,7 @@ class _Worker:
                         future.set_result(value)
                     else:
                         future.set_exception(_Failed(value))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the pipe closed (or worse): replace the worker
             if not self.pool.closing:
                 log.error("render worker %s stopped (%s); its renders run in the service",
                           self.slot, type(exc).__name__)  # fmt: skip
