@@ -35,6 +35,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Mapping
+from contextlib import suppress
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -98,10 +99,11 @@ class _Worker:
         child.close()
         self._conn = parent  # kept open: the streams below use a duplicate of its descriptor
         self.writer: asyncio.StreamWriter | None = None
+        self._sock: socket.socket | None = None
         self.task = pool.loop.create_task(self._read(os.dup(parent.fileno())))
 
     async def _read(self, fd: int) -> None:
-        sock = socket.socket(fileno=fd)
+        sock = self._sock = socket.socket(fileno=fd)
         try:
             reader, self.writer = await asyncio.open_unix_connection(sock=sock)
             while True:
@@ -136,12 +138,16 @@ class _Worker:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self.writer.write(_HEADER.pack(len(data)) + data)
 
-    def stop(self) -> None:
-        # the worker sees the end of its pipe and exits
-        if self.writer is not None:
-            self.writer.close()
+    def hang_up(self) -> None:
+        """Close the pipe now (a transport's close waits for the loop's next turn): the
+        worker sees its end and exits."""
+        if self._sock is not None:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         self._conn.close()
         self.task.cancel()
+
+    def join(self) -> None:
         self.process.join(5)
         if self.process.is_alive():
             self.process.kill()
@@ -216,7 +222,9 @@ class RenderPool:
         """Stop the workers (renders still queued come back to the loop)."""
         self.closing = True
         for worker in self.workers:
-            worker.stop()
+            worker.hang_up()
+        for worker in self.workers:
+            worker.join()
 
 
 # --- the worker process ---------------------------------------------------------------------

@@ -157,3 +157,4 @@ def test_the_workers_stop_with_the_service(api_settings: Settings, clock: Clock)
         wait_for(lambda: pool.alive == 2)
         processes = [w.process for w in pool.workers]
     assert not any(p.is_alive() for p in processes)
+    assert [p.exitcode for p in processes] == [0, 0]  # each left on its own, not killed
