@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         le=64,
         description="Processes that render the service's scripts of stored customers beside "
         "its event loop (spawned); 0: render in the service process; default: one fewer than "
-        "the machine's cores, at most 4.",
+        "the CPUs the service may use, at most 4.",
     )
     synth_timeout_s: float = Field(
         default=30.0,

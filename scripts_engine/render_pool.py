@@ -73,9 +73,11 @@ def render_json(renderer: Renderer, args: RenderArgs) -> bytes:
 
 
 def auto_workers() -> int:
-    """The default number of render workers: one core fewer than the machine has (the event
-    loop keeps one), at most four; none on a single core."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """The default number of render workers: one core fewer than this process may run on (the
+    event loop keeps one; a container's CPU set counts, not the host's cores), at most four;
+    none on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cores or 1) - 1))
 
 
 class _Failed(Exception):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -158,3 +160,13 @@ def test_the_workers_stop_with_the_service(api_settings: Settings, clock: Clock)
         processes = [w.process for w in pool.workers]
     assert not any(p.is_alive() for p in processes)
     assert [p.exitcode for p in processes] == [0, 0]  # each left on its own, not killed
+
+
+def test_the_default_counts_the_cpus_the_service_may_use():
+    """One worker fewer than the CPUs this process may run on (a container's CPU set), so
+    none on one CPU."""
+    code = ("import os; os.sched_setaffinity(0, {0}); "
+            "from scripts_engine.render_pool import auto_workers; print(auto_workers())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+    assert render_pool.auto_workers() == max(0, min(4, len(os.sched_getaffinity(0)) - 1))
