@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Author, ServicesDep, services_of
+from api.deps import Author, Services, ServicesDep, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.lean import LeanRoute
 from api.schemas import RenderRequest, ScoreRequest, ScoreResponse, ScriptOut
@@ -78,7 +78,8 @@ async def render(body: RenderRequest, _: Author, request: Request) -> Response:
             raise ApiError(422, str(exc), errors=[{"field": "body.profile_id",
                                                    "error": str(exc)}]) from None  # fmt: skip
     if body.customer_id is None:
-        return await run_in_threadpool(_score_and_render, tk, body, dict(body.customer or {}), now)
+        record, scored = await run_in_threadpool(_scored, tk, dict(body.customer or {}))
+        return await _rendered(services, body, record, scored, now)
     # one row by its key, with the other renders' reads of this turn of the loop, as one
     # statement: on SQLite on the loop's thread, on PostgreSQL in the loop's executor
     row = await read_core_async(services.db, repo.CustomerForRender(body.customer_id))
@@ -86,23 +87,14 @@ async def render(body: RenderRequest, _: Author, request: Request) -> Response:
         raise ApiError(404, f"no customer '{body.customer_id}'")
     record, scoring, model_version = row
     if model_version != tk.model_version and not record.get("profiling_opt_out"):
-        return await run_in_threadpool(_score_and_render, tk, body, record, now)
-    # scored at upsert with this model: rendered without re-scoring, by a render worker
-    # (scripts_engine.render_pool) or, when none can take it, here (well under a millisecond,
-    # less than handing it to the thread pool would cost)
-    pool = services.render_pool
-    if pool is not None:
-        rendered = await pool.render(_args(body, record, scoring or {}, now))
-        if rendered is not None:
-            return Response(rendered, media_type="application/json")
-    return _answer(tk, body, record, scoring or {}, now)
+        record, scored = await run_in_threadpool(_scored, tk, record)
+        return await _rendered(services, body, record, scored, now)
+    # scored at upsert with this model: rendered without re-scoring
+    return await _rendered(services, body, record, scoring or {}, now)
 
 
-def _score_and_render(
-    tk: Toolkit, body: RenderRequest, record: dict[str, Any], now: datetime
-) -> Response:
-    """Validate and score the customer (tens of milliseconds: run in the thread pool), then
-    render."""
+def _scored(tk: Toolkit, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The customer validated, and scored (tens of milliseconds: run in the thread pool)."""
     batch, errors = _load(tk.engine, [record])
     if errors or not len(batch):
         raise ApiError(422, "the customer is not valid", errors=[
@@ -110,7 +102,25 @@ def _score_and_render(
         ])  # fmt: skip
     record = batch.record(0)
     scored = None if record.get("profiling_opt_out") else tk.engine.score(batch).explain(0)
-    return _answer(tk, body, record, scored, now)
+    return record, scored
+
+
+async def _rendered(
+    services: Services,
+    body: RenderRequest,
+    record: dict[str, Any],
+    scored: dict[str, Any] | None,
+    now: datetime,
+) -> Response:
+    """The script's JSON, by a render worker (scripts_engine.render_pool) or, when none can
+    take it, here (well under a millisecond, less than handing it to the thread pool would
+    cost)."""
+    pool = services.render_pool
+    if pool is not None:
+        rendered = await pool.render(_args(body, record, scored, now))
+        if rendered is not None:
+            return Response(rendered, media_type="application/json")
+    return _answer(services.toolkit, body, record, scored, now)
 
 
 def _answer(

@@ -76,7 +76,8 @@ def test_workers_answer_what_the_service_renders(pooled: tuple[TestClient, dict[
     before = pool.rendered
     asked = [{"customer_id": c} for c in STORED]
     asked += [{**asked[0], "channel": "wechat"}, {**asked[1], "moment": "auto"},
-              {**asked[2], "as_of": "2026-06-01"}]  # fmt: skip
+              {**asked[2], "as_of": "2026-06-01"},
+              {"customer": demo_records(1, start=40)[0]}]  # scored here, rendered there  # fmt: skip
     for body in asked:
         assert render(client, keys, **body).content == in_service(client, keys, **body).content
     assert pool.rendered - before == len(asked)  # the workers rendered every one of them
