@@ -120,18 +120,8 @@ async def _rendered(
         rendered = await pool.render(_args(body, record, scored, now))
         if rendered is not None:
             return Response(rendered, media_type="application/json")
-    return _answer(services.toolkit, body, record, scored, now)
-
-
-def _answer(
-    tk: Toolkit,
-    body: RenderRequest,
-    record: dict[str, Any],
-    scored: dict[str, Any] | None,
-    now: datetime,
-) -> Response:
     # the Script is already a validated, JSON-ready structure: answer it as it is
-    rendered = render_json(tk.renderer, _args(body, record, scored, now))
+    rendered = render_json(services.toolkit.renderer, _args(body, record, scored, now))
     return Response(rendered, media_type="application/json")
 
 
