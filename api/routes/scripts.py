@@ -115,13 +115,11 @@ async def _rendered(
     """The script's JSON, by a render worker (scripts_engine.render_pool) or, when none can
     take it, here (well under a millisecond, less than handing it to the thread pool would
     cost)."""
-    pool = services.render_pool
-    if pool is not None:
-        rendered = await pool.render(_args(body, record, scored, now))
-        if rendered is not None:
-            return Response(rendered, media_type="application/json")
-    # the Script is already a validated, JSON-ready structure: answer it as it is
-    rendered = render_json(services.toolkit.renderer, _args(body, record, scored, now))
+    args, pool = _args(body, record, scored, now), services.render_pool
+    rendered = await pool.render(args) if pool is not None else None
+    if rendered is None:
+        # the Script is already a validated, JSON-ready structure: answer it as it is
+        rendered = render_json(services.toolkit.renderer, args)
     return Response(rendered, media_type="application/json")
 
 
