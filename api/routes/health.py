@@ -59,5 +59,5 @@ def metrics(services: ServicesDep) -> Response:
     m.workers_replaced.set(getattr(services.synth, "replaced", 0))
     pool = services.render_pool
     m.render_workers.set(pool.alive if pool is not None else 0)
-    m.render_worker_renders.set(pool.rendered if pool is not None else 0)
+    m.render_worker_renders.set(pool.answered if pool is not None else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from scripts_engine import render_pool
+from scripts_engine import workers
 from scripts_engine.config import Settings
 from scripts_engine.render_pool import RenderArgs, RenderPool
 from tests.api.conftest import Clock, auth, create_keys, demo_records, make_client
@@ -73,17 +73,17 @@ def in_service(client: TestClient, keys: dict[str, str], **body: Any) -> Any:
 def test_workers_answer_what_the_service_renders(pooled: tuple[TestClient, dict[str, str]]):
     client, keys = pooled
     pool = pool_of(client)
-    before = pool.rendered
+    before = pool.answered
     asked = [{"customer_id": c} for c in STORED]
     asked += [{**asked[0], "channel": "wechat"}, {**asked[1], "moment": "auto"},
               {**asked[2], "as_of": "2026-06-01"},
               {"customer": demo_records(1, start=40)[0]}]  # scored here, rendered there  # fmt: skip
     for body in asked:
         assert render(client, keys, **body).content == in_service(client, keys, **body).content
-    assert pool.rendered - before == len(asked)  # the workers rendered every one of them
+    assert pool.answered - before == len(asked)  # the workers rendered every one of them
     scraped = client.get("/metrics").text
     assert "render_workers_ready 1.0" in scraped
-    assert f"render_worker_renders_total {float(pool.rendered)}" in scraped
+    assert f"render_worker_renders_total {float(pool.answered)}" in scraped
 
 
 def test_a_live_change_reaches_the_workers_before_their_next_render(
@@ -93,9 +93,9 @@ def test_a_live_change_reaches_the_workers_before_their_next_render(
     body = {"customer_id": STORED[0]}
     assert NEW_LINE not in signoff(render(client, keys, **body).json())["text"]
     publish_change(client, keys)
-    rendered = pool_of(client).rendered
+    answered = pool_of(client).answered
     assert NEW_LINE in signoff(render(client, keys, **body).json())["text"]
-    assert pool_of(client).rendered == rendered + 1  # by the worker, not the service
+    assert pool_of(client).answered == answered + 1  # by the worker, not the service
 
 
 def test_a_render_that_fails_in_a_worker_is_the_service_s_to_answer(
@@ -116,7 +116,7 @@ def test_a_dead_worker_s_renders_come_back_and_it_is_replaced(
     pooled: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ):
     client, keys = pooled
-    monkeypatch.setattr(render_pool, "RESTART_INTERVAL_S", 0.2)
+    monkeypatch.setattr(workers, "RESTART_INTERVAL_S", 0.2)
     pool = pool_of(client)
     first = pool.workers[0].process
     body = {"customer_id": STORED[0]}
@@ -126,17 +126,17 @@ def test_a_dead_worker_s_renders_come_back_and_it_is_replaced(
     wait_for(lambda: pool.alive == 0)
     assert render(client, keys, **body).content == wanted  # rendered in the service
     wait_for(lambda: pool.alive == 1 and pool.workers[0].process is not first)
-    rendered = pool.rendered
+    answered = pool.answered
     assert render(client, keys, **body).content == wanted
-    assert pool.rendered == rendered + 1
+    assert pool.answered == answered + 1
 
 
 def test_a_worker_that_does_not_answer_is_replaced(
     pooled: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ):
     client, keys = pooled
-    monkeypatch.setattr(render_pool, "RESTART_INTERVAL_S", 0.2)
-    monkeypatch.setattr(render_pool, "RENDER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(workers, "RESTART_INTERVAL_S", 0.2)
+    monkeypatch.setattr(RenderPool, "timeout_s", 1.0)
     pool = pool_of(client)
     stuck = pool.workers[0].process
     assert stuck.pid is not None
@@ -145,9 +145,9 @@ def test_a_worker_that_does_not_answer_is_replaced(
         body = {"customer_id": STORED[0]}
         assert render(client, keys, **body).content == in_service(client, keys, **body).content
         wait_for(lambda: pool.alive == 1 and pool.workers[0].process is not stuck)
-        rendered = pool.rendered
+        answered = pool.answered
         render(client, keys, **body)
-        assert pool.rendered == rendered + 1
+        assert pool.answered == answered + 1
     finally:
         if stuck.is_alive():
             os.kill(stuck.pid, signal.SIGKILL)
@@ -170,4 +170,4 @@ def test_the_default_counts_the_cpus_the_service_may_use():
             "from scripts_engine.render_pool import auto_workers; print(auto_workers())")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
-    assert render_pool.auto_workers() == max(0, min(4, len(os.sched_getaffinity(0)) - 1))
+    assert workers.auto_workers() == max(0, min(4, len(os.sched_getaffinity(0)) - 1))
