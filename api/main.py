@@ -30,11 +30,10 @@ from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import open_database
 from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
-from scripts_engine.propensity import read_manifest
 from scripts_engine.refresh import WaitingRefresher
 from scripts_engine.render import Renderer
 from scripts_engine.render_pool import RenderPool, auto_workers
-from scripts_engine.scoring import Engine
+from scripts_engine.scoring import Engine, model_version
 from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
 from scripts_engine.versions import VersionStore
@@ -68,10 +67,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     db = open_database(settings)
     upgrade(db)
     engine = Engine.load(settings)
-    try:
-        model_version = str(read_manifest(settings.resolved_model_path).get("model_sha256", ""))
-    except Exception:  # noqa: BLE001 - the version is informative only
-        model_version = ""
+    version = model_version(settings)
     versions = VersionStore(db, settings.personas_dir, engine.grid)
     source = None
     if settings.templates_source == "database":
@@ -85,7 +81,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     else:
         synth = Pyttsx3Synthesizer(timeout=settings.synth_timeout_s)
     store = AudioStore(settings.resolved_audio_dir, catalog=voices, synth=synth)
-    toolkit = Toolkit(engine, renderer, voices, store, model_version=model_version)
+    toolkit = Toolkit(engine, renderer, voices, store, model_version=version)
     gate = Gate(CallingRules.load(settings.personas_dir))
     metrics = Metrics()
     executor = None

@@ -78,7 +78,6 @@ def prepare(state: Path, customers: int, model: Path, database_url: str | None) 
     from datetime import datetime
 
     from api import create_app
-    from api.routes.customers import score_records
     from scripts_engine.campaigns import run_pending, start_campaign
     from scripts_engine.config import Settings
     from scripts_engine.db import repository as repo
@@ -117,7 +116,7 @@ def prepare(state: Path, customers: int, model: Path, database_url: str | None) 
         loaded = load_customers(records, services.toolkit.engine.grid)
         batch = loaded.batch
         plain = [json.loads(json.dumps(batch.record(i), default=str)) for i in range(len(batch))]
-        scoring = score_records(services, loaded)  # what POST /v1/customers stores
+        scoring = services.toolkit.engine.stored_scoring(batch)  # what POST /v1/customers stores
         version = services.toolkit.model_version
         write_transaction(services.db, lambda s: repo.upsert_customers(
             session=s, records=plain, now=now, scoring=scoring, model_version=version))  # fmt: skip

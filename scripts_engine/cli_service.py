@@ -9,9 +9,10 @@ The web layer is imported only inside ``serve`` (the engine never imports it at 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +20,9 @@ from scripts_engine.config import Settings, cli_command, get_settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import Database, open_database, write_transaction
+
+if TYPE_CHECKING:
+    from scripts_engine.scoring import Engine
 
 DEMO_CAMPAIGN = "Demo: shipped customers"
 
@@ -40,31 +44,33 @@ def register(group: click.Group) -> None:
     group.add_command(campaign)
 
 
-def ensure_model(settings: Settings) -> None:
-    """Train the default model if there is none, or if the saved one no longer fits."""
+def ensure_model(settings: Settings) -> Engine:
+    """The engine with the saved model; the default one is trained first if there is none,
+    or if the saved one no longer fits."""
     from scripts_engine.cli_core import load_engine
 
-    load_engine(settings)
+    return load_engine(settings)
 
 
-def prepare_demo(settings: Settings, db: Database) -> str | None:
-    """Train if needed, load the demo customers, plan the demo campaign (once)."""
+def prepare_demo(settings: Settings, db: Database, engine: Engine) -> str | None:
+    """Load the demo customers (scored, as an upsert stores them), plan the demo campaign
+    (once)."""
     from scripts_engine.campaigns import start_campaign
     from scripts_engine.features import load_customers
-    from scripts_engine.grid import load_grid
+    from scripts_engine.scoring import model_version
 
     now = datetime.now(UTC)
     with db.read() as session:
         have = repo.count_customers(session=session)
         existing = [c for c in repo.list_campaigns(session=session) if c.name == DEMO_CAMPAIGN]
     if not have:
-        grid = load_grid(settings.personas_dir / "grid.yaml")
-        loaded = load_customers(settings.demo_customers_file, grid)
-        import json
-
+        loaded = load_customers(settings.demo_customers_file, engine.grid)
         records = [json.loads(json.dumps(loaded.batch.record(i), default=str))
                    for i in range(len(loaded.batch))]  # fmt: skip
-        write_transaction(db, lambda s: repo.upsert_customers(session=s, records=records, now=now))
+        scoring = engine.stored_scoring(loaded.batch)
+        version = model_version(settings)
+        write_transaction(db, lambda s: repo.upsert_customers(
+            session=s, records=records, now=now, scoring=scoring, model_version=version))  # fmt: skip
         click.echo(f"loaded {len(records)} demo customers from {settings.demo_customers_file}")
     if existing:
         return existing[0].id
@@ -86,8 +92,8 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     """Serve the dialler REST API (migrates the database first)."""
     settings = _settings(ctx)
     db = _db(settings)
-    ensure_model(settings)
-    demo_id = prepare_demo(settings, db) if demo else None
+    engine = ensure_model(settings)
+    demo_id = prepare_demo(settings, db, engine) if demo else None
     db.dispose()
     uvicorn: Any = importlib.import_module("uvicorn")
     observability: Any = importlib.import_module("api.observability")

@@ -55,6 +55,15 @@ class ScoreResult:
         )
 
 
+def model_version(settings: Settings) -> str:
+    """The saved model's version (its sha256, from its manifest) that stored scores are kept
+    under; "" when it has none."""
+    try:
+        return str(prop.read_manifest(settings.resolved_model_path).get("model_sha256", ""))
+    except Exception:  # noqa: BLE001 - the version is informative only
+        return ""
+
+
 class Engine:
     """Scores customers on the grid and picks their profiles."""
 
@@ -103,6 +112,20 @@ class Engine:
         tags, assignment = self._run(batch, model_scores, select=True)
         assert assignment is not None
         return ScoreResult(engine=self, batch=batch, tags=tags, assignment=assignment)
+
+    def stored_scoring(self, batch: Batch) -> list[dict[str, Any] | None]:
+        """Each customer's scores and profile as they are stored with the customer (so that
+        rendering a stored customer needs no re-scoring): tags, hits, inferred, profile and
+        policy; None for a customer who opted out of profiling."""
+        out: list[dict[str, Any] | None] = [None] * len(batch)
+        keep = np.array([not batch.value("profiling_opt_out", i) for i in range(len(batch))],
+                        dtype=np.bool_)  # fmt: skip
+        if keep.any():
+            result = self.score(batch.take(keep))
+            for j, i in enumerate(np.flatnonzero(keep)):
+                e = result.explain(j)
+                out[int(i)] = {k: e[k] for k in ("tags", "hits", "inferred", "profile", "policy")}
+        return out
 
     def assign(self, tags: TagScores) -> Assignment:
         """Profiles for scores computed elsewhere (N, T)."""

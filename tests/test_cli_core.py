@@ -168,3 +168,36 @@ def test_the_key_command_shown_to_people_runs_from_here() -> None:
         res = subprocess.run([*shlex.split(shown), "keys", "create", "--help"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert res.returncode == 0 and "--role" in res.stdout, (shown, res.stderr)
+
+
+def test_the_demo_customers_are_stored_scored_as_an_upsert_stores_them(state: Settings) -> None:
+    """`make run`'s demo load keeps each customer's scores under the model's version, as
+    `POST /v1/customers` does: rendering a demo customer then needs no re-scoring."""
+    from sqlalchemy import select
+
+    from scripts_engine.cli_service import prepare_demo
+    from scripts_engine.db.migrate import upgrade
+    from scripts_engine.db.models import Customer
+    from scripts_engine.db.session import open_database
+    from scripts_engine.features import load_customers
+    from scripts_engine.scoring import Engine, model_version
+
+    db = open_database(state)
+    try:
+        upgrade(db)
+        engine = Engine.load(state)
+        assert prepare_demo(state, db, engine)  # the demo campaign's id
+        with db.read() as session:
+            stored = {c.customer_id: c for c in session.scalars(select(Customer))}
+    finally:
+        db.dispose()
+    loaded = load_customers(state.demo_customers_file, engine.grid)
+    wanted = engine.stored_scoring(loaded.batch)
+    assert len(stored) == len(wanted) > 0
+    version = model_version(state)
+    assert version
+    for i, scoring in enumerate(wanted):
+        customer = stored[str(loaded.batch.record(i)["customer_id"])]
+        assert customer.scoring == scoring
+        assert customer.model_version == version
+    assert sum(s is not None for s in wanted) > len(wanted) // 2

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Body, File, UploadFile
 
 from api.deps import Admin, Analyst, Now, ServicesDep
@@ -27,27 +26,12 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(record, default=str, ensure_ascii=False))
 
 
-def score_records(services: ServicesDep, loaded: LoadResult) -> list[dict[str, Any] | None]:
-    """Each customer's scores and profile now (kept with the customer, so rendering a stored
-    customer needs no re-scoring); None for customers who opted out of profiling."""
-    batch = loaded.batch
-    out: list[dict[str, Any] | None] = [None] * len(batch)
-    keep = np.array([not batch.value("profiling_opt_out", i) for i in range(len(batch))],
-                    dtype=np.bool_)  # fmt: skip
-    if keep.any():
-        result = services.toolkit.engine.score(batch.take(keep))
-        for j, i in enumerate(np.flatnonzero(keep)):
-            e = result.explain(j)
-            out[int(i)] = {k: e[k] for k in ("tags", "hits", "inferred", "profile", "policy")}
-    return out
-
-
 def _store(
     services: ServicesDep, loaded: LoadResult, now: Any, rejected: list[dict[str, Any]]
 ) -> UpsertResult:
     batch = loaded.batch
     records = [_plain(batch.record(i)) for i in range(len(batch))]
-    scoring = score_records(services, loaded)
+    scoring = services.toolkit.engine.stored_scoring(loaded.batch)
     version = services.toolkit.model_version
     write_transaction(
         services.db,
