@@ -92,12 +92,12 @@ class Report:
 
     @staticmethod
     def together(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
-        """Several reports, stored as one: on SQLite one read of their calls and of the
-        answers stored under their keys, then one write of each kind (on PostgreSQL, which
-        locks each call's row, one report after another). Each is answered as it would be
-        alone when that is plain: a replay, or a new outcome. Anything else raises (an error
-        to answer, two reports of one call or one key), and the caller runs them one by
-        one."""
+        """Several reports, stored as one: one read of their calls (on PostgreSQL
+        row-locked, in id order) and one of the answers stored under their keys, then one
+        write of each kind (on PostgreSQL one statement a report, pipelined). Each is
+        answered as it would be alone when that is plain: a replay, or a new outcome.
+        Anything else raises (an error to answer, two reports of one call or one key, a
+        concurrent twin's answer stored first), and the caller runs them one by one."""
         return _record_all(conn, reports)
 
 
@@ -129,8 +129,6 @@ def _record(conn: Connection, report: Report) -> OutcomeAnswer:
 
 
 def _record_all(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnswer]:
-    if conn.dialect.name != "sqlite":  # the reads below take no row locks
-        return [_record(conn, report) for report in reports]
     if len({r.call_id for r in reports}) < len(reports) or len(
         {(r.api_key_id, r.idem_key) for r in reports}
     ) < len(reports):
@@ -153,11 +151,11 @@ def _record_all(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnsw
         new.append((len(out), report, campaign_id, customer_id, report.digest))
         out.append(None)
     if new:
-        first = repo.next_outcome_id(conn=conn)
+        ids = repo.next_outcome_ids(conn=conn, n=len(new))
         rows, all_blocks, stored = [], [], []
-        for n, (at, report, campaign_id, customer_id, digest) in enumerate(new):
+        for new_id, (at, report, campaign_id, customer_id, digest) in zip(ids, new, strict=True):
             values, blocks, answer = _stored(report, campaign_id, customer_id, digest)
-            values["id"] = first + n
+            values["id"] = new_id
             answer["response"] = _public(values)
             rows.append(values)
             all_blocks += [{"customer_id": customer_id, "call_id": report.call_id, **b}

@@ -41,7 +41,9 @@ calls, against 0.1 ms through the index (``tests/db/test_claim_plan.py``). psyco
 automatic preparing is off on the service's engine (after a rollback
 it runs ``DEALLOCATE ALL``, which would drop these statements too); a statement the server
 lost anyway fails once (SQLSTATE 26000), is prepared again, and ``write_core`` runs the write
-again.
+again. A write run for many rows (:meth:`Prepared.many`: a batch of claims' decisions and
+attempts, a batch of outcomes) is pipelined (libpq's pipeline mode): every row's statement is
+sent, then every answer read, one round trip for the batch instead of one a row.
 
 It serves the statements of :mod:`scripts_engine.db.repository` that the claim and the outcome
 run; ``tests/db/test_prepared.py`` checks each against ``Connection.execute`` on SQLite and
@@ -53,6 +55,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import select
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -144,8 +147,7 @@ class Prepared:
         direct = _direct(conn) if plan.server_name else None
         if direct is not None:
             with driver_errors(conn, plan.sql):
-                for one in params:
-                    direct.run(plan, self._values(plan, one))
+                direct.run_many(plan, [self._values(plan, one) for one in params])
             return
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -251,12 +253,8 @@ class _Direct:
 
     def run(self, plan: _Plan, values: list[Any]) -> list[Any]:
         """Run a plan with its values (in slot order); the rows as psycopg loads them."""
-        pg, pgconn, raw = self._pg, self._pgconn, self._raw
-        if not raw.autocommit and pgconn.transaction_status == pg.IDLE:
-            self._check(pgconn.exec_(_begin(raw)))
-        if plan.server_name not in self._prepared:
-            self._check(pgconn.prepare(plan.server_name, plan.server_sql))
-            self._prepared.add(plan.server_name)
+        pgconn = self._ready(plan)
+        pg = self._pg
         params = self._tx.dump_sequence(values, [pg.TEXT] * len(values))
         result = self._check(pgconn.exec_prepared(plan.server_name, params))
         if result.status != pg.TUPLES_OK:
@@ -266,6 +264,52 @@ class _Direct:
             return self._tx.load_rows(0, result.ntuples, tuple)
         finally:
             self._tx.set_pgresult(None)
+
+    def run_many(self, plan: _Plan, rows: list[list[Any]]) -> None:
+        """Run a write plan once per row of values, pipelined: every statement is sent, then
+        every answer read, so a batch of writes costs one round trip, not one a row (libpq's
+        pipeline mode). The first error raises once the pipeline is drained: the statements
+        after it did nothing (the server aborts them), and the transaction has failed, as
+        after any error."""
+        if len(rows) == 1:
+            self.run(plan, rows[0])
+            return
+        pgconn = self._ready(plan)
+        pg, name = self._pg, plan.server_name
+        formats = [pg.TEXT] * len(rows[0])
+        failed = None
+        pgconn.enter_pipeline_mode()
+        try:
+            for values in rows:
+                pgconn.send_query_prepared(name, self._tx.dump_sequence(values, formats))
+            pgconn.pipeline_sync()
+            while pgconn.flush():  # a nonblocking connection: wait until all is sent
+                select.select([], [pgconn.socket], [])
+            for _row in rows:  # each statement's answer, then the end of its answers
+                result = pgconn.get_result()
+                while pgconn.get_result() is not None:
+                    pass
+                if failed is None and result is not None and result.status not in pg.OK:
+                    failed = result
+            synced = pgconn.get_result()
+            if synced is None or synced.status != pg.PIPELINE_SYNC:
+                raise pg.errors.OperationalError("the pipeline lost its sync point")
+        finally:
+            if pgconn.pipeline_status:
+                pgconn.exit_pipeline_mode()
+        if failed is not None:
+            self._check(failed)
+
+    def _ready(self, plan: _Plan) -> Any:
+        """The libpq connection, in a transaction (unless in autocommit) with ``plan``
+        prepared on it."""
+        pg, pgconn, raw = self._pg, self._pgconn, self._raw
+        if not raw.autocommit and pgconn.transaction_status == pg.IDLE:
+            self._check(pgconn.exec_(_begin(raw)))
+        if plan.server_name not in self._prepared:
+            self._check(pgconn.prepare(plan.server_name, plan.server_sql))
+            self._prepared.add(plan.server_name)
+        return pgconn
 
     def _check(self, result: Any) -> Any:
         pg = self._pg
@@ -290,6 +334,7 @@ def _psycopg() -> SimpleNamespace:
     return SimpleNamespace(
         errors=errors, Transformer=Transformer, TEXT=PyFormat.TEXT,
         IDLE=pq.TransactionStatus.IDLE, BAD=pq.ConnStatus.BAD, TUPLES_OK=status.TUPLES_OK,
+        PIPELINE_SYNC=status.PIPELINE_SYNC,
         OK=(status.COMMAND_OK, status.TUPLES_OK),
     )  # fmt: skip
 

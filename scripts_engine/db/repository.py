@@ -613,7 +613,13 @@ _ANSWERS = select(
     _idem.c.response,
 ).where(_idem.c.api_key_id.in_(bindparam("key_ids", expanding=True)),
         _idem.c.key.in_(bindparam("keys", expanding=True)))  # fmt: skip
+#: PostgreSQL: the same, the calls row-locked in id order (so that batches never deadlock)
+_OUTCOME_CALLS_PG = _OUTCOME_CALLS.order_by(_calls.c.id).with_for_update(of=_calls)
 _LAST_OUTCOME = select(func.max(_outcomes.c.id))
+#: PostgreSQL: the ids ``n`` new outcomes will have (the sequence's next values)
+_NEXT_OUTCOME_IDS_PG = select(
+    func.nextval(func.pg_get_serial_sequence("outcomes", "id"))
+).select_from(func.generate_series(1, bindparam("n", type_=Integer)))
 #: the call with the answer stored under the idempotency key (one statement instead of two);
 #: on PostgreSQL the call row-locked, and the id the new outcome will have
 _OUTCOME_STATE = (
@@ -629,6 +635,12 @@ _OUTCOME_STATE_PG = _OUTCOME_STATE.add_columns(
 _LOCK_CUSTOMER = (
     select(_customers.c.customer_id)
     .where(_customers.c.customer_id == bindparam("customer_id"))
+    .with_for_update()
+)
+_LOCK_CUSTOMERS = (
+    select(_customers.c.customer_id)
+    .where(_customers.c.customer_id.in_(_IDS))
+    .order_by(_customers.c.customer_id)
     .with_for_update()
 )
 _ADD_OUTCOME = insert(_outcomes).returning(_outcomes.c.id)
@@ -670,6 +682,8 @@ _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_OUTCOME_WRITES_PG = Prepared(_OUTCOME_WRITES_PG)
 _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
 _P_OUTCOME_CALLS, _P_ANSWERS = Prepared(_OUTCOME_CALLS), Prepared(_ANSWERS)
+_P_OUTCOME_CALLS_PG, _P_LOCK_CUSTOMERS = Prepared(_OUTCOME_CALLS_PG), Prepared(_LOCK_CUSTOMERS)
+_P_NEXT_OUTCOME_IDS_PG = Prepared(_NEXT_OUTCOME_IDS_PG)
 _P_LAST_OUTCOME, _P_ADD_OUTCOMES = Prepared(_LAST_OUTCOME), Prepared(insert(_outcomes))
 
 
@@ -740,13 +754,14 @@ def outcome_states(
 ) -> tuple[
     dict[str, tuple[str, str, int | None, Any]], dict[tuple[int, str], tuple[str, int, Any]]
 ]:
-    """:func:`outcome_state` of several reports, by two statements (no row locks: for SQLite's
-    group commit, whose transaction holds the database's write lock): ``call id ->
-    (campaign_id, customer_id, leased_by, outcome id or None)`` of the calls that exist, and
-    ``(api key id, idempotency key) -> (request_hash, status_code, response)`` of the keys
-    that hold an answer."""
+    """:func:`outcome_state` of several reports, by two statements: ``call id -> (campaign_id,
+    customer_id, leased_by, outcome id or None)`` of the calls that exist (row-locked in id
+    order on PostgreSQL; SQLite's group commit holds the database's write lock), and ``(api
+    key id, idempotency key) -> (request_hash, status_code, response)`` of the keys that hold
+    an answer (read after the calls' locks were granted)."""
+    read = _P_OUTCOME_CALLS_PG if _pg(conn) else _P_OUTCOME_CALLS
     calls = {str(row[4]): (row[0], row[1], row[2], row[3])
-             for row in _P_OUTCOME_CALLS.rows(conn, {"ids": list(call_ids)})}  # fmt: skip
+             for row in read.rows(conn, {"ids": sorted(call_ids)})}  # fmt: skip
     wanted = set(keys)
     found = _P_ANSWERS.rows(conn, {"key_ids": sorted({k for k, _ in wanted}),
                                    "keys": sorted({key for _, key in wanted})})  # fmt: skip
@@ -754,9 +769,13 @@ def outcome_states(
     return calls, answers
 
 
-def next_outcome_id(*, conn: Connection) -> int:
-    """The id the next outcome gets (SQLite, in a write transaction: no one else inserts)."""
-    return int(_P_LAST_OUTCOME.rows(conn, {})[0][0] or 0) + 1
+def next_outcome_ids(*, conn: Connection, n: int) -> list[int]:
+    """The ids the next ``n`` outcomes get: on PostgreSQL the sequence's next values; on
+    SQLite (in a write transaction: no one else inserts) the ones after the last."""
+    if _pg(conn):
+        return [int(row[0]) for row in _P_NEXT_OUTCOME_IDS_PG.rows(conn, {"n": n})]
+    first = int(_P_LAST_OUTCOME.rows(conn, {})[0][0] or 0) + 1
+    return list(range(first, first + n))
 
 
 def add_outcomes(
@@ -768,7 +787,20 @@ def add_outcomes(
 ) -> None:
     """Several new outcomes (with their ids), their calls closed, the suppressions they ask
     for (``customer_id``, ``call_id``, ``kind``, ``since``, ``until``) and the answers stored
-    under their keys: one ``executemany`` each."""
+    under their keys: one ``executemany`` each. On PostgreSQL the outcome, its call's close
+    and its answer are one statement (run for every outcome, pipelined), and the suppressions'
+    customers are row-locked first, in id order, as a claim locks them before it reads their
+    suppressions."""
+    if _pg(conn):
+        if blocks:
+            _P_LOCK_CUSTOMERS.rows(conn, {"ids": sorted({b["customer_id"] for b in blocks})})
+        _P_OUTCOME_WRITES_PG.many(conn, [
+            {"call_id": o["call_id"], **{f"o_{k}": o[k] for k in _OUTCOME_COLUMNS},
+             **{f"i_{k}": a[k] for k in _ANSWER_COLUMNS}}
+            for o, a in zip(outcomes, answers, strict=True)
+        ])  # fmt: skip
+        _P_ADD_BLOCKS.many(conn, blocks)
+        return
     _P_ADD_OUTCOMES.many(conn, outcomes)
     _P_CLOSE_CALL.many(conn, [{"call_id": o["call_id"]} for o in outcomes])
     _P_ADD_BLOCKS.many(conn, blocks)

@@ -345,3 +345,33 @@ def test_statements_the_server_dropped_are_prepared_again(db: Database) -> None:
         conn.exec_driver_sql("DEALLOCATE ALL")
         conn.commit()
     assert write_core(db, candidates) == ["k0", "k2"]
+
+
+def test_a_batch_of_writes_is_all_or_nothing_and_its_connection_goes_on(db: Database) -> None:
+    """A write run for many rows at once (on PostgreSQL the rows are pipelined: sent
+    together, answered together) writes every row; when a row in the middle fails, the
+    error is SQLAlchemy's, raised once, and the transaction keeps nothing of the batch; the
+    same connection then runs the next batch."""
+
+    def answer(key: str) -> dict[str, Any]:
+        return {"api_key_id": 7, "key": key, "request_hash": "h-" + key, "status_code": 201,
+                "response": {"key": key, "城市": "广州"}, "created_at": NOW}  # fmt: skip
+
+    keys = select(table(IdempotencyKey).c.key).order_by(table(IdempotencyKey).c.key)
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    with db.write_engine.connect() as conn:
+        before = conn.execute(keys).scalars().all()
+        conn.rollback()
+        with pytest.raises(IntegrityError, match="(?i)unique|duplicate"), conn.begin():
+            repo._P_ADD_IDEM.many(conn, [answer("b-1"), answer("idem-1"), answer("b-2")])
+        assert conn.execute(keys).scalars().all() == before
+        conn.rollback()
+        with conn.begin():
+            repo._P_ADD_IDEM.many(conn, [answer(f"b-{i}") for i in range(5)])
+        stored = conn.execute(select(table(IdempotencyKey)).where(
+            table(IdempotencyKey).c.key.like("b-%")).order_by(table(IdempotencyKey).c.key)
+        ).mappings().all()  # fmt: skip
+    assert [r["key"] for r in stored] == [f"b-{i}" for i in range(5)]
+    assert all(r["response"] == {"key": r["key"], "城市": "广州"} for r in stored)
+    assert all(r["created_at"] == NOW and r["request_hash"] == "h-" + r["key"] for r in stored)
