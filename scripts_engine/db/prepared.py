@@ -296,7 +296,11 @@ class _Direct:
                 raise pg.errors.OperationalError("the pipeline lost its sync point")
         finally:
             if pgconn.pipeline_status:
-                pgconn.exit_pipeline_mode()
+                try:
+                    pgconn.exit_pipeline_mode()
+                except Exception:  # answers still pending (interrupted): never reuse it
+                    pgconn.finish()
+                    raise
         if failed is not None:
             self._check(failed)
 
