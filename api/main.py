@@ -32,12 +32,13 @@ from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.refresh import WaitingRefresher
 from scripts_engine.render import Renderer
-from scripts_engine.render_pool import RenderPool, auto_workers
+from scripts_engine.render_pool import RenderPool
 from scripts_engine.scoring import Engine, model_version
 from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
 from scripts_engine.versions import VersionStore
 from scripts_engine.voice import get_catalog
+from scripts_engine.workers import auto_workers
 
 DESCRIPTION = """\
 Persona-tailored call scripts and dialect audio for outbound diallers.

@@ -26,18 +26,13 @@ The pool never stands between a request and its answer:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, NamedTuple
 
 from scripts_engine.config import Settings
 from scripts_engine.render import Renderer
-from scripts_engine.workers import Unavailable, WorkerPool, auto_workers, serve
-
-__all__ = ["RenderArgs", "RenderPool", "auto_workers", "render_json"]
-
-log = logging.getLogger("scripts_engine.render_pool")
+from scripts_engine.workers import Unavailable, WorkerPool, serve
 
 
 class RenderArgs(NamedTuple):

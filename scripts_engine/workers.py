@@ -2,9 +2,8 @@
 
 The service is one interpreter: its event loop answers every request on one core. A
 :class:`WorkerPool` hands a piece of a request's work (a render:
-:mod:`scripts_engine.render_pool`; a claim or an outcome's write:
-:mod:`scripts_engine.db.write_pool`) to spawned processes, so the rest of the machine's cores
-do it while the loop goes on with other requests.
+:mod:`scripts_engine.render_pool`) to spawned processes, so the rest of the machine's cores do
+it while the loop goes on with other requests.
 
 The loop writes each message down the pipe with a sequence number, and a worker answers with
 the same number (``(seq, ok, value)``), in whatever order its work finishes. A pool never
@@ -54,22 +53,10 @@ def auto_workers() -> int:
     return max(0, min(4, (cores or 1) - 1))
 
 
-def frame(message: Any) -> bytes:
+def _frame(message: Any) -> bytes:
     """``message`` as the pipe carries it (pickled, after its length)."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next message from the pipe (raises ``IncompleteReadError`` when it closed)."""
-    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-    return pickle.loads(await reader.readexactly(size))
-
-
-async def open_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over a pipe end (a duplicate of a ``multiprocessing`` Connection's descriptor)
-    on the running loop."""
-    return await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
 
 
 class _Worker:
@@ -98,7 +85,8 @@ class _Worker:
             sock = self._sock = socket.socket(fileno=fd)
             reader, self.writer = await asyncio.open_unix_connection(sock=sock)
             while True:
-                seq, ok, value = await read_frame(reader)
+                (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+                seq, ok, value = pickle.loads(await reader.readexactly(size))
                 if seq == READY:
                     self.ready = True
                     continue
@@ -125,7 +113,7 @@ class _Worker:
 
     def send(self, seq: int | None, message: Any) -> None:
         assert self.writer is not None
-        self.writer.write(frame((seq, message)))
+        self.writer.write(_frame((seq, message)))
 
     def overdue(self, now: float) -> bool:
         """A call waited longer than the pool's timeout."""

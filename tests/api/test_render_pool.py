@@ -167,7 +167,7 @@ def test_the_default_counts_the_cpus_the_service_may_use():
     """One worker fewer than the CPUs this process may run on (a container's CPU set), so
     none on one CPU."""
     code = ("import os; os.sched_setaffinity(0, {0}); "
-            "from scripts_engine.render_pool import auto_workers; print(auto_workers())")  # fmt: skip
+            "from scripts_engine.workers import auto_workers; print(auto_workers())")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
     assert workers.auto_workers() == max(0, min(4, len(os.sched_getaffinity(0)) - 1))
