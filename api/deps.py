@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
@@ -157,9 +157,19 @@ async def _verify(
     return await asyncio.shield(pending)
 
 
-async def _principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
+def _bearer(request: Request) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, read as FastAPI's
+    ``HTTPBearer`` reads it (scheme in any case, the key stripped), without the credentials
+    model it builds on every request."""
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+async def _principal(request: Request, key: str | None) -> Principal:
     """The caller's live key, or 401. A key in the URL is refused with 400."""
     services = services_of(request)
     if request.scope.get("query_string"):  # parsing an empty one costs more than the check
@@ -167,10 +177,9 @@ async def _principal(
             if name.lower() in _URL_KEY_NAMES or value.startswith(f"{repo.KEY_PREFIX}_"):
                 raise ApiError(400, "API keys are accepted only in the Authorization header",
                                code="key_in_url")  # fmt: skip
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    if key is None:
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    key = credentials.credentials
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     cache = services.keys
     principal = cache.get(digest) if cache is not None else None
@@ -193,7 +202,8 @@ class KeyGuard(HTTPBearer):
 
     One dependency, not a chain of three or four: FastAPI resolves each level of dependencies
     anew on every request, at about the cost of the statements a dialler route runs. Being an
-    ``HTTPBearer``, it puts the bearer scheme in the OpenAPI schema like the plain one."""
+    ``HTTPBearer``, it puts the bearer scheme in the OpenAPI schema like the plain one; it reads
+    the header itself (:func:`_bearer`)."""
 
     def __init__(self, *roles: str, signed: bool = False):
         super().__init__(
@@ -203,7 +213,7 @@ class KeyGuard(HTTPBearer):
         self.roles, self.signed = roles, signed
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        principal = await _principal(request, await super().__call__(request))
+        principal = await _principal(request, _bearer(request))
         services = services_of(request)
         if principal.role not in self.roles:
             raise ApiError(403, f"this route needs one of the roles: {', '.join(self.roles)}")

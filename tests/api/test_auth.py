@@ -109,6 +109,15 @@ def test_bad_keys_are_401(client: TestClient, keys: dict[str, str], header: str)
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("form", ["bearer {}", "BEARER  {} ", "Bearer {}"])
+def test_the_bearer_scheme_is_read_as_http_says(
+    client: TestClient, keys: dict[str, str], form: str
+) -> None:
+    """The scheme in any case, the key with the spaces around it stripped."""
+    r = client.get("/v1/campaigns", headers={"Authorization": form.format(keys["admin"])})
+    assert r.status_code == 200, r.text
+
+
 def test_a_tampered_secret_is_refused(client: TestClient, keys: dict[str, str]) -> None:
     key = keys["admin"]
     bad = key[:-1] + ("A" if key[-1] != "A" else "B")

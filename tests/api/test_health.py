@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import anyio
 import anyio.to_thread
 from fastapi.testclient import TestClient
+
+from api.main import GC_YOUNG_THRESHOLD
+from scripts_engine.config import Settings
+from tests.api.conftest import Clock, make_client
 
 
 def test_liveness_answers_while_every_worker_thread_is_busy(client: TestClient) -> None:
@@ -47,3 +52,16 @@ def test_requests_are_counted_by_route_also_for_the_docs_and_static_files(
     metrics = client.get("/metrics").text
     for route in ("/openapi.json", "/docs", "/web/static/{path}", "unmatched"):
         assert f'method="GET",route="{route}"' in metrics, route
+
+
+def test_the_serving_app_runs_the_young_collector_rarely_and_gives_it_back(
+    api_settings: Settings, clock: Clock
+) -> None:
+    """While the app serves, the cyclic collector's young generation waits for
+    ``GC_YOUNG_THRESHOLD`` allocations (its passes under a dialler's load walked the requests in
+    flight and found nothing); when the app stops, the process gets its own thresholds back."""
+    before = gc.get_threshold()
+    with make_client(api_settings, clock) as c:
+        assert c.get("/healthz").status_code == 200
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from scripts_engine.config import Settings
 from scripts_engine.db.migrate import current_tables, upgrade
 from scripts_engine.db.models import Base
-from scripts_engine.db.session import open_database
+from scripts_engine.db.session import CACHE_KIB, open_database
 
 
 def test_upgrade_twice_and_models_match(db_url: str, tmp_path: Path) -> None:
@@ -33,6 +33,8 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         with db.write_engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+            # a page cache larger than SQLite's 2 MiB default, in KiB (negative)
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -CACHE_KIB
     finally:
         db.dispose()
 
