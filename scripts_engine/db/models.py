@@ -136,9 +136,18 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
-        Index("ix_calls_claim", "campaign_id", "status", "not_before"),
-        # PostgreSQL: the ids in byte order ("C"), an order the primary key cannot give, so the
-        # claim's scan can only be this index's range (migration 0008)
+        # the claim's scans (repository._PICKS): ready calls by when they are due, then id
+        # (migration 0009), and leased calls by id. PostgreSQL: the ids in byte order ("C"),
+        # an order the primary key cannot give, so a claim's scan can only be these indexes'
+        # ranges (migrations 0008 and 0009)
+        Index(
+            "ix_calls_claim",
+            "campaign_id",
+            "status",
+            "not_before",
+            "id",
+            postgresql_ops={"id": 'COLLATE "C"'},
+        ),
         Index("ix_calls_pick", "campaign_id", "status", "id", postgresql_ops={"id": 'COLLATE "C"'}),
         Index("ix_calls_customer", "customer_id"),
     )

@@ -65,9 +65,64 @@ def test_the_claim_never_walks_the_calls_already_done(db: Database) -> None:
         got = repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=3)
     tree = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
     scans = _scans(tree)
-    assert scans and all(s.get("Index Name") == "ix_calls_pick" for s in scans), scans
+    # ready calls by ix_calls_claim (never put back, put back until now), leased by ix_calls_pick
+    names = [s.get("Index Name") for s in scans]
+    assert names == ["ix_calls_claim", "ix_calls_claim", "ix_calls_pick"], scans
     assert sum(s.get("Rows Removed by Filter", 0) for s in scans) == 0
     assert [c[0] for c in got] == ids[DONE : DONE + 3]
+
+
+def _sqlite_plan(conn: Connection, params: dict[str, Any]) -> list[str]:
+    plan = repo._P_BOTH._plan(conn.dialect, params)  # noqa: SLF001 - its SQL text
+    raw: Any = conn.connection.dbapi_connection
+    rows = raw.execute("EXPLAIN QUERY PLAN " + plan.sql, repo._P_BOTH._args(plan, params))  # noqa: SLF001
+    return [r[3] for r in rows]
+
+
+def test_a_claim_never_reads_the_calls_put_back_until_later(db: Database) -> None:
+    """Outside the calling window the gate puts each call it examines back until the window
+    opens, and after a while nearly every ready call waits so. A claim's scan then reads the
+    calls it may hand out, not those waiting: each kind of candidate is one range of an
+    index. (Read in id order and tested one by one, every waiting call was read on every
+    claim: 24 ms a claim at 20,000 of them, holding the write lock.)"""
+    with db.write_engine.begin() as conn:
+        ids = _campaign(conn)
+        calls = table(Call)
+        waiting, due, fresh = ids[:2900], ids[2900:2950], ids[2950:]
+        conn.execute(update(calls).where(calls.c.id.in_(waiting))
+                     .values(not_before=NOW + timedelta(hours=12)))  # fmt: skip
+        # put back until times now past, the latest first in id order
+        for n, call_id in enumerate(due):
+            conn.execute(update(calls).where(calls.c.id == call_id)
+                         .values(not_before=NOW - timedelta(minutes=n + 1)))  # fmt: skip
+    params = {"campaign_id": "cmp", "now": NOW, "limit": 3}
+    with db.write_engine.begin() as conn:
+        got = repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=3)
+        if db.is_sqlite:
+            steps = _sqlite_plan(conn, params)
+            assert not [s for s in steps if "TEMP" in s], steps  # each scan in index order
+            searches = [s for s in steps if s.startswith("SEARCH calls ")]
+            assert [s.split(" (")[0] for s in searches] == [
+                "SEARCH calls USING INDEX ix_calls_claim",
+                "SEARCH calls USING INDEX ix_calls_claim",
+                "SEARCH calls USING INDEX ix_calls_pick",
+            ], searches
+            assert "not_before" in searches[0] and "not_before<" in searches[1], searches
+        else:
+            plan = repo._P_BOTH_PG._plan(conn.dialect, params)  # noqa: SLF001
+            raw: Any = conn.connection.driver_connection
+            args = repo._P_BOTH_PG._args(plan, params)  # noqa: SLF001
+            explained = raw.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + plan.sql, args)
+            tree = explained.fetchone()[0]
+            scans = _scans((json.loads(tree) if isinstance(tree, str) else tree)[0]["Plan"])
+            assert sum(s.get("Rows Removed by Filter", 0) for s in scans) == 0, scans
+            assert sum(s.get("Actual Rows", 0) for s in scans) <= 6, scans
+    # of the three read of each kind (those put back: due longest first), the lowest ids
+    assert [c[0] for c in got] == sorted([*due[-3:], *fresh[:3]])[:3]
+    with db.write_engine.begin() as conn:  # every call waiting: nothing, at once
+        conn.execute(update(table(Call)).where(table(Call).c.id.in_([*due, *fresh]))
+                     .values(not_before=NOW + timedelta(hours=12)))  # fmt: skip
+        assert repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=3) == []
 
 
 def test_the_claim_statements_keep_one_generic_plan(db: Database) -> None:
