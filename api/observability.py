@@ -114,6 +114,17 @@ class Metrics:
                                     "Render worker processes ready to render", registry=r)  # fmt: skip
         self.render_worker_renders = Gauge("render_worker_renders_total",
                                            "Renders the render workers answered", registry=r)  # fmt: skip
+        #: labelled children already made, per metric: ``labels()`` checks and joins its
+        #: arguments under a lock on every call, and the hot routes count on every request
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, made once."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 #: request ids: a random prefix per process and a counter (unique, and no call into the OS's
@@ -168,8 +179,9 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - start
             path = getattr(scope.get("route"), "path", None) or _plain_route(scope, root_path)
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, path, str(status)).inc()
-            self.metrics.latency.labels(method, path).observe(elapsed)
+            metrics = self.metrics
+            metrics.child(metrics.requests, method, path, str(status)).inc()
+            metrics.child(metrics.latency, method, path).observe(elapsed)
             log.info(
                 "request",
                 extra={"request_id": rid, "method": method, "route": path, "status": status,

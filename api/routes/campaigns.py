@@ -138,8 +138,9 @@ async def claim(
         api_key_id=principal.key_id, limit=body.limit, lease_seconds=body.lease_seconds, now=now,
         toolkit=services.toolkit,
     )  # fmt: skip
+    metrics = services.metrics
     for d in result.decisions:
-        services.metrics.gate.labels(d.rule, str(d.allowed).lower()).inc()
+        metrics.child(metrics.gate, d.rule, "true" if d.allowed else "false").inc()
     base = base_url(request)
     calls = b",".join(claimed_out(base, c, now) for c in result.calls)
     due = orjson.dumps(result.next_due.isoformat() if result.next_due else None)

@@ -24,6 +24,7 @@ the engine, with no Session at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import queue
 import random
@@ -141,7 +142,7 @@ class Database:
     #: SQLite: the read connection each event loop keeps for :meth:`one_read`
     loop_reads: dict[asyncio.AbstractEventLoop, Connection] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def is_sqlite(self) -> bool:
         return self.write_engine.dialect.name == "sqlite"
 
