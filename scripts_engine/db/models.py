@@ -136,10 +136,10 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_calls_campaign_customer"),
-        # the claim's scans (repository._PICKS): ready calls by when they are due, then id
-        # (migration 0009), and leased calls by id. PostgreSQL: the ids in byte order ("C"),
-        # an order the primary key cannot give, so a claim's scan can only be these indexes'
-        # ranges (migrations 0008 and 0009)
+        # the claim's scans (repository._PICKS): calls by when they may be handed out
+        # (``not_before``), then id (migration 0009); the refresh's: ready calls by id.
+        # PostgreSQL: the ids in byte order ("C"), an order the primary key cannot give, so a
+        # scan can only be these indexes' ranges (migrations 0008 and 0009)
         Index(
             "ix_calls_claim",
             "campaign_id",
@@ -160,6 +160,8 @@ class Call(Base):
     profile_id: Mapped[str | None] = mapped_column(String(16))
     audio: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(12), default="ready")  # ready|leased|blocked|done
+    #: when the call may be handed out (again): none (at once), the time the gate put it
+    #: back until, or, while leased, the lease's end
     not_before: Mapped[datetime | None]
     leased_by: Mapped[int | None] = mapped_column(Integer)
     lease_until: Mapped[datetime | None]

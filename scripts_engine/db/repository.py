@@ -443,21 +443,24 @@ def _pick(*where: Any, by: tuple[Any, ...] = (), pg: bool = False) -> Select[Any
     )
 
 
-#: The three kinds of candidates, each one range of an index, read in that index's order:
-#: ready calls never put back (``ix_calls_claim``: no ``not_before``, so by id), ready calls
-#: put back until a time now past (``ix_calls_claim``: by that time, then id), and leased
-#: calls whose lease expired (``ix_calls_pick``: by id; as many as leases are out). A ready
-#: call put back until later is in none of the ranges: a scan that had to filter those out
-#: (one range by id, testing each call's time) read every one of them on every claim: 24 ms
-#: a claim with 20,000 calls waiting for the next morning's calling window, the write lock
-#: held. Both ready scans order by ``not_before`` first, an order ``ix_calls_pick`` cannot
-#: give: PostgreSQL's planner, sure from its statistics that every ready call had no
-#: ``not_before``, had otherwise read them through that index, filtering.
+#: The three kinds of candidates, each one range of ``ix_calls_claim`` (campaign, status,
+#: ``not_before``, id), read in its order. A call's ``not_before`` is when it may be handed
+#: out (again): none for a ready call never put back, the time the gate put it back until,
+#: or a leased call's lease end. So: ready calls never put back (by id), ready calls put back
+#: until a time now past (by that time, then id), and leased calls whose lease ended (by that
+#: end, then id). A call put back or leased until later is in none of the ranges: a scan that
+#: had to filter those out (one range by id, testing each call's time) read every one of
+#: them on every claim: 24 ms a claim with 20,000 calls waiting for the next morning's
+#: calling window, the write lock held; and every lease still out, on every claim. Each scan
+#: orders by ``not_before`` first, an order ``ix_calls_pick`` cannot give: PostgreSQL's
+#: planner, sure from its statistics that no ready call had a ``not_before``, had otherwise
+#: read them through that index, filtering.
 _PICKS = (
     ((_calls.c.status == "ready", _calls.c.not_before.is_(None)), (_calls.c.not_before,)),
     ((_calls.c.status == "ready", _calls.c.not_before <= bindparam("now")),
      (_calls.c.not_before,)),
-    ((_calls.c.status == "leased", _calls.c.lease_until < bindparam("now")), ()),
+    ((_calls.c.status == "leased", _calls.c.not_before < bindparam("now")),
+     (_calls.c.not_before,)),
 )  # fmt: skip
 
 
@@ -490,8 +493,9 @@ def _lease(which: Any) -> Any:
     return (
         update(_calls)
         .where(which)
+        # not before the lease ends may the call be handed out again (_PICKS)
         .values(status="leased", leased_by=bindparam("key_id"), lease_until=bindparam("until"),
-                claims=_calls.c.claims + 1, not_before=None)
+                claims=_calls.c.claims + 1, not_before=bindparam("until"))
     )  # fmt: skip
 
 
@@ -663,7 +667,7 @@ _ADD_OUTCOME = insert(_outcomes).returning(_outcomes.c.id)
 _CLOSE_CALL = (
     update(_calls)
     .where(_calls.c.id == bindparam("call_id"))
-    .values(status=literal_column("'done'"), lease_until=null())
+    .values(status=literal_column("'done'"), lease_until=null(), not_before=null())
 )
 _OUTCOME_COLUMNS = ("id", "call_id", "campaign_id", "customer_id", "status", "converted",
                     "intent_grade", "opt_out", "refused", "duration_s", "complaint", "notes",
@@ -830,7 +834,3 @@ def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | No
 
 def get_outcome(*, session: Session, call_id: str) -> Outcome | None:
     return session.scalar(select(Outcome).where(Outcome.call_id == call_id))
-
-
-def release_lease(*, session: Session, call_id: str, status: str) -> None:
-    session.execute(update(Call).where(Call.id == call_id).values(status=status, lease_until=None))

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from scripts_engine.config import Settings
-from scripts_engine.db.migrate import current_tables, upgrade
+from scripts_engine.db.migrate import alembic_config, current_tables, upgrade
 from scripts_engine.db.models import Base
 from scripts_engine.db.session import CACHE_KIB, open_database
 
@@ -47,8 +47,6 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
         pytest.skip("PostgreSQL's autovacuum")
     from alembic import command
 
-    from scripts_engine.db.migrate import alembic_config
-
     db = open_database(Settings(state_dir=tmp_path), url=db_url)
     query = "SELECT reloptions FROM pg_class WHERE relname = 'calls'"
     index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_calls_pick'"
@@ -66,6 +64,51 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
         with db.read_engine.connect() as conn:
             assert conn.exec_driver_sql(query).scalar_one() is None
             assert conn.exec_driver_sql(index).scalar_one().endswith("(campaign_id, status, id)")
+        upgrade(db)
+    finally:
+        db.dispose()
+
+
+def test_calls_leased_before_0009_come_back_when_their_lease_ends(
+    db_url: str, tmp_path: Path
+) -> None:
+    """0009 gives the calls leased at upgrade time their lease's end as ``not_before`` (the
+    claim finds ended leases by it); its downgrade takes it away again."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from scripts_engine.db import repository as repo
+    from scripts_engine.db.models import Call, Campaign
+    from scripts_engine.db.session import table
+
+    now = datetime(2026, 5, 12, 2, 0, tzinfo=UTC)
+    db = open_database(Settings(state_dir=tmp_path), url=db_url)
+    try:
+        upgrade(db, "0008")
+        with db.write_engine.begin() as conn:
+            conn.execute(insert(table(Campaign)), [{
+                "id": "cmp", "name": "May", "options": {}, "status": "ready", "total": 1,
+                "done": 1, "failed": 0, "created_by": None, "created_at": now,
+                "updated_at": now}])  # fmt: skip
+            conn.execute(insert(table(Call)), [{
+                "id": "K-1", "campaign_id": "cmp", "customer_id": "c1", "chunk": 0,
+                "group": "model", "profile_id": "P01", "audio": {}, "status": "leased",
+                "leased_by": 1, "lease_until": now - timedelta(minutes=1), "not_before": None,
+                "claims": 1, "created_at": now}])  # fmt: skip
+        upgrade(db)
+        not_before = select(table(Call).c.not_before)
+        with db.write_engine.begin() as conn:
+            assert conn.execute(not_before).scalar_one() == now - timedelta(minutes=1)
+            found = repo.claim_candidates(conn=conn, campaign_id="cmp", now=now, limit=1)
+            assert [c[0] for c in found] == ["K-1"]
+        cfg = alembic_config()
+        with db.write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")
+        with db.read_engine.connect() as conn:
+            assert conn.execute(not_before).scalar_one() is None
         upgrade(db)
     finally:
         db.dispose()

@@ -42,8 +42,10 @@ def _fill(conn: Connection) -> None:
          "model_version": "m1", "created_at": NOW, "updated_at": NOW}
         for i in range(4)
     ])  # fmt: skip
+    # a leased call may be handed out again when its lease ends (its not_before)
+    ended, out = NOW - timedelta(seconds=5), NOW + timedelta(1)
     states = [("ready", None, None), ("ready", NOW + timedelta(hours=1), None),
-              ("leased", None, NOW - timedelta(seconds=5)), ("leased", None, NOW + timedelta(1))]  # fmt: skip
+              ("leased", ended, ended), ("leased", out, out)]  # fmt: skip
     conn.execute(insert(table(Call)), [
         {"id": f"k{i}", "campaign_id": "cmp", "customer_id": f"c{i}", "chunk": 0,
          "group": "model", "profile_id": "P01", "audio": {"wav8k": f"{i:064d}.wav"},
@@ -140,7 +142,7 @@ def test_writes_match_sqlalchemy(db: Database) -> None:
         assert a["refused"] is True and a["notes"] == "回电" and a["intent_grade"] is None
         state = ("status", "not_before", "leased_by", "lease_until", "claims")
         a, b = ({k: r[k] for k in state} for r in rows(Call, "k0", "k1"))
-        assert a == b == {"status": "leased", "not_before": None, "leased_by": 9,
+        assert a == b == {"status": "leased", "not_before": NOW, "leased_by": 9,
                           "lease_until": NOW, "claims": 1}  # fmt: skip
         a, b = ({k: r[k] for k in state} for r in rows(Call, "k2", "k3"))
         assert a == {**b, "leased_by": 7, "lease_until": a["lease_until"]}
@@ -239,7 +241,7 @@ def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
         state = ("id", "status", "not_before", "leased_by", "lease_until", "claims")
         calls = {r["id"]: {k: r[k] for k in state} for r in conn.execute(
             select(table(Call)).where(table(Call).c.id.in_(["k0", "k1", "k2"]))).mappings()}  # fmt: skip
-        assert calls["k0"] == {"id": "k0", "status": "leased", "not_before": None,
+        assert calls["k0"] == {"id": "k0", "status": "leased", "not_before": later,
                                "leased_by": 9, "lease_until": later, "claims": 1}  # fmt: skip
         assert calls["k2"] == {"id": "k2", "status": "ready", "not_before": later,
                                "leased_by": 7, "lease_until": None, "claims": 0}  # fmt: skip
