@@ -11,7 +11,16 @@ from alembic.migration import MigrationContext
 from scripts_engine.config import Settings
 from scripts_engine.db.migrate import alembic_config, current_tables, upgrade
 from scripts_engine.db.models import Base
-from scripts_engine.db.session import CACHE_KIB, open_database
+from scripts_engine.db.session import CACHE_KIB, Database, open_database
+
+
+def _downgrade(db: Database, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config()
+    with db.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
 
 
 def test_upgrade_twice_and_models_match(db_url: str, tmp_path: Path) -> None:
@@ -45,7 +54,6 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
     ids in byte order (0008); the downgrades undo both."""
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's autovacuum")
-    from alembic import command
 
     db = open_database(Settings(state_dir=tmp_path), url=db_url)
     query = "SELECT reloptions FROM pg_class WHERE relname = 'calls'"
@@ -57,10 +65,7 @@ def test_postgres_keeps_the_calls_statistics_fresh(db_url: str, tmp_path: Path) 
             assert conn.exec_driver_sql(index).scalar_one().endswith('id COLLATE "C")')
         assert "autovacuum_analyze_scale_factor=0.02" in options
         assert "autovacuum_vacuum_scale_factor=0.02" in options
-        cfg = alembic_config()
-        with db.write_engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0006")
+        _downgrade(db, "0006")
         with db.read_engine.connect() as conn:
             assert conn.exec_driver_sql(query).scalar_one() is None
             assert conn.exec_driver_sql(index).scalar_one().endswith("(campaign_id, status, id)")
@@ -76,7 +81,6 @@ def test_calls_leased_before_0009_come_back_when_their_lease_ends(
     claim finds ended leases by it); its downgrade takes it away again."""
     from datetime import UTC, datetime, timedelta
 
-    from alembic import command
     from sqlalchemy import insert, select
 
     from scripts_engine.db import repository as repo
@@ -103,10 +107,7 @@ def test_calls_leased_before_0009_come_back_when_their_lease_ends(
             assert conn.execute(not_before).scalar_one() == now - timedelta(minutes=1)
             found = repo.claim_candidates(conn=conn, campaign_id="cmp", now=now, limit=1)
             assert [c[0] for c in found] == ["K-1"]
-        cfg = alembic_config()
-        with db.write_engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0008")
+        _downgrade(db, "0008")
         with db.read_engine.connect() as conn:
             assert conn.execute(not_before).scalar_one() is None
         upgrade(db)
