@@ -76,8 +76,11 @@ def load_json(text_: str | bytes) -> Any:
         return json.loads(text_)
 
 
-#: SQLite's page cache a connection, in KiB (pages are allocated as they are used)
-CACHE_KIB = 64 * 1024
+#: SQLite's page cache a writing connection, and a reading one, in KiB (pages are allocated
+#: as they are used). A write connection's pages are the claims' and outcomes' working set
+#: (the calls and their indexes, the idempotency keys' index, written at random places); the
+#: read pool holds many more connections, each doing a short read.
+CACHE_KIB, READ_CACHE_KIB = 64 * 1024, 8 * 1024
 
 
 def _sqlite_engine(url: str, *, immediate: bool, busy_ms: int, pool_size: int) -> Engine:
@@ -106,7 +109,7 @@ def _sqlite_engine(url: str, *, immediate: bool, busy_ms: int, pool_size: int) -
         # SQLite's default page cache is 2 MiB a connection: less than the pages one group of
         # claims and outcomes touches (each call's 7 kB payload alone is two pages), so the
         # loop's connection re-read pages from the OS on every group
-        cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        cur.execute(f"PRAGMA cache_size=-{CACHE_KIB if immediate else READ_CACHE_KIB}")
         cur.close()
 
     @event.listens_for(engine, "begin")

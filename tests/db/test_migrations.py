@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from scripts_engine.config import Settings
 from scripts_engine.db.migrate import alembic_config, current_tables, upgrade
 from scripts_engine.db.models import Base
-from scripts_engine.db.session import CACHE_KIB, Database, open_database
+from scripts_engine.db.session import CACHE_KIB, READ_CACHE_KIB, Database, open_database
 
 
 def _downgrade(db: Database, revision: str) -> None:
@@ -44,6 +44,8 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
             # a page cache larger than SQLite's 2 MiB default, in KiB (negative)
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -CACHE_KIB
+        with db.read_engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -READ_CACHE_KIB
     finally:
         db.dispose()
 
