@@ -7,9 +7,10 @@ import threading
 
 import anyio
 import anyio.to_thread
+import pytest
 from fastapi.testclient import TestClient
 
-from api.main import GC_YOUNG_THRESHOLD
+from api.main import GC_YOUNG_THRESHOLD, native_telemetry
 from scripts_engine.config import Settings
 from tests.api.conftest import Clock, make_client
 
@@ -65,3 +66,14 @@ def test_the_serving_app_runs_the_young_collector_rarely_and_gives_it_back(
         assert c.get("/healthz").status_code == 200
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
     assert gc.get_threshold() == before
+
+
+def test_fastapi_telemetry_is_off_unless_opentelemetry_is_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no OpenTelemetry SDK in the process, FastAPI's native telemetry is off (it would
+    ask the OpenTelemetry API on every request); asking for FastAPI's auto-configuration in
+    the environment leaves it as FastAPI sets it up."""
+    assert native_telemetry() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    assert native_telemetry() is None
