@@ -69,6 +69,17 @@ def serve(state: Path, port: int, customers: int, model: Path, database_url: str
                 timeout_keep_alive=120)  # fmt: skip
 
 
+def reset_postgres(database_url: str) -> None:
+    """Empty a PostgreSQL database (its public schema)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 def prepare(state: Path, customers: int, model: Path, database_url: str | None) -> Any:
     """The app to serve (not started), over a database with ``customers`` stored customers
     (the demo customers under new ids ``B000000``...) and a built campaign of them; writes the
@@ -90,13 +101,7 @@ def prepare(state: Path, customers: int, model: Path, database_url: str | None) 
                         campaign_chunk_size=500, log_json=True, database_url=database_url,
                         rate_limit_per_s=0, compute_rate_per_s=0)  # fmt: skip
     if database_url and database_url.startswith("postgres"):
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
+        reset_postgres(database_url)
     app = create_app(settings, clock=lambda: now, start_builder=False)
     with (ROOT / "data/demo/customers.csv").open(encoding="utf-8") as f:
         rows = [{k: v for k, v in r.items() if v != "" and k != "y"} for r in csv.DictReader(f)]
