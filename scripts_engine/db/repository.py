@@ -526,8 +526,8 @@ def claim_candidates(
     Three index range scans (:data:`_PICKS`), each reading at most ``limit`` calls, never a
     scan of the campaign; of what they read, the ``limit`` lowest ids. (That is the lowest ids
     of all calls due, except when more than ``limit`` calls put back are due at once: then
-    those due longest come first.) On PostgreSQL the call rows are locked, skipping rows another claim holds,
-    so two concurrent claims never see the same call. The payload comes along: most
+    those due longest come first.) On PostgreSQL the call rows are locked, skipping rows
+    another claim holds, so two concurrent claims never see the same call. The payload comes along: most
     candidates are handed out, and a second query for it would cost more than the bytes."""
     params = {"campaign_id": campaign_id, "now": now, "limit": limit}
     found = (_P_BOTH_PG if _pg(conn) else _P_BOTH).rows(conn, params)
