@@ -120,7 +120,7 @@ def prepare(state: Path, customers: int, model: Path, database_url: str | None) 
         services = services_app.state.services
         loaded = load_customers(records, services.toolkit.engine.grid)
         batch = loaded.batch
-        plain = [json.loads(json.dumps(batch.record(i), default=str)) for i in range(len(batch))]
+        plain = batch.stored_records()
         scoring = services.toolkit.engine.stored_scoring(batch)  # what POST /v1/customers stores
         version = services.toolkit.model_version
         write_transaction(services.db, lambda s: repo.upsert_customers(

@@ -9,7 +9,6 @@ The web layer is imported only inside ``serve`` (the engine never imports it at 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -65,8 +64,7 @@ def prepare_demo(settings: Settings, db: Database, engine: Engine) -> str | None
         existing = [c for c in repo.list_campaigns(session=session) if c.name == DEMO_CAMPAIGN]
     if not have:
         loaded = load_customers(settings.demo_customers_file, engine.grid)
-        records = [json.loads(json.dumps(loaded.batch.record(i), default=str))
-                   for i in range(len(loaded.batch))]  # fmt: skip
+        records = loaded.batch.stored_records()
         scoring = engine.stored_scoring(loaded.batch)
         version = model_version(settings)
         write_transaction(db, lambda s: repo.upsert_customers(

@@ -84,6 +84,11 @@ class Batch:
                 out[name] = col[i]
         return out
 
+    def stored_records(self) -> list[dict[str, Any]]:
+        """Every customer's :meth:`record` as the database stores it: JSON values only (dates
+        and the like as their text)."""
+        return [json.loads(json.dumps(self.record(i), default=str)) for i in range(len(self))]
+
     def take(self, index: npt.ArrayLike | slice) -> Batch:
         """The sub-batch at these positions (a slice, indexes or a boolean mask)."""
         idx = index if isinstance(index, slice) else np.asarray(index)

@@ -3,7 +3,6 @@ row changes nothing, the good rows are stored in one transaction."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,15 +21,11 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=ERROR_R
 _SUFFIX = {"csv": ".csv", "parquet": ".parquet", "pq": ".parquet", "txt": ".csv"}
 
 
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(record, default=str, ensure_ascii=False))
-
-
 def _store(
     services: ServicesDep, loaded: LoadResult, now: Any, rejected: list[dict[str, Any]]
 ) -> UpsertResult:
     batch = loaded.batch
-    records = [_plain(batch.record(i)) for i in range(len(batch))]
+    records = batch.stored_records()
     scoring = services.toolkit.engine.stored_scoring(loaded.batch)
     version = services.toolkit.model_version
     write_transaction(

@@ -34,9 +34,8 @@ def load(db: Database, toolkit: camp.Toolkit, n: int) -> list[str]:
     from scripts_engine.features import load_customers
 
     batch = load_customers(demo_records(n), toolkit.engine.grid).batch
-    import json
 
-    records = [json.loads(json.dumps(batch.record(i), default=str)) for i in range(len(batch))]
+    records = batch.stored_records()
     write_transaction(db, lambda s: repo.upsert_customers(session=s, records=records, now=NOW))
     return [r["customer_id"] for r in records]
 
