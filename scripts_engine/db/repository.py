@@ -652,11 +652,6 @@ _OUTCOME_STATE = (
 _OUTCOME_STATE_PG = _OUTCOME_STATE.add_columns(
     func.nextval(func.pg_get_serial_sequence("outcomes", "id"))
 ).with_for_update(of=_calls)
-_LOCK_CUSTOMER = (
-    select(_customers.c.customer_id)
-    .where(_customers.c.customer_id == bindparam("customer_id"))
-    .with_for_update()
-)
 _LOCK_CUSTOMERS = (
     select(_customers.c.customer_id)
     .where(_customers.c.customer_id.in_(_IDS))
@@ -697,7 +692,7 @@ _P_LEASE, _P_LEASE_ONE = Prepared(_LEASE), Prepared(_LEASE_ONE)
 _P_PUT_BACK = Prepared(_PUT_BACK)
 _P_ADD_DECISIONS, _P_ADD_ATTEMPTS = Prepared(_ADD_DECISIONS), Prepared(_ADD_ATTEMPTS)
 _P_SEEN, _P_OUTCOME_STATE = Prepared(_SEEN), Prepared(_OUTCOME_STATE)
-_P_OUTCOME_STATE_PG, _P_LOCK_CUSTOMER = Prepared(_OUTCOME_STATE_PG), Prepared(_LOCK_CUSTOMER)
+_P_OUTCOME_STATE_PG = Prepared(_OUTCOME_STATE_PG)
 _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_OUTCOME_WRITES_PG = Prepared(_OUTCOME_WRITES_PG)
 _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
@@ -757,7 +752,7 @@ def finish_outcome(
     PostgreSQL the rest is one statement."""
     if blocks:
         if _pg(conn):
-            _P_LOCK_CUSTOMER.rows(conn, {"customer_id": customer_id})
+            _P_LOCK_CUSTOMERS.rows(conn, {"ids": [customer_id]})
         _P_ADD_BLOCKS.many(conn, [{"customer_id": customer_id, "call_id": call_id, **b}
                                   for b in blocks])  # fmt: skip
     if outcome is not None:
