@@ -206,3 +206,11 @@ def test_difference_interval_matches_newcombes_published_examples(
     assert got == pytest.approx(expected, abs=1e-4)
     zero = lift_interval(8, 16, 0, 7)  # no control conversion: no ratio, still a difference
     assert zero["status"] == "no_conversions" and zero["diff_low"] < 0.5 < zero["diff_high"]
+
+
+def test_the_lift_card_rounds_the_difference_once() -> None:
+    """The card's difference is the rates' own, rounded once by the page: through the report's
+    4-digit value it would be rounded twice (-0.823529 -> -0.8235 -> "-82.3", not -82.4)."""
+    out = lift_interval(0, 2, 14, 17)
+    assert out["difference"] == pytest.approx(0 / 2 - 14 / 17, abs=1e-12)
+    assert "%+.1f" % (out["difference"] * 100) == "-82.4"
