@@ -84,9 +84,10 @@ class _Plan:
     sql: str
     positional: bool
     #: per driver parameter: (its name, where its value comes from, bind processor); the
-    #: source is (parameter, index in its list or -1) or, for a literal of the statement,
-    #: None with the processed value as the name's constant
-    slots: tuple[tuple[str, tuple[str, int] | None, _Proc], ...]
+    #: source is (parameter, index in its list or -1, index in that item when the list holds
+    #: tuples (a row-value ``IN``) or -1) or, for a literal of the statement, None with the
+    #: processed value as the name's constant
+    slots: tuple[tuple[str, tuple[str, int, int] | None, _Proc], ...]
     constants: Mapping[str, Any]
     #: the result columns that have a processor: (column index, processor)
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
@@ -164,8 +165,10 @@ class Prepared:
             if source is None:
                 value = plan.constants[name]
             else:
-                key, index = source
+                key, index, item = source
                 value = params[key] if index < 0 else params[key][index]
+                if item >= 0:
+                    value = value[item]
                 if proc is not None and value is not None:
                     value = proc(value)
             values.append(value)
@@ -194,13 +197,15 @@ class Prepared:
         compiled = self.stmt.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiled, SQLCompiler)
         state = compiled.construct_expanded_state(dict(params))
-        expanded = {
-            new: (name, i)
-            for name, news in state.parameter_expansion.items()
-            for i, new in enumerate(news)
-        }
+        expanded: dict[str, tuple[str, int, int]] = {}
+        for name, news in state.parameter_expansion.items():
+            given = params[name]
+            # a row-value IN's list holds tuples: its names run through each tuple's items
+            width = len(given[0]) if given and isinstance(given[0], tuple) else 0
+            for i, new in enumerate(news):
+                expanded[new] = (name, i // width, i % width) if width else (name, i, -1)
         names = list(state.positiontup or state.parameters)
-        slots: list[tuple[str, tuple[str, int] | None, _Proc]] = []
+        slots: list[tuple[str, tuple[str, int, int] | None, _Proc]] = []
         constants: dict[str, Any] = {}
         # the processors of the statement's own parameters (SQLAlchemy keeps them on the
         # compiled form) and of the expanded IN-list items
@@ -210,7 +215,7 @@ class Prepared:
             if name in expanded:
                 slots.append((name, expanded[name], proc))
             elif name in params:
-                slots.append((name, (name, -1), proc))
+                slots.append((name, (name, -1, -1), proc))
             else:  # a literal of the statement (a value given in .values(), an OFFSET)
                 if self._insert:
                     raise ValueError(f"a prepared INSERT needs every column's value: {name}")

@@ -30,6 +30,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -635,6 +636,14 @@ _ANSWERS = select(
         _idem.c.key.in_(bindparam("keys", expanding=True)))  # fmt: skip
 #: PostgreSQL: the same, the calls row-locked in id order (so that batches never deadlock)
 _OUTCOME_CALLS_PG = _OUTCOME_CALLS.order_by(_calls.c.id).with_for_update(of=_calls)
+#: PostgreSQL: the pairs asked for, as one row-value IN: a probe of the unique index by both
+#: columns for each. The two IN lists above, planned generically while the table was small,
+#: were read as the index's first column and a filter: every answer stored under the dialler
+#: key, 3-60 ms a batch after 1,000-100,000 outcomes of one key. (SQLite scans the table for
+#: a row-value IN, its VALUES list, and probes the index by both lists above.)
+_ANSWERS_PG = select(*_ANSWERS.selected_columns).where(
+    tuple_(_idem.c.api_key_id, _idem.c.key).in_(bindparam("pairs", expanding=True))
+)
 _LAST_OUTCOME = select(func.max(_outcomes.c.id))
 #: PostgreSQL: the ids ``n`` new outcomes will have (the sequence's next values)
 _NEXT_OUTCOME_IDS_PG = select(
@@ -697,6 +706,7 @@ _P_ADD_OUTCOME, _P_CLOSE_CALL = Prepared(_ADD_OUTCOME), Prepared(_CLOSE_CALL)
 _P_OUTCOME_WRITES_PG = Prepared(_OUTCOME_WRITES_PG)
 _P_ADD_BLOCKS, _P_ADD_IDEM = Prepared(_ADD_BLOCKS), Prepared(_ADD_IDEM)
 _P_OUTCOME_CALLS, _P_ANSWERS = Prepared(_OUTCOME_CALLS), Prepared(_ANSWERS)
+_P_ANSWERS_PG = Prepared(_ANSWERS_PG)
 _P_OUTCOME_CALLS_PG, _P_LOCK_CUSTOMERS = Prepared(_OUTCOME_CALLS_PG), Prepared(_LOCK_CUSTOMERS)
 _P_NEXT_OUTCOME_IDS_PG = Prepared(_NEXT_OUTCOME_IDS_PG)
 _P_LAST_OUTCOME, _P_ADD_OUTCOMES = Prepared(_LAST_OUTCOME), Prepared(insert(_outcomes))
@@ -778,8 +788,11 @@ def outcome_states(
     calls = {str(row[4]): (row[0], row[1], row[2], row[3])
              for row in read.rows(conn, {"ids": sorted(call_ids)})}  # fmt: skip
     wanted = set(keys)
-    found = _P_ANSWERS.rows(conn, {"key_ids": sorted({k for k, _ in wanted}),
-                                   "keys": sorted({key for _, key in wanted})})  # fmt: skip
+    if _pg(conn):
+        found = _P_ANSWERS_PG.rows(conn, {"pairs": sorted(wanted)})
+    else:
+        found = _P_ANSWERS.rows(conn, {"key_ids": sorted({k for k, _ in wanted}),
+                                       "keys": sorted({key for _, key in wanted})})  # fmt: skip
     answers = {(k, key): (h, st, r) for k, key, h, st, r in found if (k, key) in wanted}
     return calls, answers
 

@@ -79,6 +79,8 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
     ("subjects, one id", repo._SUBJECTS, {"ids": ["c3"]}),
     ("facts", repo._FACTS, {"ids": ["c0", "c1", "c3"], "now": NOW, "since": NOW - timedelta(8)}),
     ("idempotent answer", repo._SEEN, {"key_id": 7, "key": "idem-1"}),
+    ("stored answers", repo._ANSWERS, {"key_ids": [7, 8], "keys": ["idem-1", "idem-9"]}),
+    ("stored answers, row values", repo._ANSWERS_PG, {"pairs": [(7, "idem-1"), (8, "idem-9")]}),
     ("outcome call", repo._OUTCOME_CALL, {"call_id": "k3"}),
     ("outcome state", repo._OUTCOME_STATE, {"key_id": 7, "key": "idem-1", "call_id": "k3"}),
     (
