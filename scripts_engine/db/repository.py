@@ -11,7 +11,7 @@ import hmac
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
@@ -486,7 +486,10 @@ _FACTS = union_all(
     .where(_blocks.c.customer_id.in_(_IDS),
            _blocks.c.until.is_(None) | (_blocks.c.until > bindparam("now"))),
     select(_attempts.c.customer_id, literal_column("'attempt'"), null(), _attempts.c.local_day)
-    .where(_attempts.c.customer_id.in_(_IDS), _attempts.c.at > bindparam("since")),
+    # ``since_day`` bounds the index's range (a local day is within a day of the UTC date), so
+    # a claim reads a customer's recent attempts, not every attempt ever made
+    .where(_attempts.c.customer_id.in_(_IDS), _attempts.c.local_day >= bindparam("since_day"),
+           _attempts.c.at > bindparam("since")),
 )  # fmt: skip
 
 
@@ -537,6 +540,12 @@ def claim_candidates(
     return sorted(rows, key=lambda r: r[0])[:limit]
 
 
+def attempts_from(since: datetime) -> str:
+    """The earliest local day (``attempts.local_day``) an attempt made after ``since`` can
+    have: time zones run from 12 hours behind UTC to 14 ahead."""
+    return (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+
+
 def claim_people(
     *, conn: Connection, customer_ids: Iterable[str], now: datetime, since: datetime
 ) -> tuple[
@@ -554,7 +563,8 @@ def claim_people(
     if not ids:
         return {}, {}
     subjects = (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS).rows(conn, {"ids": ids})
-    facts = _P_FACTS.rows(conn, {"ids": ids, "now": now, "since": since})
+    facts = _P_FACTS.rows(conn, {"ids": ids, "now": now, "since": since,
+                                 "since_day": attempts_from(since)})  # fmt: skip
     out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
     for cid, kind, until, day in facts:
         out.setdefault(str(cid), []).append((str(kind), until, day))

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from psycopg import sql
 from sqlalchemy import Connection, insert, update
 
 from scripts_engine.db import repository as repo
-from scripts_engine.db.models import Call, Campaign
+from scripts_engine.db.models import Attempt, Call, Campaign
 from scripts_engine.db.prepared import Prepared
 from scripts_engine.db.session import Database, table, write_core
 
@@ -168,7 +168,13 @@ def test_statements_planned_on_empty_tables_still_read_by_index(db: Database) ->
         for name in ("attempts", "blocks", "outcomes", "idempotency_keys"):
             conn.exec_driver_sql(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
             conn.exec_driver_sql(f"ANALYZE {name}")  # empty
-    ids = {"ids": ["c1", "c2", "c3"], "now": NOW, "since": NOW - timedelta(days=7)}
+    since = NOW - timedelta(days=7)
+    ids = {
+        "ids": ["c1", "c2", "c3"],
+        "now": NOW,
+        "since": since,
+        "since_day": repo.attempts_from(since),
+    }
     state = {"key_id": 1, "key": "k1", "call_id": "K-00000001"}
 
     def explained(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> Any:
@@ -187,6 +193,19 @@ def test_statements_planned_on_empty_tables_still_read_by_index(db: Database) ->
         scans = _nodes(tree)
         assert scans, tree
         assert not [s for s in scans if s[0] == "Seq Scan"], scans
+
+
+def _analyzed(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> dict[str, Any]:
+    """The plan tree of ``prepared``'s statement as this connection runs it (its generic
+    plan: prepared on the server already), with what each node read."""
+    plan = prepared._plan(conn.dialect, params)  # noqa: SLF001 - its server-side name
+    values = prepared._values(plan, params)  # noqa: SLF001
+    raw: Any = conn.connection.driver_connection
+    query = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}({})").format(
+        sql.Identifier(plan.server_name.decode()), sql.SQL(", ").join(map(sql.Literal, values))
+    )
+    got = raw.execute(query).fetchone()[0]
+    return cast(dict[str, Any], (json.loads(got) if isinstance(got, str) else got)[0]["Plan"])
 
 
 def _removed(node: dict[str, Any]) -> int:
@@ -219,18 +238,11 @@ def test_the_outcomes_stored_answers_are_read_by_the_pairs_asked_for(db: Databas
 
     def explained(conn: Connection) -> tuple[Any, Any]:
         found = repo.outcome_states(conn=conn, call_ids=[], keys=asked)[1]
-        prepared, params = repo._P_ANSWERS_PG, {"pairs": sorted(asked)}  # noqa: SLF001
-        plan = prepared._plan(conn.dialect, params)  # noqa: SLF001 - its server-side name
-        values = prepared._values(plan, params)  # noqa: SLF001
-        raw: Any = conn.connection.driver_connection
-        query = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}({})").format(
-            sql.Identifier(plan.server_name.decode()), sql.SQL(", ").join(map(sql.Literal, values))
-        )
-        return found, raw.execute(query).fetchone()[0]
+        params = {"pairs": sorted(asked)}
+        return found, _analyzed(conn, repo._P_ANSWERS_PG, params)  # noqa: SLF001
 
-    found, got = write_core(db, explained)
+    found, tree = write_core(db, explained)
     assert found == {(1, "k-17"): ("h", 201, {"n": 17}), (1, "k-2999"): ("h", 201, {"n": 2999})}
-    tree = (json.loads(got) if isinstance(got, str) else got)[0]["Plan"]
     assert _removed(tree) == 0, tree
     assert tree["Actual Rows"] == 2, tree
     with db.write_engine.connect() as conn:  # the pool's one connection: planned once, empty
@@ -239,3 +251,49 @@ def test_the_outcomes_stored_answers_are_read_by_the_pairs_asked_for(db: Databas
             "WHERE statement LIKE 'SELECT idempotency_keys.api_key_id%%'"
         ).all()
     assert plans == [(3, 0)]
+
+
+def test_a_claim_reads_its_customers_recent_attempts_only(db: Database) -> None:
+    """The frequency cap looks back a week, and a claim reads each candidate's attempts of
+    that week by the index's range (customer, local day): a customer called over the years
+    costs a claim no more than one called once."""
+    old = [NOW - timedelta(days=d) for d in range(9, 409)]  # 400 attempts before the week
+    recent = [NOW - timedelta(days=6, hours=23), NOW - timedelta(hours=1)]
+    since = NOW - timedelta(days=7)
+    edge = since - timedelta(minutes=1)  # its local day is in the range, its time is not
+    with db.write_engine.begin() as conn:
+        conn.execute(insert(table(Attempt)), [
+            {"customer_id": "c1", "call_id": f"K-{i}", "at": at,
+             "local_day": (at + timedelta(hours=8)).date().isoformat()}
+            for i, at in enumerate([*old, edge, *recent])
+        ])  # fmt: skip
+        if not db.is_sqlite:
+            conn.exec_driver_sql("ANALYZE attempts")
+    params = {"ids": ["c1"], "now": NOW, "since": since, "since_day": repo.attempts_from(since)}
+
+    def read(conn: Connection) -> tuple[Any, Any]:
+        people = repo.claim_people(conn=conn, customer_ids=["c1"], now=NOW, since=since)[1]
+        if db.is_sqlite:
+            stmt = repo._P_FACTS._plan(conn.dialect, params)  # noqa: SLF001
+            args = repo._P_FACTS._args(stmt, params)  # noqa: SLF001
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt.sql, args).all()
+            return people, [r[3] for r in rows]
+        return people, _analyzed(conn, repo._P_FACTS, params)  # noqa: SLF001
+
+    people, plan = write_core(db, read)
+    assert sorted(day for _kind, _until, day in people["c1"]) == sorted(
+        (at + timedelta(hours=8)).date().isoformat() for at in recent
+    )
+    if db.is_sqlite:
+        assert any("ix_attempts_customer_day (customer_id=? AND local_day>?)" in d for d in plan), (
+            plan
+        )
+    else:
+        scans = [n for n in _walk(plan) if n.get("Relation Name") == "attempts"]
+        assert scans and all(
+            n["Actual Rows"] + n.get("Rows Removed by Filter", 0) <= 3 for n in scans
+        ), plan
+
+
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _walk(child))]

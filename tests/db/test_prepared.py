@@ -77,7 +77,16 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
     ("candidates, locked", repo._BOTH_PG, {"campaign_id": "cmp", "now": NOW, "limit": 10}),
     ("subjects", repo._SUBJECTS, {"ids": ["c0", "c1", "c2", "c9"]}),
     ("subjects, one id", repo._SUBJECTS, {"ids": ["c3"]}),
-    ("facts", repo._FACTS, {"ids": ["c0", "c1", "c3"], "now": NOW, "since": NOW - timedelta(8)}),
+    (
+        "facts",
+        repo._FACTS,
+        {
+            "ids": ["c0", "c1", "c3"],
+            "now": NOW,
+            "since": NOW - timedelta(8),
+            "since_day": repo.attempts_from(NOW - timedelta(8)),
+        },
+    ),
     ("idempotent answer", repo._SEEN, {"key_id": 7, "key": "idem-1"}),
     ("stored answers", repo._ANSWERS, {"key_ids": [7, 8], "keys": ["idem-1", "idem-9"]}),
     ("stored answers, row values", repo._ANSWERS_PG, {"pairs": [(7, "idem-1"), (8, "idem-9")]}),
