@@ -133,9 +133,9 @@ def _record_all(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnsw
         {(r.api_key_id, r.idem_key) for r in reports}
     ) < len(reports):
         raise Conflict("reports of one call or one key", code="not_alone")
-    calls, answers = repo.outcome_states(
+    calls, answers, ids = repo.outcome_states(
         conn=conn, call_ids=[r.call_id for r in reports],
-        keys=[(r.api_key_id, r.idem_key) for r in reports],
+        keys=[(r.api_key_id, r.idem_key) for r in reports], ids=len(reports),
     )  # fmt: skip
     new: list[tuple[int, Report, str, str, str]] = []
     out: list[OutcomeAnswer | None] = []
@@ -151,9 +151,10 @@ def _record_all(conn: Connection, reports: Sequence[Report]) -> list[OutcomeAnsw
         new.append((len(out), report, campaign_id, customer_id, report.digest))
         out.append(None)
     if new:
-        ids = repo.next_outcome_ids(conn=conn, n=len(new))
         rows, all_blocks, stored = [], [], []
-        for new_id, (at, report, campaign_id, customer_id, digest) in zip(ids, new, strict=True):
+        for new_id, (at, report, campaign_id, customer_id, digest) in zip(
+            ids[: len(new)], new, strict=True
+        ):
             values, blocks, answer = _stored(report, campaign_id, customer_id, digest)
             values["id"] = new_id
             answer["response"] = _public(values)

@@ -69,6 +69,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.visitors import iterate
 
 _Proc = Callable[[Any], Any] | None
@@ -194,7 +195,10 @@ class Prepared:
 
     def _make(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
         keys = sorted(params) if self._insert else None
-        compiled = self.stmt.compile(dialect=dialect, column_keys=keys)
+        stmt = self.stmt
+        if isinstance(stmt, Insert):  # no RETURNING of the new row's key unless asked for
+            stmt = stmt.inline()
+        compiled = stmt.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiled, SQLCompiler)
         state = compiled.construct_expanded_state(dict(params))
         expanded: dict[str, tuple[str, int, int]] = {}
@@ -231,6 +235,36 @@ class Prepared:
             server_name = b"se_%d" % next(_NAMES)
         return _Plan(state.statement, state.positiontup is not None, tuple(slots), constants,
                      results, server_sql, server_name)  # fmt: skip
+
+
+def pipelined(
+    conn: Connection, steps: Sequence[tuple[Prepared, Sequence[Mapping[str, Any]]]]
+) -> list[list[tuple[Any, ...]]]:
+    """Several statements in order, each run once per parameter set (none: not run), and the
+    rows each returned (all its runs'). The parameter sets of one statement have one shape
+    (their ``IN`` lists one length each), as for :meth:`Prepared.many`. On PostgreSQL they go
+    to the server in one pipeline, one round trip for all (:meth:`_Direct.run_pipeline`): a
+    claim's or an outcome's statements that do not need each other's answers. Elsewhere they
+    run one after another (a write's parameter sets by one ``executemany``)."""
+    out: list[list[tuple[Any, ...]]] = [[] for _ in steps]
+    todo = [(at, prepared, list(params)) for at, (prepared, params) in enumerate(steps) if params]
+    plans = [prepared._plan(conn.dialect, params[0]) for _at, prepared, params in todo]
+    direct = _direct(conn) if plans and all(plan.server_name for plan in plans) else None
+    if direct is not None:
+        with driver_errors(conn, plans[0].sql):
+            fetched = direct.run_pipeline([
+                (plan, [prepared._values(plan, one) for one in params])
+                for plan, (_at, prepared, params) in zip(plans, todo, strict=True)
+            ])  # fmt: skip
+        for plan, (at, _prepared, _params), rows in zip(plans, todo, fetched, strict=True):
+            out[at] = Prepared._processed(plan, rows) if rows else []
+        return out
+    for at, prepared, params in todo:
+        if len(params) > 1 and isinstance(prepared.stmt, UpdateBase):
+            prepared.many(conn, params)
+        else:
+            out[at] = [row for one in params for row in prepared.rows(conn, one)]
+    return out
 
 
 def _dollar(sql: str, names: Sequence[str]) -> str:
@@ -271,32 +305,50 @@ class _Direct:
             self._tx.set_pgresult(None)
 
     def run_many(self, plan: _Plan, rows: list[list[Any]]) -> None:
-        """Run a write plan once per row of values, pipelined: every statement is sent, then
-        every answer read, so a batch of writes costs one round trip, not one a row (libpq's
-        pipeline mode). The first error raises once the pipeline is drained: the statements
-        after it did nothing (the server aborts them), and the transaction has failed, as
-        after any error."""
+        """Run a write plan once per row of values, pipelined (:meth:`run_pipeline`)."""
         if len(rows) == 1:
             self.run(plan, rows[0])
             return
-        pgconn = self._ready(plan)
-        pg, name = self._pg, plan.server_name
-        formats = [pg.TEXT] * len(rows[0])
+        self.run_pipeline([(plan, rows)])
+
+    def run_pipeline(self, steps: list[tuple[_Plan, list[list[Any]]]]) -> list[list[Any]]:
+        """Run plans in order, each once per row of its values, pipelined: every statement is
+        sent, then every answer read, so the batch costs one round trip, not one a statement
+        (libpq's pipeline mode). The rows each plan returned (all its runs'), as psycopg loads
+        them. The server runs them one after another, each seeing what the ones before it
+        did (and, under READ COMMITTED, what committed before it started). The first error
+        raises once the pipeline is drained: the statements after it did nothing (the server
+        aborts them), and the transaction has failed, as after any error."""
+        for plan, _rows in steps:
+            self._ready(plan)
+        pg, tx, pgconn = self._pg, self._tx, self._pgconn
         failed = None
+        fetched: list[list[Any]] = [[] for _ in steps]
         pgconn.enter_pipeline_mode()
         try:
-            for values in rows:
-                pgconn.send_query_prepared(name, self._tx.dump_sequence(values, formats))
+            for plan, rows in steps:
+                formats = [pg.TEXT] * len(rows[0]) if rows else []
+                for values in rows:
+                    pgconn.send_query_prepared(plan.server_name, tx.dump_sequence(values, formats))
             pgconn.pipeline_sync()
             while pgconn.flush():  # a nonblocking connection: wait until all is sent
                 select.select([], [pgconn.socket], [])
-            for _row in rows:  # each statement's answer, then the end of its answers
-                result = pgconn.get_result()
-                while pgconn.get_result() is not None:
-                    pass
-                if failed is None and result is not None and result.status not in pg.OK:
-                    failed = result
-            synced = pgconn.get_result()
+            for at, (_plan, rows) in enumerate(steps):
+                for _row in rows:  # each statement's answer, then the end of its answers
+                    result = _next_result(pgconn)
+                    while _next_result(pgconn) is not None:
+                        pass
+                    if result is None or failed is not None:
+                        continue
+                    if result.status not in pg.OK:
+                        failed = result
+                    elif result.status == pg.TUPLES_OK and result.ntuples:
+                        tx.set_pgresult(result)
+                        try:
+                            fetched[at] += tx.load_rows(0, result.ntuples, tuple)
+                        finally:
+                            tx.set_pgresult(None)
+            synced = _next_result(pgconn)
             if synced is None or synced.status != pg.PIPELINE_SYNC:
                 raise pg.errors.OperationalError("the pipeline lost its sync point")
         finally:
@@ -308,6 +360,7 @@ class _Direct:
                     raise
         if failed is not None:
             self._check(failed)
+        return fetched
 
     def _ready(self, plan: _Plan) -> Any:
         """The libpq connection, in a transaction (unless in autocommit) with ``plan``
@@ -330,6 +383,17 @@ class _Direct:
         if error.sqlstate == "26000":  # a DEALLOCATE ALL dropped them: prepare them again
             self._prepared.clear()
         raise error
+
+
+def _next_result(pgconn: Any) -> Any:
+    """libpq's next result of a pipeline, waited for without the interpreter lock. psycopg
+    calls libpq's ``PQgetResult``, which blocks until the result comes, holding the lock: a
+    statement waiting for a row lock would then stop every thread of the process, the one
+    whose transaction holds that lock too (a deadlock no database can see)."""
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 @functools.cache

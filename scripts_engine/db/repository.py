@@ -53,7 +53,7 @@ from scripts_engine.db.models import (
     Outcome,
     SigningSecret,
 )
-from scripts_engine.db.prepared import Prepared
+from scripts_engine.db.prepared import Prepared, pipelined
 
 ROLES = ("admin", "dialler", "writer", "qa")
 KEY_PREFIX = "se"
@@ -562,9 +562,10 @@ def claim_people(
     ids = sorted(set(customer_ids))
     if not ids:
         return {}, {}
-    subjects = (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS).rows(conn, {"ids": ids})
-    facts = _P_FACTS.rows(conn, {"ids": ids, "now": now, "since": since,
-                                 "since_day": attempts_from(since)})  # fmt: skip
+    subjects, facts = pipelined(conn, [  # on PostgreSQL one round trip, the locks first
+        (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS, [{"ids": ids}]),
+        (_P_FACTS, [{"ids": ids, "now": now, "since": since, "since_day": attempts_from(since)}]),
+    ])  # fmt: skip
     out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
     for cid, kind, until, day in facts:
         out.setdefault(str(cid), []).append((str(kind), until, day))
@@ -591,17 +592,21 @@ def claim_writes(
     holders = {(key_id, until) for _call_id, key_id, until in leases}
     if len(holders) == 1:
         ((key_id, until),) = holders
-        _P_LEASE.rows(conn, {"ids": [i for i, _k, _u in leases], "key_id": key_id, "until": until})
+        lease: tuple[Prepared, list[dict[str, Any]]] = (_P_LEASE, [
+            {"ids": [i for i, _k, _u in leases], "key_id": key_id, "until": until}])  # fmt: skip
     else:
-        _P_LEASE_ONE.many(conn, [{"call_id": i, "key_id": k, "until": u} for i, k, u in leases])
-    _P_PUT_BACK.many(conn, [{"b_call_id": i, "b_status": s, "b_retry": r} for i, s, r in put_back])
-    _P_ADD_DECISIONS.many(conn, [
-        {"call_id": call_id, "customer_id": customer_id, "at": at, "allowed": allowed,
-         "rule": rule, "checks": checks, "ruleset": ruleset, "api_key_id": key_id}
-        for call_id, customer_id, allowed, rule, checks, at, key_id in decisions
+        lease = (_P_LEASE_ONE, [{"call_id": i, "key_id": k, "until": u} for i, k, u in leases])
+    pipelined(conn, [  # on PostgreSQL one round trip
+        lease,
+        (_P_PUT_BACK, [{"b_call_id": i, "b_status": s, "b_retry": r} for i, s, r in put_back]),
+        (_P_ADD_DECISIONS, [
+            {"call_id": call_id, "customer_id": customer_id, "at": at, "allowed": allowed,
+             "rule": rule, "checks": checks, "ruleset": ruleset, "api_key_id": key_id}
+            for call_id, customer_id, allowed, rule, checks, at, key_id in decisions
+        ]),
+        (_P_ADD_ATTEMPTS, [{"customer_id": c, "call_id": k, "at": at, "local_day": d}
+                           for c, k, d, at in attempts]),
     ])  # fmt: skip
-    _P_ADD_ATTEMPTS.many(conn, [{"customer_id": c, "call_id": k, "at": at, "local_day": d}
-                                for c, k, d, at in attempts])  # fmt: skip
 
 
 def old_call_documents(
@@ -785,26 +790,36 @@ def finish_outcome(
 
 
 def outcome_states(
-    *, conn: Connection, call_ids: Sequence[str], keys: Sequence[tuple[int, str]]
+    *, conn: Connection, call_ids: Sequence[str], keys: Sequence[tuple[int, str]], ids: int = 0
 ) -> tuple[
-    dict[str, tuple[str, str, int | None, Any]], dict[tuple[int, str], tuple[str, int, Any]]
+    dict[str, tuple[str, str, int | None, Any]],
+    dict[tuple[int, str], tuple[str, int, Any]],
+    list[int],
 ]:
-    """:func:`outcome_state` of several reports, by two statements: ``call id -> (campaign_id,
-    customer_id, leased_by, outcome id or None)`` of the calls that exist (row-locked in id
-    order on PostgreSQL; SQLite's group commit holds the database's write lock), and ``(api
-    key id, idempotency key) -> (request_hash, status_code, response)`` of the keys that hold
-    an answer (read after the calls' locks were granted)."""
-    read = _P_OUTCOME_CALLS_PG if _pg(conn) else _P_OUTCOME_CALLS
-    calls = {str(row[4]): (row[0], row[1], row[2], row[3])
-             for row in read.rows(conn, {"ids": sorted(call_ids)})}  # fmt: skip
+    """:func:`outcome_state` of several reports: ``call id -> (campaign_id, customer_id,
+    leased_by, outcome id or None)`` of the calls that exist (row-locked in id order on
+    PostgreSQL; SQLite's group commit holds the database's write lock); ``(api key id,
+    idempotency key) -> (request_hash, status_code, response)`` of the keys that hold an
+    answer (read after the calls' locks were granted); and the ids ``ids`` new outcomes would
+    get (:func:`next_outcome_ids`). On PostgreSQL the three statements go in one round trip
+    (:func:`~scripts_engine.db.prepared.pipelined`); the ids a batch does not use are gaps in
+    the sequence, as a rollback leaves."""
     wanted = set(keys)
     if _pg(conn):
-        found = _P_ANSWERS_PG.rows(conn, {"pairs": sorted(wanted)})
+        read, found, fresh = pipelined(conn, [
+            (_P_OUTCOME_CALLS_PG, [{"ids": sorted(call_ids)}]),
+            (_P_ANSWERS_PG, [{"pairs": sorted(wanted)}]),
+            (_P_NEXT_OUTCOME_IDS_PG, [{"n": ids}] if ids else []),
+        ])  # fmt: skip
+        new_ids = [int(row[0]) for row in fresh]
     else:
+        read = _P_OUTCOME_CALLS.rows(conn, {"ids": sorted(call_ids)})
         found = _P_ANSWERS.rows(conn, {"key_ids": sorted({k for k, _ in wanted}),
                                        "keys": sorted({key for _, key in wanted})})  # fmt: skip
+        new_ids = next_outcome_ids(conn=conn, n=ids) if ids else []
+    calls = {str(row[4]): (row[0], row[1], row[2], row[3]) for row in read}
     answers = {(k, key): (h, st, r) for k, key, h, st, r in found if (k, key) in wanted}
-    return calls, answers
+    return calls, answers, new_ids
 
 
 def next_outcome_ids(*, conn: Connection, n: int) -> list[int]:
@@ -829,15 +844,17 @@ def add_outcomes(
     and its answer are one statement (run for every outcome, pipelined), and the suppressions'
     customers are row-locked first, in id order, as a claim locks them before it reads their
     suppressions."""
-    if _pg(conn):
-        if blocks:
-            _P_LOCK_CUSTOMERS.rows(conn, {"ids": sorted({b["customer_id"] for b in blocks})})
-        _P_OUTCOME_WRITES_PG.many(conn, [
-            {"call_id": o["call_id"], **{f"o_{k}": o[k] for k in _OUTCOME_COLUMNS},
-             **{f"i_{k}": a[k] for k in _ANSWER_COLUMNS}}
-            for o, a in zip(outcomes, answers, strict=True)
+    if _pg(conn):  # in one round trip, in this order
+        locks = [{"ids": sorted({b["customer_id"] for b in blocks})}] if blocks else []
+        pipelined(conn, [
+            (_P_LOCK_CUSTOMERS, locks),
+            (_P_OUTCOME_WRITES_PG, [
+                {"call_id": o["call_id"], **{f"o_{k}": o[k] for k in _OUTCOME_COLUMNS},
+                 **{f"i_{k}": a[k] for k in _ANSWER_COLUMNS}}
+                for o, a in zip(outcomes, answers, strict=True)
+            ]),
+            (_P_ADD_BLOCKS, blocks),
         ])  # fmt: skip
-        _P_ADD_BLOCKS.many(conn, blocks)
         return
     _P_ADD_OUTCOMES.many(conn, outcomes)
     _P_CLOSE_CALL.many(conn, [{"call_id": o["call_id"]} for o in outcomes])

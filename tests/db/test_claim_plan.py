@@ -227,7 +227,7 @@ def test_the_outcomes_stored_answers_are_read_by_the_pairs_asked_for(db: Databas
         conn.exec_driver_sql("ALTER TABLE idempotency_keys SET (autovacuum_enabled = false)")
         conn.exec_driver_sql("ANALYZE idempotency_keys")  # empty
     asked = [(1, "k-17"), (1, "k-2999"), (1, "new")]  # the first run plans it, on no rows
-    _calls, answers = write_core(db, lambda conn: repo.outcome_states(
+    _calls, answers, _ids = write_core(db, lambda conn: repo.outcome_states(
         conn=conn, call_ids=[], keys=asked))  # fmt: skip
     assert answers == {}
     with db.write_engine.begin() as conn:

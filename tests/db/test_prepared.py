@@ -4,11 +4,14 @@ the same date-times (zone included), JSON, booleans and NULLs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from scripts_engine import outcomes
@@ -24,10 +27,11 @@ from scripts_engine.db.models import (
     IdempotencyKey,
     Outcome,
 )
-from scripts_engine.db.prepared import Prepared
+from scripts_engine.db.prepared import Prepared, pipelined
 from scripts_engine.db.session import Database, table, write_core
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fill(conn: Connection) -> None:
@@ -388,3 +392,99 @@ def test_a_batch_of_writes_is_all_or_nothing_and_its_connection_goes_on(db: Data
     assert [r["key"] for r in stored] == [f"b-{i}" for i in range(5)]
     assert all(r["response"] == {"key": r["key"], "城市": "广州"} for r in stored)
     assert all(r["created_at"] == NOW and r["request_hash"] == "h-" + r["key"] for r in stored)
+
+
+def test_statements_run_together_answer_in_order_and_fail_as_one(db: Database) -> None:
+    """Statements run together (:func:`pipelined`: on PostgreSQL one round trip) run in the
+    order given, each seeing what the ones before it wrote, and each answers with its own
+    rows (a statement given no parameters is not run, and answers none). When one fails,
+    the error is SQLAlchemy's and the statements after it did nothing; the same connection
+    then runs the next batch."""
+    idem = table(IdempotencyKey)
+
+    def answer(key: str) -> dict[str, Any]:
+        return {"api_key_id": 7, "key": key, "request_hash": "h-" + key, "status_code": 201,
+                "response": {"key": key}, "created_at": NOW}  # fmt: skip
+
+    seen = Prepared(select(idem.c.key, idem.c.response).where(
+        idem.c.key.in_(bindparam("keys", expanding=True))).order_by(idem.c.key))  # fmt: skip
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    with db.write_engine.connect() as conn:
+        conn.rollback()
+        with conn.begin():
+            got = pipelined(conn, [
+                (seen, [{"keys": ["idem-1", "p-1"]}]),
+                (repo._P_ADD_IDEM, [answer("p-1"), answer("p-2")]),
+                (repo._P_CLOSE_CALL, []),
+                (seen, [{"keys": ["idem-1", "p-1"]}, {"keys": ["p-2", "p-9"]}]),
+            ])  # fmt: skip
+        assert got == [
+            [("idem-1", {"id": 1, "status": "connected", "converted": False})],
+            [],
+            [],
+            [("idem-1", {"id": 1, "status": "connected", "converted": False}),
+             ("p-1", {"key": "p-1"}), ("p-2", {"key": "p-2"})],
+        ]  # fmt: skip
+        with pytest.raises(IntegrityError, match="(?i)unique|duplicate"), conn.begin():
+            pipelined(conn, [
+                (repo._P_ADD_IDEM, [answer("p-3")]),
+                (repo._P_ADD_IDEM, [answer("p-1")]),  # stored above
+                (repo._P_ADD_IDEM, [answer("p-4")]),
+            ])  # fmt: skip
+        conn.rollback()
+        with conn.begin():
+            after = pipelined(conn, [(seen, [{"keys": ["p-1", "p-3", "p-4"]}])])
+    assert after == [[("p-1", {"key": "p-1"})]]
+
+
+#: run in a process of its own (argv: database URL, state folder): if waiting for the lock
+#: held the interpreter lock, nothing in the process could run again, the test included
+_LOCK_WAIT = """
+import sys, threading, time
+from pathlib import Path
+from scripts_engine.config import Settings
+from scripts_engine.db import repository as repo
+from scripts_engine.db.prepared import pipelined
+from scripts_engine.db.session import open_database
+
+db = open_database(Settings(state_dir=Path(sys.argv[2])), url=sys.argv[1])
+holder = db.write_engine.connect()
+holder.begin()
+holder.exec_driver_sql("SELECT 1 FROM customers WHERE customer_id = 'c1' FOR UPDATE")
+got = []
+
+def waiter():
+    with db.write_engine.begin() as conn:
+        got.extend(pipelined(conn, [(repo._P_LOCK_CUSTOMERS, [{"ids": ["c1"]}]),
+                                    (repo._P_SUBJECTS, [{"ids": ["c1"]}])]))
+
+thread = threading.Thread(target=waiter)
+thread.start()
+time.sleep(0.5)  # the waiter is waiting for the row lock now
+ticks = sum(1 for _ in range(100_000))  # this thread runs meanwhile
+holder.commit()
+thread.join(20)
+assert not thread.is_alive() and ticks == 100_000, "stuck"
+print(got[1][0][0])
+"""
+
+
+def test_a_statement_waiting_for_a_lock_in_a_batch_lets_the_process_go_on(
+    db: Database, tmp_path: Any
+) -> None:
+    """A statement of a batch run together (:func:`pipelined`) that waits for a row lock
+    (a claim locking its customers, an outcome its calls) waits without the interpreter
+    lock: the thread whose transaction holds that lock goes on, and commits. (psycopg
+    waited for the answer in libpq holding it: the whole service stopped, the first time
+    the dialler benchmark ran with the customers' lock in a batch.)"""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's row locks")
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCK_WAIT, db.url, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "c1"
