@@ -231,16 +231,20 @@ class WorkerPool:
 def serve(conn: Any, handle: Callable[[Any], Any]) -> None:
     """A synchronous worker's loop: say it is ready, then answer each message with
     ``handle(message)`` in order (a message sent by :meth:`WorkerPool.tell` is handled and
-    not answered), until the pipe closes."""
-    conn.send_bytes(pickle.dumps((READY, True, None)))
-    while True:
-        try:
-            seq, message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        try:
-            answer: tuple[int, bool, Any] = (seq, True, handle(message))
-        except Exception as exc:  # noqa: BLE001 - the caller does it again, and raises
-            answer = (seq, False, f"{type(exc).__name__}: {exc}")
-        if seq is not None:
-            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    not answered), until the pipe closes. A pool that hung up (the service stopping, even
+    while this worker was still starting) ends the loop quietly: nobody is left to answer."""
+    try:
+        conn.send_bytes(pickle.dumps((READY, True, None)))
+        while True:
+            try:
+                seq, message = pickle.loads(conn.recv_bytes())
+            except EOFError:
+                return
+            try:
+                answer: tuple[int, bool, Any] = (seq, True, handle(message))
+            except Exception as exc:  # noqa: BLE001 - the caller does it again, and raises
+                answer = (seq, False, f"{type(exc).__name__}: {exc}")
+            if seq is not None:
+                conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    except OSError:  # the pipe broke (BrokenPipeError, ConnectionResetError...)
+        return
