@@ -195,9 +195,8 @@ class Prepared:
 
     def _make(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
         keys = sorted(params) if self._insert else None
-        stmt = self.stmt
-        if isinstance(stmt, Insert):  # no RETURNING of the new row's key unless asked for
-            stmt = stmt.inline()
+        # an INSERT returns nothing unless it asks (no RETURNING of the new row's key)
+        stmt = self.stmt.inline() if isinstance(self.stmt, Insert) else self.stmt
         compiled = stmt.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiled, SQLCompiler)
         state = compiled.construct_expanded_state(dict(params))

@@ -34,12 +34,27 @@ def _campaign(conn: Connection) -> list[str]:
     return sorted(ids)
 
 
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan's nodes, this one first."""
+    return [node, *(n for child in node.get("Plans", []) for n in _walk(child))]
+
+
 def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     """The plan's scans of the calls table."""
-    found = [node] if node.get("Relation Name") == "calls" else []
-    for child in node.get("Plans", []):
-        found += _scans(child)
-    return found
+    return [n for n in _walk(node) if n.get("Relation Name") == "calls"]
+
+
+def _analyzed(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> dict[str, Any]:
+    """The plan tree of ``prepared``'s statement as this connection runs it (its generic
+    plan: prepared on the server already), with what each node read."""
+    plan = prepared._plan(conn.dialect, params)  # noqa: SLF001 - its server-side name
+    values = prepared._values(plan, params)  # noqa: SLF001
+    raw: Any = conn.connection.driver_connection
+    query = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}({})").format(
+        sql.Identifier(plan.server_name.decode()), sql.SQL(", ").join(map(sql.Literal, values))
+    )
+    got = raw.execute(query).fetchone()[0]
+    return cast(dict[str, Any], (json.loads(got) if isinstance(got, str) else got)[0]["Plan"])
 
 
 def test_the_claim_never_walks_the_calls_already_done(db: Database) -> None:
@@ -149,10 +164,7 @@ def test_the_claim_statements_keep_one_generic_plan(db: Database) -> None:
 
 def _nodes(node: dict[str, Any]) -> list[tuple[str, str]]:
     """``(node type, relation)`` of every scan in a plan."""
-    found = [(node["Node Type"], node["Relation Name"])] if "Relation Name" in node else []
-    for child in node.get("Plans", []):
-        found += _nodes(child)
-    return found
+    return [(n["Node Type"], n["Relation Name"]) for n in _walk(node) if "Relation Name" in n]
 
 
 def test_statements_planned_on_empty_tables_still_read_by_index(db: Database) -> None:
@@ -179,39 +191,19 @@ def test_statements_planned_on_empty_tables_still_read_by_index(db: Database) ->
 
     def explained(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> Any:
         prepared.rows(conn, params)  # prepared on this connection, its generic plan kept
-        plan = prepared._plan(conn.dialect, params)  # noqa: SLF001 - its server-side name
-        values = prepared._values(plan, params)  # noqa: SLF001
-        raw: Any = conn.connection.driver_connection
-        query = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
-            sql.Identifier(plan.server_name.decode()), sql.SQL(", ").join(map(sql.Literal, values))
-        )
-        return raw.execute(query).fetchone()[0]
+        return _analyzed(conn, prepared, params)
 
     for prepared, params in ((repo._P_FACTS, ids), (repo._P_OUTCOME_STATE_PG, state)):  # noqa: SLF001
-        got = write_core(db, lambda conn, p=prepared, q=params: explained(conn, p, q))
-        tree = (json.loads(got) if isinstance(got, str) else got)[0]["Plan"]
+        tree = write_core(db, lambda conn, p=prepared, q=params: explained(conn, p, q))
         scans = _nodes(tree)
         assert scans, tree
         assert not [s for s in scans if s[0] == "Seq Scan"], scans
 
 
-def _analyzed(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> dict[str, Any]:
-    """The plan tree of ``prepared``'s statement as this connection runs it (its generic
-    plan: prepared on the server already), with what each node read."""
-    plan = prepared._plan(conn.dialect, params)  # noqa: SLF001 - its server-side name
-    values = prepared._values(plan, params)  # noqa: SLF001
-    raw: Any = conn.connection.driver_connection
-    query = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}({})").format(
-        sql.Identifier(plan.server_name.decode()), sql.SQL(", ").join(map(sql.Literal, values))
-    )
-    got = raw.execute(query).fetchone()[0]
-    return cast(dict[str, Any], (json.loads(got) if isinstance(got, str) else got)[0]["Plan"])
-
-
 def _removed(node: dict[str, Any]) -> int:
     """Rows a plan's nodes read and then filtered out."""
-    here = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
-    return here + sum(_removed(child) for child in node.get("Plans", []))
+    return sum(n.get("Rows Removed by Filter", 0) + n.get("Rows Removed by Index Recheck", 0)
+               for n in _walk(node))  # fmt: skip
 
 
 def test_the_outcomes_stored_answers_are_read_by_the_pairs_asked_for(db: Database) -> None:
@@ -293,7 +285,3 @@ def test_a_claim_reads_its_customers_recent_attempts_only(db: Database) -> None:
         assert scans and all(
             n["Actual Rows"] + n.get("Rows Removed by Filter", 0) <= 3 for n in scans
         ), plan
-
-
-def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _walk(child))]
