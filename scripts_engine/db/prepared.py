@@ -19,7 +19,8 @@ On SQLite it runs on the driver's cursor. On PostgreSQL it goes one level lower,
 through psycopg's ``pq`` wrapper (:class:`_Direct`): psycopg's cursor costs about 45 us of
 Python a statement (its generators, query conversion, result objects), libpq's blocking
 ``PQexecPrepared`` about 15, and a claim runs ten statements. Each statement is prepared on
-the server once per connection, under its own name; parameters are dumped and rows loaded by
+the server once per connection, under its own name (in the round trip of its first run);
+parameters are dumped and rows loaded by
 psycopg's own adapters (its ``Transformer``, the connection's, with SQLAlchemy's JSON loader),
 so the values are the ones a cursor gives. libpq releases the interpreter lock while it waits
 for the server. A transaction begins the way psycopg begins one (``BEGIN`` before the first
@@ -45,6 +46,14 @@ again. A write run for many rows (:meth:`Prepared.many`: a batch of claims' deci
 attempts, a batch of outcomes) is pipelined (libpq's pipeline mode): every row's statement is
 sent, then every answer read, one round trip for the batch instead of one a row.
 
+Round trips are what a claim waits on: on two busy cores each took 2-5 ms, against 0.1-0.4 ms
+of CPU. In a :func:`transaction` (``write_core`` on PostgreSQL runs every write in one) the
+``BEGIN`` goes with the first statement, and the writes nobody reads an answer of
+(:func:`pipelined` ``later``: a claim's leases, decisions and attempts; an outcome's rows) go
+with the ``COMMIT``. A claim then takes three round trips (it took five, and more on a new
+connection) and an outcome two (four); ``tests/db/test_prepared.py`` counts them in libpq's
+trace.
+
 It serves the statements of :mod:`scripts_engine.db.repository` that the claim and the outcome
 run; ``tests/db/test_prepared.py`` checks each against ``Connection.execute`` on SQLite and
 PostgreSQL.
@@ -64,7 +73,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Insert
+from sqlalchemy import BindParameter, Connection, Engine, Insert, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
@@ -237,24 +246,35 @@ class Prepared:
 
 
 def pipelined(
-    conn: Connection, steps: Sequence[tuple[Prepared, Sequence[Mapping[str, Any]]]]
+    conn: Connection,
+    steps: Sequence[tuple[Prepared, Sequence[Mapping[str, Any]]]],
+    *,
+    later: bool = False,
 ) -> list[list[tuple[Any, ...]]]:
     """Several statements in order, each run once per parameter set (none: not run), and the
     rows each returned (all its runs'). The parameter sets of one statement have one shape
     (their ``IN`` lists one length each), as for :meth:`Prepared.many`. On PostgreSQL they go
     to the server in one pipeline, one round trip for all (:meth:`_Direct.run_pipeline`): a
     claim's or an outcome's statements that do not need each other's answers. Elsewhere they
-    run one after another (a write's parameter sets by one ``executemany``)."""
+    run one after another (a write's parameter sets by one ``executemany``).
+
+    ``later``: writes whose answers nobody reads. In a :func:`transaction` on PostgreSQL they
+    go with the transaction's next statement, or with its ``COMMIT`` (:meth:`_Direct.defer`),
+    and return no rows; an error of theirs raises there. Elsewhere they run now."""
     out: list[list[tuple[Any, ...]]] = [[] for _ in steps]
     todo = [(at, prepared, list(params)) for at, (prepared, params) in enumerate(steps) if params]
     plans = [prepared._plan(conn.dialect, params[0]) for _at, prepared, params in todo]
     direct = _direct(conn) if plans and all(plan.server_name for plan in plans) else None
     if direct is not None:
+        values = [
+            (plan, [prepared._values(plan, one) for one in params])
+            for plan, (_at, prepared, params) in zip(plans, todo, strict=True)
+        ]
         with driver_errors(conn, plans[0].sql):
-            fetched = direct.run_pipeline([
-                (plan, [prepared._values(plan, one) for one in params])
-                for plan, (_at, prepared, params) in zip(plans, todo, strict=True)
-            ])  # fmt: skip
+            if later:
+                direct.defer(values)
+                return out
+            fetched = direct.run_pipeline(values)
         for plan, (at, _prepared, _params), rows in zip(plans, todo, fetched, strict=True):
             out[at] = Prepared._processed(plan, rows) if rows else []
         return out
@@ -264,6 +284,42 @@ def pipelined(
         else:
             out[at] = [row for one in params for row in prepared.rows(conn, one)]
     return out
+
+
+@contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """The statements of this module in ``conn``'s transaction (begun by SQLAlchemy, which
+    sends nothing for it), with fewer round trips on PostgreSQL: the ``BEGIN`` goes with the
+    first statement, and the writes run ``later`` (:func:`pipelined`) with the next statement
+    or, on leaving without an error, with the ``COMMIT`` (then SQLAlchemy's commit finds the
+    transaction ended and sends nothing). Leaving with an error drops the writes not sent; a
+    transaction under way is rolled back by SQLAlchemy as usual. Any other statement on
+    ``conn`` first sends what waits (:func:`_flush_before`). Elsewhere it does nothing."""
+    direct = _direct(conn)
+    if direct is None:
+        yield
+        return
+    direct.begin_deferring()
+    try:
+        yield
+        with driver_errors(conn, "COMMIT"):
+            direct.commit()
+    finally:
+        direct.end_deferring()
+
+
+def _flush_before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    """SQLAlchemy's ``before_cursor_execute``: what a :func:`transaction` on this connection
+    keeps goes first, so a statement run through SQLAlchemy sees it."""
+    direct = _DIRECT.get(conn.connection.dbapi_connection)
+    if direct is not None:
+        with driver_errors(conn, statement):
+            direct.flush()
+
+
+def watch(engine: Engine) -> None:
+    """Make ``engine``'s statements run after what a :func:`transaction` keeps."""
+    event.listen(engine, "before_cursor_execute", _flush_before)
 
 
 def _dollar(sql: str, names: Sequence[str]) -> str:
@@ -281,17 +337,27 @@ class _Direct:
     """Statements on one psycopg connection, through libpq (see the module docstring): the
     names this connection has prepared, and psycopg's adapters for it."""
 
-    __slots__ = ("_pg", "_pgconn", "_prepared", "_raw", "_tx")
+    __slots__ = ("_begin_due", "_deferring", "_pending", "_pg", "_pgconn", "_prepared", "_raw",
+                 "_tx")  # fmt: skip
 
     def __init__(self, raw: Any):
         self._pg = _psycopg()
         self._raw, self._pgconn = raw, raw.pgconn
         self._tx = self._pg.Transformer(raw)
         self._prepared: set[bytes] = set()
+        #: in a :func:`transaction`: the transaction's ``BEGIN`` is not sent yet
+        #: (``_begin_due``), and the writes :meth:`defer` kept (``_pending``) go with the next
+        #: statement, or with the ``COMMIT``
+        self._deferring, self._begin_due = False, False
+        self._pending: list[tuple[_Plan | bytes, list[list[Any]]]] = []
 
     def run(self, plan: _Plan, values: list[Any]) -> list[Any]:
         """Run a plan with its values (in slot order); the rows as psycopg loads them."""
-        pgconn = self._ready(plan)
+        self._begin()
+        if self._begin_due or self._pending or plan.server_name not in self._prepared:
+            # what has to go first goes in the same round trip
+            return self.run_pipeline([(plan, [values])])[0]
+        pgconn = self._pgconn
         pg = self._pg
         params = self._tx.dump_sequence(values, [pg.TEXT] * len(values))
         result = self._check(pgconn.exec_prepared(plan.server_name, params))
@@ -310,43 +376,70 @@ class _Direct:
             return
         self.run_pipeline([(plan, rows)])
 
-    def run_pipeline(self, steps: list[tuple[_Plan, list[list[Any]]]]) -> list[list[Any]]:
+    def run_pipeline(
+        self, steps: Sequence[tuple[_Plan | bytes, list[list[Any]]]]
+    ) -> list[list[Any]]:
         """Run plans in order, each once per row of its values, pipelined: every statement is
         sent, then every answer read, so the batch costs one round trip, not one a statement
         (libpq's pipeline mode). The rows each plan returned (all its runs'), as psycopg loads
         them. The server runs them one after another, each seeing what the ones before it
         did (and, under READ COMMITTED, what committed before it started). The first error
         raises once the pipeline is drained: the statements after it did nothing (the server
-        aborts them), and the transaction has failed, as after any error."""
-        for plan, _rows in steps:
-            self._ready(plan)
+        aborts them), and the transaction has failed, as after any error.
+
+        A step may be a statement's text instead of a plan (``BEGIN``, ``COMMIT``: run
+        unprepared, once, with no values). In a :func:`transaction`, the ``BEGIN`` not sent
+        yet and the writes kept by :meth:`defer` go first, in the same round trip."""
+        self._begin()
+        head: list[tuple[_Plan | bytes, list[list[Any]]]] = []
+        if self._begin_due:
+            head += [(sql, [[]]) for sql in _begin(self._raw)]
+            self._begin_due = False
+        head += self._pending
+        self._pending = []
+        return self._pipeline([*head, *steps])[len(head) :]
+
+    def _pipeline(self, steps: Sequence[tuple[_Plan | bytes, list[list[Any]]]]) -> list[list[Any]]:
         pg, tx, pgconn = self._pg, self._tx, self._pgconn
         failed = None
         fetched: list[list[Any]] = [[] for _ in steps]
+        # the statements this connection has not prepared yet are prepared first, in the
+        # same round trip; each answers once: (its plan, None) or (None, its step)
+        fresh = {plan.server_name: plan for plan, _rows in steps
+                 if isinstance(plan, _Plan) and plan.server_name not in self._prepared}  # fmt: skip
+        answers: list[tuple[_Plan | None, int]] = [(plan, -1) for plan in fresh.values()]
         pgconn.enter_pipeline_mode()
         try:
-            for plan, rows in steps:
+            for name, plan in fresh.items():
+                pgconn.send_prepare(name, plan.server_sql)
+            for at, (step, rows) in enumerate(steps):
+                if not isinstance(step, _Plan):
+                    pgconn.send_query_params(step, None)
+                    answers.append((None, at))
+                    continue
                 formats = [pg.TEXT] * len(rows[0]) if rows else []
                 for values in rows:
-                    pgconn.send_query_prepared(plan.server_name, tx.dump_sequence(values, formats))
+                    pgconn.send_query_prepared(step.server_name, tx.dump_sequence(values, formats))
+                    answers.append((None, at))
             pgconn.pipeline_sync()
             while pgconn.flush():  # a nonblocking connection: wait until all is sent
                 select.select([], [pgconn.socket], [])
-            for at, (_plan, rows) in enumerate(steps):
-                for _row in rows:  # each statement's answer, then the end of its answers
-                    result = _next_result(pgconn)
-                    while _next_result(pgconn) is not None:
-                        pass
-                    if result is None or failed is not None:
-                        continue
-                    if result.status not in pg.OK:
-                        failed = result
-                    elif result.status == pg.TUPLES_OK and result.ntuples:
-                        tx.set_pgresult(result)
-                        try:
-                            fetched[at] += tx.load_rows(0, result.ntuples, tuple)
-                        finally:
-                            tx.set_pgresult(None)
+            for prepared, at in answers:  # each answer, then the end of that answer
+                result = _next_result(pgconn)
+                while _next_result(pgconn) is not None:
+                    pass
+                if result is None or failed is not None:
+                    continue
+                if result.status not in pg.OK:
+                    failed = result
+                elif prepared is not None:
+                    self._prepared.add(prepared.server_name)
+                elif result.status == pg.TUPLES_OK and result.ntuples:
+                    tx.set_pgresult(result)
+                    try:
+                        fetched[at] += tx.load_rows(0, result.ntuples, tuple)
+                    finally:
+                        tx.set_pgresult(None)
             synced = _next_result(pgconn)
             if synced is None or synced.status != pg.PIPELINE_SYNC:
                 raise pg.errors.OperationalError("the pipeline lost its sync point")
@@ -361,16 +454,45 @@ class _Direct:
             self._check(failed)
         return fetched
 
-    def _ready(self, plan: _Plan) -> Any:
-        """The libpq connection, in a transaction (unless in autocommit) with ``plan``
-        prepared on it."""
-        pg, pgconn, raw = self._pg, self._pgconn, self._raw
-        if not raw.autocommit and pgconn.transaction_status == pg.IDLE:
-            self._check(pgconn.exec_(_begin(raw)))
-        if plan.server_name not in self._prepared:
-            self._check(pgconn.prepare(plan.server_name, plan.server_sql))
-            self._prepared.add(plan.server_name)
-        return pgconn
+    def defer(self, steps: list[tuple[_Plan, list[list[Any]]]]) -> None:
+        """Keep writes whose answers nobody reads, to send with the next statement or with
+        the ``COMMIT`` (in a :func:`transaction`; elsewhere they run now)."""
+        if not self._deferring:
+            self.run_pipeline(steps)
+            return
+        self._begin()
+        self._pending += steps
+
+    def commit(self) -> None:
+        """End a :func:`transaction`: the writes still kept, then ``COMMIT``, in one round
+        trip. Without such writes SQLAlchemy's commit does it (psycopg's commit does nothing
+        on a connection the ``COMMIT`` left idle)."""
+        if self._pending:
+            self.run_pipeline([(b"COMMIT", [[]])])
+        self._begin_due = False
+
+    def begin_deferring(self) -> None:
+        self._deferring, self._begin_due, self._pending = True, False, []
+
+    def end_deferring(self) -> None:
+        self._deferring, self._begin_due, self._pending = False, False, []
+
+    def flush(self) -> None:
+        """Send what a :func:`transaction` kept (a statement outside this module is next)."""
+        if self._begin_due or self._pending:
+            self.run_pipeline([])
+
+    def _begin(self) -> None:
+        """Begin a transaction if none is under way, unless in autocommit. In a
+        :func:`transaction` the ``BEGIN`` waits for the first statement, to go in its round
+        trip."""
+        raw = self._raw
+        if raw.autocommit or self._begin_due or self._pgconn.transaction_status != self._pg.IDLE:
+            return
+        if self._deferring:
+            self._begin_due = True
+        else:
+            self._check(self._pgconn.exec_(b"; ".join(_begin(raw))))
 
     def _check(self, result: Any) -> Any:
         pg = self._pg
@@ -411,9 +533,15 @@ def _psycopg() -> SimpleNamespace:
     )  # fmt: skip
 
 
-def _begin(raw: Any) -> bytes:
-    """The statement psycopg begins a transaction with on this connection, and the setting
-    that keeps these statements' plans generic in it (see the module docstring)."""
+#: the settings of a transaction of these statements (see the module docstring)
+_SETTINGS = (b"SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
+             b" set_config('enable_seqscan', 'off', true)")  # fmt: skip
+
+
+def _begin(raw: Any) -> tuple[bytes, bytes]:
+    """The statement psycopg begins a transaction with on this connection, and the settings
+    that keep these statements' plans generic in it (see the module docstring): two
+    statements, as a pipeline takes them."""
     parts = ["BEGIN"]
     if raw.isolation_level is not None:
         parts.append("ISOLATION LEVEL " + raw.isolation_level.name.replace("_", " "))
@@ -421,10 +549,7 @@ def _begin(raw: Any) -> bytes:
         parts.append("READ ONLY" if raw.read_only else "READ WRITE")
     if raw.deferrable is not None:
         parts.append("DEFERRABLE" if raw.deferrable else "NOT DEFERRABLE")
-    return (
-        " ".join(parts) + "; SET LOCAL plan_cache_mode = force_generic_plan"
-        "; SET LOCAL enable_seqscan = off"
-    ).encode()
+    return " ".join(parts).encode(), _SETTINGS
 
 
 _DIRECT: weakref.WeakKeyDictionary[Any, _Direct] = weakref.WeakKeyDictionary()

@@ -596,7 +596,7 @@ def claim_writes(
             {"ids": [i for i, _k, _u in leases], "key_id": key_id, "until": until}])  # fmt: skip
     else:
         lease = (_P_LEASE_ONE, [{"call_id": i, "key_id": k, "until": u} for i, k, u in leases])
-    pipelined(conn, [  # on PostgreSQL one round trip
+    pipelined(conn, [  # on PostgreSQL one round trip, with the next statement or the COMMIT
         lease,
         (_P_PUT_BACK, [{"b_call_id": i, "b_status": s, "b_retry": r} for i, s, r in put_back]),
         (_P_ADD_DECISIONS, [
@@ -606,7 +606,7 @@ def claim_writes(
         ]),
         (_P_ADD_ATTEMPTS, [{"customer_id": c, "call_id": k, "at": at, "local_day": d}
                            for c, k, d, at in attempts]),
-    ])  # fmt: skip
+    ], later=True)  # fmt: skip
 
 
 def old_call_documents(
@@ -774,17 +774,18 @@ def finish_outcome(
     ``until``) and store ``answer`` (the idempotency key's row); with ``outcome`` (PostgreSQL:
     its id came from :func:`outcome_state`), store the outcome too. A suppression first
     row-locks the customer on PostgreSQL, as a claim does before it reads suppressions; on
-    PostgreSQL the rest is one statement."""
-    if blocks:
-        if _pg(conn):
-            _P_LOCK_CUSTOMERS.rows(conn, {"ids": [customer_id]})
-        _P_ADD_BLOCKS.many(conn, [{"customer_id": customer_id, "call_id": call_id, **b}
-                                  for b in blocks])  # fmt: skip
+    PostgreSQL the rest is one statement, and all of it goes with the ``COMMIT``."""
+    rows = [{"customer_id": customer_id, "call_id": call_id, **b} for b in blocks]
     if outcome is not None:
-        _P_OUTCOME_WRITES_PG.rows(conn, {"call_id": call_id,
-                                         **{f"o_{k}": outcome[k] for k in _OUTCOME_COLUMNS},
-                                         **{f"i_{k}": answer[k] for k in _ANSWER_COLUMNS}})  # fmt: skip
+        pipelined(conn, [
+            (_P_LOCK_CUSTOMERS, [{"ids": [customer_id]}] if blocks else []),
+            (_P_ADD_BLOCKS, rows),
+            (_P_OUTCOME_WRITES_PG, [{"call_id": call_id,
+                                     **{f"o_{k}": outcome[k] for k in _OUTCOME_COLUMNS},
+                                     **{f"i_{k}": answer[k] for k in _ANSWER_COLUMNS}}]),
+        ], later=True)  # fmt: skip
         return
+    _P_ADD_BLOCKS.many(conn, rows)
     _P_CLOSE_CALL.rows(conn, {"call_id": call_id})
     _P_ADD_IDEM.rows(conn, answer)
 
@@ -844,7 +845,7 @@ def add_outcomes(
     and its answer are one statement (run for every outcome, pipelined), and the suppressions'
     customers are row-locked first, in id order, as a claim locks them before it reads their
     suppressions."""
-    if _pg(conn):  # in one round trip, in this order
+    if _pg(conn):  # in one round trip, in this order, with the COMMIT
         locks = [{"ids": sorted({b["customer_id"] for b in blocks})}] if blocks else []
         pipelined(conn, [
             (_P_LOCK_CUSTOMERS, locks),
@@ -854,7 +855,7 @@ def add_outcomes(
                 for o, a in zip(outcomes, answers, strict=True)
             ]),
             (_P_ADD_BLOCKS, blocks),
-        ])  # fmt: skip
+        ], later=True)  # fmt: skip
         return
     _P_ADD_OUTCOMES.many(conn, outcomes)
     _P_CLOSE_CALL.many(conn, [{"call_id": o["call_id"]} for o in outcomes])

@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, Pro
 from sqlalchemy.orm import Session, sessionmaker
 
 from scripts_engine.config import Settings
+from scripts_engine.db import prepared
 from scripts_engine.db.errors import Busy
 
 T = TypeVar("T")
@@ -258,6 +259,8 @@ def _postgres_engine(url: str, *, pool_size: int, timeout_s: float) -> Engine:
                            pool_timeout=timeout_s, connect_args={"prepare_threshold": None},
                            json_deserializer=load_json)  # fmt: skip
 
+    prepared.watch(engine)
+
     @event.listens_for(engine, "checkin")
     def _idle_from(dbapi_connection: Any, record: Any) -> None:
         record.info["idle_from"] = time.monotonic()
@@ -437,7 +440,8 @@ def _in_session(db: Database, fn: Callable[[Session], T]) -> T:
 
 
 def _on_connection(db: Database, fn: Callable[[Connection], T]) -> T:
-    with db.write_engine.begin() as conn:
+    # BEGIN with the first statement, COMMIT with the last writes (prepared.transaction)
+    with db.write_engine.begin() as conn, prepared.transaction(conn):
         return fn(conn)
 
 

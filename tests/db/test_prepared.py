@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from scripts_engine.db.models import (
     IdempotencyKey,
     Outcome,
 )
-from scripts_engine.db.prepared import Prepared, pipelined
+from scripts_engine.db.prepared import Prepared, pipelined, transaction
 from scripts_engine.db.session import Database, table, write_core
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
@@ -436,6 +437,95 @@ def test_statements_run_together_answer_in_order_and_fail_as_one(db: Database) -
         with conn.begin():
             after = pipelined(conn, [(seen, [{"keys": ["p-1", "p-3", "p-4"]}])])
     assert after == [[("p-1", {"key": "p-1"})]]
+
+
+def test_writes_kept_for_later_go_with_the_next_statement_or_the_commit(db: Database) -> None:
+    """In a :func:`transaction`, writes run ``later`` (on PostgreSQL kept, to go with the next
+    statement or the ``COMMIT``) are seen by the transaction's next statements, the prepared
+    ones and SQLAlchemy's alike, and committed with it. Leaving with an error writes none of
+    them, and the connection goes on clean; a kept write that fails raises SQLAlchemy's error
+    on leaving, and nothing of that transaction is written."""
+    idem = table(IdempotencyKey)
+
+    def answer(key: str) -> dict[str, Any]:
+        return {"api_key_id": 7, "key": key, "request_hash": "h-" + key, "status_code": 201,
+                "response": {"key": key}, "created_at": NOW}  # fmt: skip
+
+    def later(conn: Connection, *keys: str) -> None:
+        assert pipelined(conn, [(repo._P_ADD_IDEM, [answer(k) for k in keys])], later=True) == [[]]
+
+    def stored() -> list[str]:
+        with db.write_engine.connect() as conn:
+            return list(conn.execute(select(idem.c.key).order_by(idem.c.key)).scalars())
+
+    seen = Prepared(select(idem.c.key).where(idem.c.key.like("p-%")).order_by(idem.c.key))
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    with db.write_engine.begin() as conn, transaction(conn):
+        later(conn, "p-1")
+        assert seen.rows(conn, {}) == [("p-1",)]
+        later(conn, "p-2")
+        assert conn.execute(select(idem.c.key).where(idem.c.key == "p-2")).scalar() == "p-2"
+        later(conn, "p-3")
+    assert stored() == ["idem-1", "p-1", "p-2", "p-3"]
+    with pytest.raises(RuntimeError, match="given up"):
+        with db.write_engine.begin() as conn, transaction(conn):
+            later(conn, "p-4")
+            raise RuntimeError("given up")
+    with db.write_engine.begin() as conn, transaction(conn):  # the pool's connection, clean
+        later(conn, "p-5")
+    assert stored() == ["idem-1", "p-1", "p-2", "p-3", "p-5"]
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):
+        with db.write_engine.begin() as conn, transaction(conn):
+            assert seen.rows(conn, {})[0] == ("p-1",)
+            later(conn, "p-6", "p-1")  # p-1 is stored already
+    assert stored() == ["idem-1", "p-1", "p-2", "p-3", "p-5"]
+
+
+def test_a_claim_and_an_outcome_each_take_few_round_trips(db: Database) -> None:
+    """On PostgreSQL a claim takes three round trips to the server (its transaction's
+    ``BEGIN`` with the candidates' scan; the customers' locks with their facts; the writes
+    with the ``COMMIT``) and an outcome two (``BEGIN`` with what it reads; the writes with
+    the ``COMMIT``). Each round trip is one ``ReadyForQuery`` in libpq's trace."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's round trips")
+    from psycopg import pq
+    from sqlalchemy import event
+
+    from scripts_engine.claims import Claim
+    from scripts_engine.config import ROOT as PROJECT
+    from scripts_engine.gate import CallingRules, Gate
+
+    with db.write_engine.begin() as conn:
+        _fill(conn)
+    traces: list[Any] = []
+
+    def trace(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        out = Path(tempfile.mkdtemp()) / "trace"
+        traces.append((out, out.open("wb"), dbapi_connection.pgconn))
+        dbapi_connection.pgconn.trace(traces[-1][1].fileno())
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    def round_trips(run: Any) -> tuple[Any, int]:
+        traces.clear()
+        event.listen(db.write_engine, "checkout", trace)
+        try:
+            got = run()
+        finally:
+            event.remove(db.write_engine, "checkout", trace)
+        ((path, sink, pgconn),) = traces
+        pgconn.untrace()  # libpq's trace is buffered until then
+        sink.close()
+        return got, path.read_text().count("ReadyForQuery")
+
+    gate = Gate(CallingRules.load(PROJECT / "personas"))
+    claimed, trips = round_trips(lambda: write_core(db, Claim(gate, "cmp", 9, 1, 600, NOW)))
+    ((call,),) = [claimed.calls]
+    assert trips == 3
+    answer, trips = round_trips(lambda: outcomes.record_outcome(
+        db=db, call_id=call.call_id, api_key_id=9, idem_key="rt", body={"status": "connected"}, now=NOW,
+        refusal_days=180))  # fmt: skip
+    assert answer.status_code == 201 and trips == 2
 
 
 #: run in a process of its own (argv: database URL, state folder): if waiting for the lock
