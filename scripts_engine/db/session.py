@@ -676,9 +676,18 @@ class LoopBatcher:
     (:class:`Batchable`, with the same ``batch_key``) run together, as one. If that raises,
     each runs alone and gets its own answer.
 
-    Every run costs a hand-off to a worker thread and back and, on PostgreSQL, round trips
-    (a transaction's ``BEGIN`` and ``COMMIT``); a batch of claims also shares its statements
-    (:meth:`~scripts_engine.claims.Claim.together`), a batch of reads its statement."""
+    Every run costs a hand-off to a worker thread and back and, on PostgreSQL, round trips;
+    a batch of claims also shares its statements (:meth:`~scripts_engine.claims.Claim.together`),
+    a batch of reads its statement. So one batch of a kind runs at a time: those of its kind
+    that come meanwhile wait for it, and go together in the next (at most :attr:`max_batch`
+    a batch), as a group commit. Under a dialler's load the batches were twice as large, and
+    each ran faster: run as soon as they came, the claims of one campaign ran side by side,
+    each scan skipping the calls the others had locked, and each waited for its round trips
+    among the others' threads (``bench_api``'s cycle on PostgreSQL, two interleaved pairs:
+    1,055-1,395 requests/s and claims 7.6-7.9 a batch, against 1,645-2,335 and 16.3-16.9)."""
+
+    #: the most jobs of one kind a batch takes; the rest wait for the next
+    max_batch = 64
 
     def __init__(
         self,
@@ -690,6 +699,8 @@ class LoopBatcher:
     ):
         self.db, self.loop, self.run, self.on_loop = db, loop, run, on_loop
         self._queue: list[_LoopJob] = []
+        #: the batch keys with a batch in a worker thread -> the jobs of that kind waiting
+        self._running: dict[Hashable, list[_LoopJob]] = {}
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` for this turn's batches; its answer (or exception) comes in the
@@ -702,13 +713,18 @@ class LoopBatcher:
 
     def close(self) -> None:
         """Writes still queued fail (those handed to a thread finish)."""
-        for _fn, future in self._queue:
+        waiting = [job for jobs in self._running.values() for job in jobs]
+        for _fn, future in [*self._queue, *waiting]:
             _settle(future, False, Busy("the database is closing; retry shortly"))
         self._queue.clear()
+        self._running.clear()
 
     def _flush(self) -> None:
         jobs = [job for job in self._queue if not job[1].done()]
         self._queue = []
+        self._dispatch(jobs)
+
+    def _dispatch(self, jobs: list[_LoopJob]) -> None:
         for unit in _units(jobs):
             if self.on_loop:  # SQLite's reads: local pages, cheaper than a hop to a thread
                 fns = [fn for fn, _f in unit]
@@ -717,17 +733,28 @@ class LoopBatcher:
                 ):
                     _settle(future, ok, value)
                 continue
+            key = getattr(unit[0][0], "batch_key", None)
+            if key is not None:
+                if key in self._running:  # it waits for the batch of its kind under way
+                    self._running[key] += unit
+                    continue
+                unit, self._running[key] = unit[: self.max_batch], unit[self.max_batch :]
             try:
                 answers = self.loop.run_in_executor(  # each batch or job one run
                     None, _batch_or_each, [fn for fn, _f in unit], self.run
                 )
             except BaseException as exc:  # noqa: BLE001 - the loop is closing
+                self._running.pop(key, None)
                 for _fn, future in unit:
                     _settle(future, False, exc)
                 continue
-            answers.add_done_callback(partial(self._answered, unit))
+            answers.add_done_callback(partial(self._answered, key, unit))
 
-    def _answered(self, unit: list[_LoopJob], answers: asyncio.Future[Any]) -> None:
+    def _answered(
+        self, key: Hashable | None, unit: list[_LoopJob], answers: asyncio.Future[Any]
+    ) -> None:
+        if key is not None:  # the next batch of its kind: those that waited for this one
+            self._dispatch([job for job in self._running.pop(key, []) if not job[1].done()])
         if answers.cancelled() or answers.exception() is not None:
             error = Busy("the database is closing") if answers.cancelled() else answers.exception()
             for _fn, future in unit:
