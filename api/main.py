@@ -17,15 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import multiprocess
 
 from api import errors, web
 from api.deps import KeyCache, Services, utcnow
 from api.limits import RateLimiter
-from api.observability import Metrics, RequestMiddleware
+from api.observability import Metrics, RequestMiddleware, configure_logging
 from api.routes import ROUTERS, TAGS
 from api.routing import include_flat, index_routes
 from scripts_engine.audiostore import AudioStore
-from scripts_engine.campaigns import Builder, Toolkit
+from scripts_engine.campaigns import Builder, Lease, Toolkit
 from scripts_engine.config import Settings, get_settings
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import open_database
@@ -90,7 +91,9 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     if settings.campaign_executor != "inline":
         executor = make_executor(settings, db, toolkit)
     refresher = WaitingRefresher(db, toolkit, clock)
-    builder = Builder(db, toolkit, executor=executor, refresher=refresher.step)
+    # one builder among the server processes of this state folder (serve --workers N)
+    builder = Builder(db, toolkit, executor=executor, refresher=refresher.step,
+                      lease=Lease(settings.state_dir / "builder.lock"))  # fmt: skip
 
     services: Services | None = None
 
@@ -183,6 +186,8 @@ def create_app(
             yield
         finally:
             sys.setswitchinterval(switch_interval)
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # this process's live values go
+                multiprocess.mark_process_dead(os.getpid())
             if services.render_pool is not None:
                 services.render_pool.close()
             if services.builder is not None:
@@ -211,3 +216,12 @@ def create_app(
     index_routes(app)
     app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app as each process of ``serve --workers N`` starts it (a fresh interpreter):
+    logging set up as the serve command sets it up in its own process, then
+    :func:`create_app`."""
+    settings = get_settings()
+    configure_logging(json_logs=settings.log_json)
+    return create_app(settings)

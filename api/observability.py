@@ -21,7 +21,14 @@ import re
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -97,26 +104,43 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )  # fmt: skip
+        # with several server processes (serve --workers N: prometheus_client's
+        # multiprocess mode), what a scrape sets is the latest any process set, and what
+        # each process counts is summed over the live ones
         self.campaign = Gauge("campaign_customers", "Campaign build progress in customers",
-                              ["campaign", "state"], registry=r)  # fmt: skip
+                              ["campaign", "state"], registry=r,
+                              multiprocess_mode="mostrecent")  # fmt: skip
         self.gate = Counter("gate_decisions_total", "Claim-time gate decisions by rule",
                             ["rule", "allowed"], registry=r)  # fmt: skip
         self.synth_segments = Gauge("synthesis_segments_total",
                                     "Segments synthesised by the service's audio store",
-                                    registry=r)  # fmt: skip
+                                    registry=r, multiprocess_mode="livesum")  # fmt: skip
         self.synth_queue = Gauge("synthesis_queue_chunks", "Campaign chunks waiting to build",
-                                 registry=r)  # fmt: skip
+                                 registry=r, multiprocess_mode="mostrecent")  # fmt: skip
         self.synth_failures = Counter("synthesis_failures_total",
                                       "Campaign chunks whose build failed", registry=r)  # fmt: skip
         self.workers_replaced = Gauge("synthesis_workers_replaced",
-                                      "Synthesis workers killed and replaced", registry=r)  # fmt: skip
+                                      "Synthesis workers killed and replaced", registry=r,
+                                      multiprocess_mode="livesum")  # fmt: skip
         self.render_workers = Gauge("render_workers_ready",
-                                    "Render worker processes ready to render", registry=r)  # fmt: skip
+                                    "Render worker processes ready to render", registry=r,
+                                    multiprocess_mode="livesum")  # fmt: skip
         self.render_worker_renders = Gauge("render_worker_renders_total",
-                                           "Renders the render workers answered", registry=r)  # fmt: skip
+                                           "Renders the render workers answered", registry=r,
+                                           multiprocess_mode="livesum")  # fmt: skip
         #: labelled children already made, per metric: ``labels()`` checks and joins its
         #: arguments under a lock on every call, and the hot routes count on every request
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or, in prometheus_client's
+        multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve --workers N``),
+        every server process's."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, made once."""

@@ -24,9 +24,11 @@ when ``min_hits`` is 0 (no profile-based selection), with the generic script.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -364,9 +366,42 @@ def _pending(db: Database) -> list[tuple[str, int]]:
         return repo.pending_chunks(session=session)
 
 
+class Lease:
+    """The right to build among the processes that share a state folder (``serve --workers
+    N``): an exclusive lock on a file there, taken without waiting and kept while the process
+    lives; the system drops it when the process ends, however it ends, and another takes it
+    on its next try. Two builders would build every chunk twice, each new attempt making the
+    other's work stale, and spend a chunk's attempts twice as fast."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def held(self) -> bool:
+        """Whether this process has the lease (taking it if it is free)."""
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another process has it
+                os.close(fd)
+                return False
+            self._fd = fd
+            log.info("campaign builder: this process builds (%s)", self.path)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the lock
+            self._fd = None
+
+
 class Builder:
     """Runs pending chunks in a background thread; :meth:`wake` after planning a campaign or
     after a live change (then the ``refresher`` brings waiting calls to the live versions).
+    With a ``lease``, it builds only while it holds it (one builder among the server
+    processes; the others check again every few seconds).
 
     On start it resumes whatever a previous process left unfinished."""
 
@@ -378,6 +413,7 @@ class Builder:
         on_chunk: Callable[[], None] = lambda: None,
         executor: Any = None,
         refresher: Callable[[], int] | None = None,
+        lease: Lease | None = None,
     ):
         """``executor``: an :class:`~scripts_engine.executors.Executor` (worker processes or
         a Dask cluster); None builds in this thread. ``refresher``: one step of the
@@ -387,6 +423,7 @@ class Builder:
         self.db, self.toolkit, self.on_chunk = db, toolkit, on_chunk
         self.executor = executor
         self.refresher = refresher
+        self.lease = lease
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -407,6 +444,8 @@ class Builder:
             self._thread.join(timeout)
         if self.executor is not None:
             self.executor.close()
+        if self.lease is not None:
+            self.lease.release()
 
     @property
     def alive(self) -> bool:
@@ -417,6 +456,8 @@ class Builder:
             self._wake.wait(5.0)
             self._wake.clear()
             try:
+                if self.lease is not None and not self.lease.held():
+                    continue
                 if self.executor is not None:
                     while not self._stop.is_set() and (tasks := _pending(self.db)):
                         self.executor.run(tasks)

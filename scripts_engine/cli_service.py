@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +115,15 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
         if settings.render_workers is None:
             # the server processes use the cores already: each renders in-process
             os.environ["SCRIPTS_ENGINE_RENDER_WORKERS"] = "0"
-        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_config=None, access_log=False)  # fmt: skip
+        # every process's metrics in each scrape of /metrics (prometheus_client's
+        # multiprocess mode: each process writes its values to files in this folder)
+        metrics_dir = tempfile.mkdtemp(prefix="scripts-engine-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run("api.main:create_served_app", factory=True, host=host, port=port,
+                        workers=workers, log_config=None, access_log=False)  # fmt: skip
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         uvicorn.run(main.create_app(settings), host=host, port=port, log_config=None,
                     access_log=False)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import ServicesDep
 from api.schemas import Health
@@ -60,4 +60,4 @@ def metrics(services: ServicesDep) -> Response:
     pool = services.render_pool
     m.render_workers.set(pool.alive if pool is not None else 0)
     m.render_worker_renders.set(pool.answered if pool is not None else 0)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

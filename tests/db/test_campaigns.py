@@ -3,6 +3,9 @@ idempotent build_chunk, the stable hash-chosen control group, min_hits."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,3 +112,53 @@ def test_holdout_is_stable_and_about_the_share() -> None:
     assert picks == [camp.in_control("C-1", i, 10.0) for i in ids]
     assert 0.09 < sum(picks) / len(ids) < 0.11
     assert not any(camp.in_control("C-1", i, 0.0) for i in ids[:100])
+
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_builder_among_the_processes_of_a_state_folder(
+    db: Database, toolkit: camp.Toolkit, tmp_path: Path
+) -> None:
+    """Server processes sharing a state folder (``serve --workers N``) build with one builder:
+    the one holding the folder's lease. The others build nothing; when the holder ends,
+    however it ends, one of them takes over."""
+    path = tmp_path / "builder.lock"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    builder = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        ids = load(db, toolkit, 8)
+        cid = camp.start_campaign(db=db, name="lease", options=OPTIONS, customer_ids=ids,
+                                  chunk_size=4, created_by=None, now=NOW)  # fmt: skip
+        lease = camp.Lease(path)
+        builder = camp.Builder(db, toolkit, lease=lease)
+        builder.start()
+        time.sleep(1.0)
+        builder.wake()
+        time.sleep(1.0)
+        assert not lease.held() and count_calls(db, cid) == (0, 0)  # another process builds
+        holder.kill()  # it ends without a word: the system drops its lock
+        holder.wait(10)
+        builder.wake()
+        deadline = time.monotonic() + 60
+        while count_calls(db, cid) != (8, 8) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count_calls(db, cid) == (8, 8) and lease.held()
+        other = camp.Lease(path)
+        assert not other.held()  # and it keeps it, from any other taker
+    finally:
+        holder.kill()
+        holder.communicate()
+        if builder is not None:
+            builder.stop()
+    again = camp.Lease(path)
+    assert again.held()  # a stopped builder lets go
+    again.release()

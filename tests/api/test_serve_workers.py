@@ -1,0 +1,65 @@
+"""``serve --workers N``: several server processes on one port are one service. Every scrape of
+``/metrics`` counts the requests all of them answered, each process writes its log, and one
+of them builds campaigns."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.server import free_port
+
+pytestmark = pytest.mark.slow
+
+_HEALTHZ = re.compile(
+    r'^http_requests_total\{method="GET",route="/healthz",status="200"\} ([0-9.e+]+)$', re.M
+)
+
+
+def _get(base: str, path: str) -> httpx.Response:
+    with httpx.Client(base_url=base, timeout=10) as c:  # a new connection: any process may take it
+        return c.get(path)
+
+
+def test_several_server_processes_are_one_service(tmp_path: Path, saved_model: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SCRIPTS_ENGINE_STATE_DIR": str(tmp_path / "state"),
+           "SCRIPTS_ENGINE_MODEL_PATH": str(saved_model), "SCRIPTS_ENGINE_LOG_JSON": "true"}  # fmt: skip
+    cmd = [str(Path(sys.executable).with_name("scripts-engine")), "serve", "--workers", "2",
+           "--port", str(port)]  # fmt: skip
+    log = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        answered, prefixes = 0, set()
+        deadline = time.monotonic() + 180
+        while len(prefixes) < 2:  # until both processes have answered
+            assert time.monotonic() < deadline, "both processes should answer"
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                got = _get(base, "/healthz")
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            assert got.status_code == 200
+            answered += 1
+            prefixes.add(got.headers["x-request-id"][:8])  # a random prefix per process
+        for _ in range(6):  # whichever process answers the scrape counts every one
+            scraped = _get(base, "/metrics").text
+            assert [float(n) for n in _HEALTHZ.findall(scraped)] == [answered]
+    finally:
+        server.terminate()
+        server.wait(60)
+    log.seek(0)
+    lines = log.read()
+    log.close()
+    assert lines.count("campaign builder: this process builds") == 1, lines
+    assert "Traceback" not in lines
+    assert not list((tmp_path / "state").glob("*.db-journal"))
