@@ -376,19 +376,32 @@ class Lease:
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
+        self._unlockable = False
 
     def held(self) -> bool:
-        """Whether this process has the lease (taking it if it is free)."""
-        if self._fd is None:
+        """Whether this process has the lease (taking it if it is free). Where the file
+        cannot be locked at all (a read-only state folder), every process builds, as before
+        there were leases: said once in the log."""
+        if self._fd is not None or self._unlockable:
+            return True
+        fd = None
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # another process has it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process has it
+            if fd is not None:
                 os.close(fd)
-                return False
-            self._fd = fd
-            log.info("campaign builder: this process builds (%s)", self.path)
+            return False
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            self._unlockable = True
+            log.warning("campaign builder: cannot lock %s (%s); building without a lease",
+                        self.path, exc)  # fmt: skip
+            return True
+        self._fd = fd
+        log.info("campaign builder: this process builds (%s)", self.path)
         return True
 
     def release(self) -> None:

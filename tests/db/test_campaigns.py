@@ -162,3 +162,18 @@ def test_one_builder_among_the_processes_of_a_state_folder(
     again = camp.Lease(path)
     assert again.held()  # a stopped builder lets go
     again.release()
+
+
+def test_a_lease_that_cannot_be_locked_lets_the_process_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state folder where no lock file can be made: the process builds (as every process
+    did before leases), and says so once."""
+    (tmp_path / "file").write_text("not a folder")
+    lease = camp.Lease(tmp_path / "file" / "builder.lock")
+    with caplog.at_level("WARNING", logger="scripts_engine"):
+        assert lease.held() and lease.held()
+    said = [r.getMessage() for r in caplog.records if "cannot lock" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        f"campaign builder: cannot lock {tmp_path / 'file' / 'builder.lock'} ([Errno 17] File exists"
+    ), said
