@@ -684,7 +684,8 @@ class LoopBatcher:
     each ran faster: run as soon as they came, the claims of one campaign ran side by side,
     each scan skipping the calls the others had locked, and each waited for its round trips
     among the others' threads (``bench_api``'s cycle on PostgreSQL, two interleaved pairs:
-    1,055-1,395 requests/s and claims 7.6-7.9 a batch, against 1,645-2,335 and 16.3-16.9)."""
+    1,055-1,395 requests/s and claims 7.6-7.9 a batch, against 1,645-2,335 and 16.3-16.9).
+    Two batches of a kind at a time were worse than one (1,291-1,840 against 1,579-2,226)."""
 
     #: the most jobs of one kind a batch takes; the rest wait for the next
     max_batch = 64
