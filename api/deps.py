@@ -6,9 +6,11 @@ Keys travel only in ``Authorization: Bearer <key>``; a request that carries some
 key-like in its URL is refused (400), so keys do not end up in proxy and server logs.
 
 A verified key is remembered for ``auth_cache_s`` (default 1 s; the cache holds sha256 of the
-key, never the key): most requests then need no database look-up. Revoking through the API
-clears this process's cache at once; a revocation from the CLI or another server process takes
-effect within ``auth_cache_s``. Set it to 0 to look the key up on every request.
+key, never the key): most requests then need no database look-up. A revocation or a new signing
+secret, through the API in any server process of this machine or through the CLI, bumps the
+state folder's key stamp (:mod:`scripts_engine.stamps`), and every process's cache forgets what
+it verified on its next request: the revocation takes effect at once. On other machines it
+takes effect within ``auth_cache_s``. Set it to 0 to look the key up on every request.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from scripts_engine.db.session import Database
 from scripts_engine.gate import Gate
 from scripts_engine.render_pool import RenderPool
 from scripts_engine.signing import HEADER, SignatureError, derive, verify
+from scripts_engine.stamps import Stamp
 from scripts_engine.versions import Actor, VersionStore
 
 _URL_KEY_NAMES = {"api_key", "apikey", "key", "token", "access_token", "authorization"}
@@ -80,22 +83,35 @@ class Principal:
 
 
 class KeyCache:
-    """Verified keys for a short while: sha256(key) -> (principal, monotonic expiry)."""
+    """Verified keys for a short while: sha256(key) -> (principal, monotonic expiry). With a
+    ``stamp`` (the state folder's key stamp), it forgets them all when the stamp moves."""
 
-    def __init__(self, ttl: float):
-        self.ttl = ttl
+    def __init__(self, ttl: float, stamp: Stamp | None = None):
+        self.ttl, self.stamp = ttl, stamp
         self._items: dict[str, tuple[Principal, float]] = {}
+        self._seen = stamp.value() if stamp is not None else 0
         #: look-ups under way: when an entry expires under load, the requests that arrive
         #: meanwhile with the same key wait for one database look-up instead of each making one
         self.pending: dict[str, asyncio.Future[Principal | None]] = {}
 
+    def mark(self) -> int:
+        """The stamp now, to give :meth:`put` for a look-up that starts now."""
+        return self.stamp.value() if self.stamp is not None else 0
+
     def get(self, digest: str) -> Principal | None:
+        if self.stamp is not None and (now := self.stamp.value()) != self._seen:
+            self.clear()  # a key changed somewhere: verify again
+            self._seen = now
         hit = self._items.get(digest)
         if hit is None or hit[1] < time.monotonic():
             return None
         return hit[0]
 
-    def put(self, digest: str, principal: Principal) -> None:
+    def put(self, digest: str, principal: Principal, mark: int | None = None) -> None:
+        """Remember a verified key, unless the stamp moved since ``mark`` (a look-up that
+        began before a revocation may have read the key live)."""
+        if mark is not None and mark != self.mark():
+            return
         if self.ttl > 0:
             if len(self._items) > 10_000:
                 self._items.clear()
@@ -104,6 +120,13 @@ class KeyCache:
     def clear(self) -> None:
         self._items.clear()
         self.pending.clear()  # a look-up under way may predate a revocation: not shared
+
+    def changed(self) -> None:
+        """A key changed (after its commit): every process of the state folder verifies
+        again, this one included."""
+        if self.stamp is not None:
+            self.stamp.bump()
+        self.clear()
 
 
 # the small dependencies are coroutines: FastAPI runs a plain function in its thread pool,
@@ -184,12 +207,13 @@ async def _principal(request: Request, key: str | None) -> Principal:
     cache = services.keys
     principal = cache.get(digest) if cache is not None else None
     if principal is None:
+        mark = cache.mark() if cache is not None else 0
         principal = await _verify(services, cache, digest, key)
         if principal is None:
             raise ApiError(401, "unknown or revoked API key",
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         if cache is not None:
-            cache.put(digest, principal)
+            cache.put(digest, principal, mark)
     request.state.key_prefix = principal.prefix
     return principal
 

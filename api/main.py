@@ -38,6 +38,7 @@ from scripts_engine.render_pool import RenderPool
 from scripts_engine.scoring import Engine, model_version
 from scripts_engine.signing import master_key
 from scripts_engine.speech import Pyttsx3Synthesizer, SynthesisPool
+from scripts_engine.stamps import key_stamp
 from scripts_engine.versions import VersionStore
 from scripts_engine.voice import get_catalog
 from scripts_engine.workers import auto_workers
@@ -108,7 +109,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     versions.on_live_change = on_live_change
     services = Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
                         metrics=metrics, clock=clock, synth=synth, versions=versions,
-                        limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s),
+                        limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s, key_stamp(settings.state_dir)),
                         signing_master=master_key(settings))  # fmt: skip
     return services
 

@@ -21,6 +21,7 @@ from scripts_engine.config import Settings, cli_command, get_settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.migrate import upgrade
 from scripts_engine.db.session import Database, open_database, write_transaction
+from scripts_engine.stamps import key_stamp
 
 if TYPE_CHECKING:
     from scripts_engine.scoring import Engine
@@ -188,6 +189,7 @@ def keys_rotate_signing(ctx: click.Context, prefix: str) -> None:
     db.dispose()
     if secret is None:
         raise click.ClickException(f"no live dialler key '{prefix}'")
+    key_stamp(settings.state_dir).bump()  # the servers verify the key again
     click.echo(secret)
     until = now + timedelta(hours=hours)
     click.echo(f"older secrets of {prefix} work until {until:%Y-%m-%d %H:%M} UTC", err=True)
@@ -209,8 +211,10 @@ def keys_list(ctx: click.Context) -> None:
 @click.argument("prefix")
 @click.pass_context
 def keys_revoke(ctx: click.Context, prefix: str) -> None:
-    """Revoke a key by prefix (or id); effective for the next request."""
-    db = _db(_settings(ctx))
+    """Revoke a key by prefix (or id); effective for the next request (at once in the server
+    processes of this state folder, within auth_cache_s elsewhere)."""
+    settings = _settings(ctx)
+    db = _db(settings)
     now = datetime.now(UTC)
     found = write_transaction(
         db, lambda s: repo.revoke_api_key(session=s, ident=prefix, now=now) is not None
@@ -218,6 +222,7 @@ def keys_revoke(ctx: click.Context, prefix: str) -> None:
     db.dispose()
     if not found:
         raise click.ClickException(f"no key '{prefix}'")
+    key_stamp(settings.state_dir).bump()  # the servers forget the key now
     click.echo(f"revoked {prefix}")
 
 

@@ -1,4 +1,5 @@
-"""API keys (admin only): create (the key is shown once), list, revoke (effective at once)."""
+"""API keys (admin only): create (the key is shown once), list, revoke (effective at once, in
+every server process of the state folder: :mod:`scripts_engine.stamps`)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def rotate_signing_secret(
 
     out = write_transaction(services.db, run)
     if services.keys is not None:
-        services.keys.clear()
+        services.keys.changed()  # every server process verifies the key again
     return out
 
 
@@ -77,5 +78,5 @@ def revoke_key(prefix: str, _: Admin, services: ServicesDep, now: Now) -> KeyOut
 
     out = write_transaction(services.db, run)
     if services.keys is not None:
-        services.keys.clear()  # this process stops accepting the key now
+        services.keys.changed()  # every server process stops accepting the key now
     return out

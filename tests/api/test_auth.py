@@ -10,7 +10,7 @@ from sqlalchemy import select
 from scripts_engine.config import Settings
 from scripts_engine.db.models import ApiKey
 from scripts_engine.db.session import open_database
-from tests.api.conftest import ROLES, auth
+from tests.api.conftest import ROLES, Clock, auth, create_keys, make_client
 
 ALL = set(ROLES)
 STAFF = {"admin", "writer", "qa"}
@@ -157,3 +157,31 @@ def test_the_schema_documents_the_key_on_every_keyed_route(client: TestClient) -
     used = {t for ops in spec["paths"].values() for op in ops.values() for t in op["tags"]}
     assert used == set(declared) and declared[:3] == ["operations", "keys", "customers"]
     assert all(t["description"] for t in spec["tags"])
+
+
+def test_a_revocation_anywhere_takes_effect_at_once_in_every_server_process(
+    api_settings: Settings, clock: Clock
+) -> None:
+    """Two server processes of one state folder (two apps here), keys remembered for a whole
+    minute: a key revoked through one of them, or from the command line, is refused at once
+    by both."""
+    from click.testing import CliRunner
+
+    from scripts_engine.cli import main
+
+    settings = api_settings.model_copy(update={"auth_cache_s": 60.0})
+    with make_client(settings, clock) as one, make_client(settings, clock) as two:
+        keys = create_keys(settings)
+        made = [one.post("/v1/keys", json={"role": "dialler"}, headers=auth(keys["admin"]))
+                for _ in range(2)]  # fmt: skip
+        (first, p1), (second, p2) = [(r.json()["key"], r.json()["prefix"]) for r in made]
+        for client in (one, two):  # both remember both keys
+            for key in (first, second):
+                assert client.get("/v1/campaigns", headers=auth(key)).status_code == 200
+        assert one.delete(f"/v1/keys/{p1}", headers=auth(keys["admin"])).status_code == 200
+        assert two.get("/v1/campaigns", headers=auth(first)).status_code == 401
+        assert two.get("/v1/campaigns", headers=auth(second)).status_code == 200
+        res = CliRunner().invoke(main, ["keys", "revoke", p2], obj=settings)
+        assert res.exit_code == 0, res.output
+        for client in (one, two):
+            assert client.get("/v1/campaigns", headers=auth(second)).status_code == 401
