@@ -60,8 +60,11 @@ def test_one_batch_of_a_kind_at_a_time(tmp_path: Path) -> None:
         batcher = LoopBatcher(db, asyncio.get_running_loop(), lambda fn: fn(None))
         batcher.max_batch = 3
         first = [batcher.submit(Job("claim", f"a{i}", log)) for i in range(2)]
-        while log.batches != [["a0", "a1"]]:  # the first batch is under way in a thread
+        for _ in range(2000):  # until the first batch is under way in a thread
+            if log.batches == [["a0", "a1"]]:
+                break
             await asyncio.sleep(0.005)
+        assert log.batches == [["a0", "a1"]]
         later = [batcher.submit(Job("claim", f"b{i}", log)) for i in range(5)]
         other = batcher.submit(Job("outcome", "o", log))
         plain = batcher.submit(Plain("p"))
