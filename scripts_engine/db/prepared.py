@@ -61,6 +61,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 import re
@@ -71,7 +72,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import BindParameter, Connection, Engine, Insert, event
 from sqlalchemy.engine import Dialect
@@ -510,11 +511,45 @@ def _next_result(pgconn: Any) -> Any:
     """libpq's next result of a pipeline, waited for without the interpreter lock. psycopg
     calls libpq's ``PQgetResult``, which blocks until the result comes, holding the lock: a
     statement waiting for a row lock would then stop every thread of the process, the one
-    whose transaction holds that lock too (a deadlock no database can see)."""
-    while pgconn.is_busy():
+    whose transaction holds that lock too (a deadlock no database can see).
+
+    Whether the result is in is asked of libpq holding the lock (:func:`_is_busy`): the
+    lock is let go only to wait for the server."""
+    busy = _is_busy()
+    if busy is None:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        return pgconn.get_result()
+    while busy(pgconn.pgconn_ptr):
         select.select([pgconn.socket], [], [])
         pgconn.consume_input()
     return pgconn.get_result()
+
+
+@functools.cache
+def _is_busy() -> Callable[[int], int] | None:
+    """libpq's ``PQisBusy`` of the libpq psycopg loaded, called without letting go of the
+    interpreter lock (``ctypes.PyDLL``); None where that library is not found.
+
+    psycopg's ``is_busy`` lets go of the lock around the call. A pipeline asks twice a
+    statement (its answer, then the end of it), nearly always about what libpq has already
+    read: under load, each time, getting the lock back from the event loop took up to the
+    switch interval. The call itself only parses libpq's input buffer."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps
+                     if line.rstrip().rsplit("/", 1)[-1].startswith("libpq")}  # fmt: skip
+    except OSError:
+        return None
+    if len(paths) != 1:
+        return None
+    try:
+        function = ctypes.PyDLL(paths.pop()).PQisBusy
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_int
+    return cast(Callable[[int], int], function)
 
 
 @functools.cache

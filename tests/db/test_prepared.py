@@ -528,6 +528,37 @@ def test_a_claim_and_an_outcome_each_take_few_round_trips(db: Database) -> None:
     assert answer.status_code == 201 and trips == 2
 
 
+def test_libpq_is_asked_whether_an_answer_is_in_holding_the_interpreter_lock(
+    db: Database,
+) -> None:
+    """A pipeline asks libpq, for each answer, whether it is in. It asks the libpq psycopg
+    loaded, directly, without letting go of the interpreter lock, and it gets psycopg's
+    answer: busy while the server's answer has not been read, not busy once it has."""
+    if db.is_sqlite:
+        pytest.skip("libpq")
+    import select as select_
+
+    from scripts_engine.db import prepared
+
+    with db.write_engine.connect() as conn:
+        conn.rollback()  # SQLAlchemy's own BEGIN, if any, answered
+        raw: Any = conn.connection.dbapi_connection
+        pgconn = raw.pgconn
+        busy = prepared._is_busy()  # noqa: SLF001
+        assert busy is not None, "libpq should be found: without it every check lets go of the lock"
+        assert busy(pgconn.pgconn_ptr) == pgconn.is_busy() == 0
+        pgconn.send_query(b"SELECT pg_sleep(0.2)")
+        while pgconn.flush():
+            select_.select([], [pgconn.socket], [])
+        assert busy(pgconn.pgconn_ptr) == pgconn.is_busy() == 1  # the server is still at it
+        while busy(pgconn.pgconn_ptr):
+            select_.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        assert pgconn.is_busy() == 0
+        assert pgconn.get_result() is not None and pgconn.get_result() is None
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1  # and the connection goes on
+
+
 #: run in a process of its own (argv: database URL, state folder): if waiting for the lock
 #: held the interpreter lock, nothing in the process could run again, the test included
 _LOCK_WAIT = """
