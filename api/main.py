@@ -109,7 +109,8 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     versions.on_live_change = on_live_change
     services = Services(settings=settings, db=db, toolkit=toolkit, gate=gate, builder=builder,
                         metrics=metrics, clock=clock, synth=synth, versions=versions,
-                        limiter=RateLimiter(settings), keys=KeyCache(settings.auth_cache_s, key_stamp(settings.state_dir)),
+                        limiter=RateLimiter(settings),
+                        keys=KeyCache(settings.auth_cache_s, key_stamp(settings.state_dir)),
                         signing_master=master_key(settings))  # fmt: skip
     return services
 

@@ -300,13 +300,13 @@ def transaction(conn: Connection) -> Iterator[None]:
     if direct is None:
         yield
         return
-    direct.begin_deferring()
+    direct.deferring(True)
     try:
         yield
         with driver_errors(conn, "COMMIT"):
             direct.commit()
     finally:
-        direct.end_deferring()
+        direct.deferring(False)
 
 
 def _flush_before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -472,11 +472,9 @@ class _Direct:
             self.run_pipeline([(b"COMMIT", [[]])])
         self._begin_due = False
 
-    def begin_deferring(self) -> None:
-        self._deferring, self._begin_due, self._pending = True, False, []
-
-    def end_deferring(self) -> None:
-        self._deferring, self._begin_due, self._pending = False, False, []
+    def deferring(self, on: bool) -> None:
+        """Enter (or leave) a :func:`transaction`, with nothing kept."""
+        self._deferring, self._begin_due, self._pending = on, False, []
 
     def flush(self) -> None:
         """Send what a :func:`transaction` kept (a statement outside this module is next)."""
@@ -516,12 +514,7 @@ def _next_result(pgconn: Any) -> Any:
     Whether the result is in is asked of libpq holding the lock (:func:`_is_busy`): the
     lock is let go only to wait for the server."""
     busy = _is_busy()
-    if busy is None:
-        while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        return pgconn.get_result()
-    while busy(pgconn.pgconn_ptr):
+    while busy(pgconn.pgconn_ptr) if busy is not None else pgconn.is_busy():
         select.select([pgconn.socket], [], [])
         pgconn.consume_input()
     return pgconn.get_result()
