@@ -120,6 +120,40 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _json_error(error: dict[str, Any], document: Any) -> dict[str, Any]:
+    """A JSON syntax error (FastAPI's ``json_invalid``, located by its character offset) as
+    a field error on ``body`` that says what and where, by line and column."""
+    loc = error.get("loc", ())
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    what = str((error.get("ctx") or {}).get("error") or error.get("msg") or "invalid JSON")
+    if pos is None:
+        return {"field": "body", "error": f"not valid JSON: {what}"}
+    if isinstance(document, bytes | str):
+        before = document[:pos]
+        newline = "\n" if isinstance(before, str) else b"\n"
+        line = before.count(newline) + 1  # type: ignore[arg-type]
+        column = pos - (before.rfind(newline) + 1)  # type: ignore[arg-type]
+        return {"field": "body",
+                "error": f"not valid JSON: {what} at line {line}, column {column + 1} "
+                         f"(character {pos})"}  # fmt: skip
+    return {"field": "body", "error": f"not valid JSON: {what} at character {pos}"}
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """What made a body unreadable, for the 400 FastAPI (and :mod:`api.lean`) raise from the
+    exception that stopped the JSON decoder (it says only "There was an error parsing the
+    body"); None for any other HTTP error."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start : cause.start + 1]
+        return f"not UTF-8: byte 0x{byte.hex()} at offset {cause.start} (JSON must be UTF-8)"
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    return None
+
+
 def _engine_status(exc: ScriptsEngineError) -> tuple[int, str]:
     if isinstance(exc, NotFound | PersonaNotFound):
         return 404, "not_found"
@@ -151,13 +185,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
+            _json_error(e, exc.body) if e.get("type") == "json_invalid" else
             {"field": field_path(e.get("loc", ())), "error": str(e.get("msg", "invalid"))}
             for e in exc.errors()
-        ]
+        ]  # fmt: skip
         return error_response(request, 422, "the request is not valid", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:
+            return error_response(request, 400, "the request body cannot be read as JSON",
+                                  errors=[{"field": "body", "error": unreadable}])  # fmt: skip
         message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "")
         return error_response(request, exc.status_code, message or "error",
                               headers=getattr(exc, "headers", None))  # fmt: skip

@@ -8,8 +8,8 @@ about as much CPU as the claim's database work. :class:`LeanRoute` is an ``APIRo
 the OpenAPI schema, the validation and the errors stay FastAPI's) whose handler, for an
 endpoint of a simple shape, does only what that endpoint needs, in FastAPI's order:
 
-1. read the body and decode it as JSON (a JSON error is a 422 before anything else, as in
-   FastAPI);
+1. read the body and decode it as JSON (a JSON syntax error is a 422, a body that is not
+   UTF-8 or nests too deeply a 400, before anything else, as in FastAPI);
 2. run the route's one access dependency (a :class:`~api.deps.KeyGuard`: 400/401/403/429);
 3. validate the path and header parameters and the body with FastAPI's own functions
    (``request_params_to_args``, ``request_body_to_args``: the same values, the same errors);
@@ -156,6 +156,8 @@ class LeanRoute(APIRoute):
                                   "ctx": {"error": exc.msg}}],
                                 body=exc.doc,
                             ) from exc  # fmt: skip
+                        except Exception as exc:  # not UTF-8, nested too deeply: as FastAPI
+                            raise HTTPException(400, "There was an error parsing the body") from exc
             values: dict[str, Any] = {guard_name: await guard(request), request_name: request}
             errors: list[Any] = []
             path_params = request.path_params

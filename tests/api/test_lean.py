@@ -24,6 +24,8 @@ def cases(keys: dict[str, str], cid: str) -> list[tuple[str, str, dict[str, Any]
     return [
         ("POST", claim, {"content": b'{"limit": 1', "headers": {**d, **js}}),  # bad JSON
         ("POST", claim, {"content": b'{"limit": 1', "headers": js}),  # bad JSON, no key
+        ("POST", claim, {"content": b'{"limit": "\xff"}', "headers": {**d, **js}}),  # not UTF-8
+        ("POST", claim, {"content": b"[" * 5000, "headers": {**d, **js}}),  # nested too deeply
         ("POST", claim, {"json": {"limit": 1}}),  # no key
         ("POST", claim + "?api_key=se_x", {"json": {"limit": 1}, "headers": d}),  # key in URL
         ("POST", claim, {"json": {"limit": 1}, "headers": qa}),  # wrong role
@@ -83,5 +85,6 @@ def test_lean_and_standard_handlers_answer_alike(
         client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
     assert solved
     assert {s for s, _ in lean} >= {200, 400, 401, 403, 404, 422}
+    assert 500 not in {s for s, _ in lean}
     for case, a, b in zip(cases(keys, cid), lean, full, strict=True):
         assert a == b, (case[1], a, b)
