@@ -32,6 +32,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/calls/{call_id}/outcome"): {"dialler"},
     ("GET", "/v1/calls/{call_id}"): {"admin", "qa"},
     ("GET", "/v1/audio/{name}"): ALL,
+    ("HEAD", "/v1/audio/{name}"): ALL,
     ("GET", "/v1/voices"): ALL,
     ("POST", "/v1/voices/synthesize"): {"admin", "writer", "qa"},
     ("GET", "/v1/stats/profiles"): {"admin", "qa"},
