@@ -192,7 +192,13 @@ class ClaimedCallOut(BaseModel):
 class ClaimResponse(BaseModel):
     calls: list[ClaimedCallOut]
     next_due: datetime | None = Field(
-        default=None, description="With no calls: when the next blocked call becomes due."
+        default=None,
+        description=(
+            "With no calls: when to ask again (a call the gate put back becomes due, a lease "
+            "out ends, or, while the campaign is still being built, in 2 s). null: nothing is "
+            "left to hand out (every call has its outcome or is blocked for good): the "
+            "campaign is finished for this dialler."
+        ),
     )
 
 

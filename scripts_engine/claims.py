@@ -21,7 +21,8 @@ the transaction's Connection (:mod:`scripts_engine.db.prepared`): a round reads 
 their payloads (one statement), the customers, their suppressions and recent attempts (two
 statements), then leases the allowed calls, puts the blocked ones back and stores the
 decisions and attempts (:func:`~scripts_engine.db.repository.claim_writes`); a claim that
-hands out nothing checks that the campaign exists and when the next call is due.
+hands out nothing checks that the campaign exists and says when to ask again (``next_due``:
+None only when nothing is left to hand out, see :func:`_next_due`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ log = logging.getLogger("scripts_engine.claims")
 #: Extra candidates examined per round (blocked ones are skipped), and rounds per claim.
 OVERSCAN = 2
 ROUNDS = 8
+#: how soon a claim that found nothing while its campaign is being built should ask again
+BUILDING_RETRY = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class ClaimedCall:
 class ClaimResult:
     calls: list[ClaimedCall]
     decisions: list[Decision]
+    #: with no calls: when to ask again; None when nothing is left to hand out
     next_due: datetime | None
 
 
@@ -137,6 +141,7 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
     leased: list[list[_Leased]] = [[] for _ in claims]
     decisions: list[list[Decision]] = [[] for _ in claims]
     seen: set[str] = set()
+    more = False  # candidates may be left that no round got to
     for _round in range(ROUNDS):
         want = sum(max(c.limit - len(got), 0) for c, got in zip(claims, leased, strict=True))
         if want <= 0:
@@ -184,19 +189,39 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
                 )
         repo.claim_writes(conn=conn, ruleset=gate.rules.version, leases=lease_rows,
                           put_back=put_back, decisions=decision_rows, attempts=attempt_rows)  # fmt: skip
+    else:
+        more = True
     old = repo.old_call_documents(
         conn=conn, call_ids=[c[0] for got in leased for c in got if c[4] is None]
     )
     next_due = None
     if not all(leased):
-        if not any(decisions) and not repo.campaign_exists(conn=conn, campaign_id=campaign_id):
-            raise NotFound(f"no campaign '{campaign_id}'")
-        next_due = repo.next_due(conn=conn, campaign_id=campaign_id)
+        next_due = _next_due(conn, campaign_id, now, more=more)
     return [
         ClaimResult([_claimed(c, campaign_id, until[at], old) for c in leased[at]],
                     decisions[at], None if leased[at] else next_due)
         for at in range(len(claims))
     ]  # fmt: skip
+
+
+def _next_due(conn: Connection, campaign_id: str, now: datetime, *, more: bool) -> datetime | None:
+    """When a claim left with no call should ask again: now, when candidates are left that
+    its rounds did not get to; in :data:`BUILDING_RETRY` while the campaign is being built
+    (the next chunk's calls come in at any time); else when the first call put back by the gate
+    becomes due or the first lease out ends. None: nothing is left to hand out.
+
+    Raises:
+        NotFound: no such campaign.
+    """
+    status = repo.campaign_status(conn=conn, campaign_id=campaign_id)
+    if status is None:
+        raise NotFound(f"no campaign '{campaign_id}'")
+    if more:
+        return now
+    due = repo.next_due(conn=conn, campaign_id=campaign_id)
+    if status == "building":
+        return min(due, now + BUILDING_RETRY) if due is not None else now + BUILDING_RETRY
+    return due
 
 
 #: a call a claim leased: (call id, customer id, decision, phone, payload, audio, live set)

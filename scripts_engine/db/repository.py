@@ -510,10 +510,20 @@ _PUT_BACK = (
     .values(status=bindparam("b_status"), lease_until=None, not_before=bindparam("b_retry"))
 )
 _OLD_DOCS = select(_docs.c.call_id, _docs.c.script, _docs.c.record).where(_docs.c.call_id.in_(_IDS))
-_CAMPAIGN = select(Campaign.__table__.c.id).where(Campaign.__table__.c.id == bindparam("id"))
-_NEXT_DUE = select(func.min(_calls.c.not_before)).where(
-    _calls.c.campaign_id == bindparam("campaign_id"), _calls.c.status == "ready"
-)
+_CAMPAIGN = select(Campaign.__table__.c.status).where(Campaign.__table__.c.id == bindparam("id"))
+
+
+def _earliest(status: str) -> Any:
+    return (
+        select(func.min(_calls.c.not_before))
+        .where(_calls.c.campaign_id == bindparam("campaign_id"), _calls.c.status == status)
+        .scalar_subquery()
+    )
+
+
+#: when a call put back by the gate becomes due, and when the first lease out ends (a leased
+#: call's ``not_before`` is its lease's end): each one seek of ``ix_calls_claim``
+_NEXT_DUE = select(_earliest("ready"), _earliest("leased"))
 
 
 def _pg(conn: Connection) -> bool:
@@ -619,13 +629,17 @@ def old_call_documents(
     return {str(i): (s, r) for i, s, r in _P_OLD_DOCS.rows(conn, {"ids": list(call_ids)})}
 
 
-def campaign_exists(*, conn: Connection, campaign_id: str) -> bool:
-    return bool(_P_CAMPAIGN.rows(conn, {"id": campaign_id}))
+def campaign_status(*, conn: Connection, campaign_id: str) -> str | None:
+    """``building``, ``ready`` or ``failed``; None for no such campaign."""
+    rows = _P_CAMPAIGN.rows(conn, {"id": campaign_id})
+    return str(rows[0][0]) if rows else None
 
 
 def next_due(*, conn: Connection, campaign_id: str) -> datetime | None:
-    """When the earliest waiting call of the campaign becomes due again."""
-    return cast(datetime | None, _P_NEXT_DUE.rows(conn, {"campaign_id": campaign_id})[0][0])
+    """When a call of the campaign may next be handed out: the earliest of its calls put back
+    until a time and of its leases' ends; None when none waits (each is done or blocked)."""
+    times = [t for t in _P_NEXT_DUE.rows(conn, {"campaign_id": campaign_id})[0] if t is not None]
+    return min(times) if times else None
 
 
 _SEEN = select(_idem.c.request_hash, _idem.c.status_code, _idem.c.response).where(

@@ -71,6 +71,44 @@ def test_outside_the_window_nothing_is_handed_out(
     assert all(c["window"]["not_after"] <= c["lease_until"] for c in calls)
 
 
+def test_a_claim_with_no_call_says_when_to_ask_again_and_null_when_finished(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    """``next_due`` tells a dialler left with no call whether to come back, and when: in 2 s
+    while the campaign is being built, when the first lease out ends, when a call put back by
+    the gate becomes due; null once every call has its outcome."""
+    admin = auth(keys["admin"])
+    recs = [r for r in demo_records(8) if r.get("consent") == "true"][:2]
+    assert client.post("/v1/customers", json=recs, headers=admin).json()["accepted"] == 2
+    cid = client.post("/v1/campaigns", json={"name": "c", "min_hits": 0}, headers=admin).json()[
+        "id"
+    ]
+
+    def ask(key: str) -> Any:
+        r = client.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 5}, headers=auth(key))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def at(offset: timedelta) -> str:
+        return (clock.now + offset).isoformat()
+
+    assert ask(keys["dialler"]) == {"calls": [], "next_due": at(timedelta(seconds=2))}  # building
+    build_now(client.app)  # type: ignore[arg-type]
+    other = client.post("/v1/keys", json={"role": "dialler"}, headers=admin).json()["key"]
+    calls = claim(client, keys["dialler"], cid, limit=5, lease_seconds=90)
+    assert len(calls) == 2
+    assert ask(other) == {"calls": [], "next_due": at(timedelta(seconds=90))}  # leases end
+    assert (
+        outcome(client, calls[0]["id"], keys["dialler"], {"status": "busy"}, "a").status_code == 201
+    )
+    clock.advance(seconds=91)  # the other call's lease ended: back, but its attempt was made
+    got = ask(other)
+    assert got["calls"] == [] and got["next_due"].startswith("2026-05-13T01:00")  # tomorrow
+    late = outcome(client, calls[1]["id"], keys["dialler"], {"status": "no_answer"}, "b")
+    assert late.status_code == 201  # the lease ended, but nobody else has the call: kept
+    assert ask(other) == {"calls": [], "next_due": None}  # finished
+
+
 def test_opt_out_blocks_the_next_claim_in_every_campaign(
     client: TestClient, keys: dict[str, str], clock: Clock
 ) -> None:

@@ -140,6 +140,12 @@ def test_a_claim_never_reads_the_calls_put_back_or_leased_until_later(db: Databa
         conn.execute(update(table(Call)).where(table(Call).c.id.in_([*due, *fresh]))
                      .values(not_before=NOW + timedelta(hours=12)))  # fmt: skip
         assert repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=3) == []
+        # when to ask again: the first lease's end, one index entry read of each kind
+        assert repo.next_due(conn=conn, campaign_id="cmp") == until
+        if not db.is_sqlite:
+            scans = _scans(_analyzed(conn, repo._P_NEXT_DUE, {"campaign_id": "cmp"}))  # noqa: SLF001
+            assert [s.get("Index Name") for s in scans] == ["ix_calls_claim"] * 2, scans
+            assert sum(s.get("Actual Rows", 0) for s in scans) <= 2, scans
 
 
 def test_the_claim_statements_keep_one_generic_plan(db: Database) -> None:
