@@ -61,14 +61,23 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(default=None, description="Quote it when reporting a bug.")
 
 
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before sending the same "
+                                               "request again.", "schema": {"type": "integer"}}}  # fmt: skip
+
 #: Documented on every route (the OpenAPI lists the error shape for each status).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody, "description": d}
     for s, d in {
         400: "Bad request", 401: "Missing, unknown or revoked API key", 403: "Role not allowed",
         404: "Not found", 409: "Conflict", 422: "Invalid input", 500: "Internal error",
-        503: "Temporarily unavailable",
     }.items()
+} | {
+    429: {"model": ErrorBody, "headers": _RETRY_AFTER,
+          "description": "Rate limit reached for this key: nothing was done; send the same "
+                         "request again after `Retry-After` seconds."},
+    503: {"model": ErrorBody, "headers": _RETRY_AFTER,
+          "description": "Temporarily unavailable (the database is busy or unreachable): nothing "
+                         "was written; retry after `Retry-After` seconds."},
 }  # fmt: skip
 
 

@@ -217,7 +217,31 @@ def create_app(
     web.install(app)  # the web workspace under /web/
     index_routes(app)
     app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
+    _require_checked_headers(app, settings)
     return app
+
+
+def _require_checked_headers(app: FastAPI, settings: Settings) -> None:
+    """Mark in the OpenAPI schema the headers a route requires but checks itself, so that a
+    missing one gets the route's own error (``Idempotency-Key``: 400
+    ``idempotency_key_missing``; ``X-Signature``: 401 ``bad_signature``, unless this server
+    runs with ``outcome_signatures=optional``): FastAPI lists them as optional."""
+    required = {"Idempotency-Key"}
+    if settings.outcome_signatures == "required":
+        required.add("X-Signature")
+    schema_of = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in schema_of()["paths"].values():
+                for operation in operations.values():
+                    for param in operation.get("parameters", []):
+                        if param["in"] == "header" and param["name"] in required:
+                            param["required"] = True
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_served_app() -> FastAPI:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 
 from api.deps import AnyRole, ServicesDep
-from api.errors import ERROR_RESPONSES, ApiError
+from api.errors import ERROR_RESPONSES, ApiError, ErrorBody
 from scripts_engine.db import repository as repo
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], responses=ERROR_RESPONSES)
@@ -53,12 +53,17 @@ def _unsatisfiable(spec: str, size: int) -> ApiError:
                     code="range_not_satisfiable", headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
 
 
+_ETAG = {"ETag": {"description": "The sha256 of the file's bytes, quoted: send it in "
+                                 "If-None-Match to get a 304.", "schema": {"type": "string"}}}  # fmt: skip
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": _TYPES, "description": "The audio file (HEAD: its headers only)."},
-    206: {"content": _TYPES, "description": "The byte range asked for (`Range`)."},
-    304: {"description": "Not modified (If-None-Match matched the ETag)."},
-    416: {"description": "The range lies beyond the file."},
-}
+    200: {"content": _TYPES, "headers": _ETAG,
+          "description": "The audio file (HEAD: its headers only)."},
+    206: {"content": _TYPES, "description": "The byte range asked for (`Range`).",
+          "headers": _ETAG | {"Content-Range": {"description": "bytes FIRST-LAST/SIZE",
+                                                "schema": {"type": "string"}}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag).", "headers": _ETAG},
+    416: {"model": ErrorBody, "description": "The range lies beyond the file."},
+}  # fmt: skip
 
 
 @router.head("/{name}", response_class=Response, responses=_RESPONSES, operation_id="head_audio",

@@ -41,7 +41,14 @@ IdemKey = Annotated[
 ]
 
 
-@router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201)
+_REPLAYED = {"Idempotent-Replayed": {
+    "description": "`true` when this is the stored answer to an earlier request with the same "
+                   "Idempotency-Key and body (nothing was done again).",
+    "schema": {"type": "string", "enum": ["true"]}}}  # fmt: skip
+
+
+@router.post("/{call_id}/outcome", response_model=OutcomeOut, status_code=201,
+             responses={201: {"headers": _REPLAYED}})  # fmt: skip
 async def report_outcome(
     call_id: str, body: OutcomeIn, principal: SignedDialler, request: Request,
     idempotency_key: IdemKey = None, x_signature: Signature = None,

@@ -16,6 +16,7 @@ from starlette.routing import Match, Route
 from api import create_app, web
 from api.deps import get_services
 from api.errors import ApiError
+from api.main import _require_checked_headers
 from api.routes import ROUTERS, TAGS
 from api.routing import RouteIndex, _key
 from scripts_engine.config import Settings
@@ -28,6 +29,7 @@ def test_the_flat_table_has_include_routers_routes_and_schema(api_settings: Sett
                        openapi_tags=TAGS)  # fmt: skip
     for router in (*ROUTERS, *web.ROUTERS):
         included.include_router(router)
+    _require_checked_headers(included, api_settings)  # what create_app adds to the schema
     # the routers' routes (the API's, then the web workspace's), in the order a request is
     # matched against them
     endpoints = {r.endpoint for router in (*ROUTERS, *web.ROUTERS) for r in router.routes}
@@ -101,3 +103,33 @@ def test_the_route_index_picks_the_route_the_whole_table_picks(api_settings: Set
                 path, method, got, wanted)  # fmt: skip
             checked += wanted is not None
     assert checked > 100
+
+
+def test_the_schema_says_which_headers_are_required_and_what_comes_back(
+    api_settings: Settings,
+) -> None:
+    """A dialler writing a client from the schema alone sees the outcome's Idempotency-Key and
+    X-Signature as required (the route checks them itself, so FastAPI listed them as
+    optional), the Idempotent-Replayed answer header, 429 and 503 with Retry-After, and the
+    audio's GET and HEAD with their content types and ETag. With outcome signatures optional,
+    X-Signature is."""
+
+    def schema(settings: Settings) -> Any:
+        return create_app(settings, start_builder=False).openapi()
+
+    paths = schema(api_settings)["paths"]
+    outcome = paths["/v1/calls/{call_id}/outcome"]["post"]
+    headers = {p["name"]: p.get("required") for p in outcome["parameters"] if p["in"] == "header"}
+    assert headers == {"Idempotency-Key": True, "X-Signature": True}
+    assert set(outcome["responses"]["201"]["headers"]) == {"Idempotent-Replayed"}
+    for status in ("429", "503"):
+        assert set(outcome["responses"][status]["headers"]) == {"Retry-After"}, status
+    audio = paths["/v1/audio/{name}"]
+    assert set(audio) == {"get", "head"}
+    assert "audio/PCMA" in audio["get"]["responses"]["200"]["content"]
+    assert "ETag" in audio["get"]["responses"]["200"]["headers"]
+    assert {"206", "304", "416"} <= set(audio["get"]["responses"])
+    relaxed = schema(api_settings.model_copy(update={"outcome_signatures": "optional"}))
+    outcome = relaxed["paths"]["/v1/calls/{call_id}/outcome"]["post"]
+    headers = {p["name"]: p.get("required") for p in outcome["parameters"] if p["in"] == "header"}
+    assert headers == {"Idempotency-Key": True, "X-Signature": False}
