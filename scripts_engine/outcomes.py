@@ -208,7 +208,8 @@ def _replay(seen: tuple[str, int, dict[str, Any]], digest: str) -> OutcomeAnswer
     request_hash, status_code, response = seen
     if request_hash != digest:
         raise Conflict(
-            "this Idempotency-Key was used with another request body",
+            "this Idempotency-Key was used for another request (another call, or another "
+            "body): use a new key for each outcome",
             code="idempotency_key_reused",
         )
     return OutcomeAnswer(status_code, response, True)

@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import re
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -22,6 +23,7 @@ from scripts_engine.db.errors import Conflict, NotFound
 from scripts_engine.db.models import ApiKey, Block, Call, Customer, GateDecision, Outcome
 from scripts_engine.db.session import read_core_async, write_core, write_core_async
 from scripts_engine.outcomes import Report
+from scripts_engine.signing import sign
 from tests.api.conftest import SECRETS, Clock, auth, demo_records, outcome
 from tests.api.server import build_now
 
@@ -107,6 +109,29 @@ def test_a_claim_with_no_call_says_when_to_ask_again_and_null_when_finished(
     late = outcome(client, calls[1]["id"], keys["dialler"], {"status": "no_answer"}, "b")
     assert late.status_code == 201  # the lease ended, but nobody else has the call: kept
     assert ask(other) == {"calls": [], "next_due": None}  # finished
+
+
+def test_an_idempotency_key_answers_its_own_request_only(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """The same key with the same JSON (whatever its spacing and key order) replays the first
+    answer; the same key for another call, or with another body, is a 409 that says so."""
+    cid = setup_campaign(client, keys, 2)
+    first, second = claim(client, keys["dialler"], cid, limit=2)
+    body = {"status": "connected", "intent_grade": "B", "duration_s": 31.0}
+    made = outcome(client, first["id"], keys["dialler"], body, "k")
+    assert made.status_code == 201
+    raw = b'{ "duration_s": 31.0,\n  "status": "connected", "intent_grade": "B" }'
+    headers = {**auth(keys["dialler"]), "Content-Type": "application/json", "Idempotency-Key": "k",
+               "X-Signature": sign(SECRETS[keys["dialler"]], int(time.time()), raw)}  # fmt: skip
+    again = client.post(f"/v1/calls/{first['id']}/outcome", content=raw, headers=headers)
+    assert again.status_code == 201 and again.json() == made.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    for call_id, other in ((second["id"], body), (first["id"], {**body, "intent_grade": "A"})):
+        r = outcome(client, call_id, keys["dialler"], other, "k")
+        assert r.status_code == 409 and r.json()["code"] == "idempotency_key_reused"
+        assert "another call, or another body" in r.json()["message"]
+    assert outcome(client, second["id"], keys["dialler"], body, "k2").status_code == 201
 
 
 def test_opt_out_blocks_the_next_claim_in_every_campaign(
