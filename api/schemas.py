@@ -145,9 +145,14 @@ class CampaignCreate(_In):
 
 
 class Progress(BaseModel):
-    total: int
-    done: int
-    failed: int
+    total: int = Field(description="Customers the campaign was started with.")
+    done: int = Field(description="Customers built (each a call, or left out: `filtered`).")
+    failed: int = Field(description="Customers whose build failed.")
+    filtered: int = Field(
+        default=0,
+        description="Customers built but left out: fewer tag hits than `min_hits`, or opted "
+        "out of profiling while `min_hits` is above 0.",
+    )
 
 
 class CampaignOut(BaseModel):

@@ -34,9 +34,11 @@ def campaign_out(services: ServicesDep, c: Campaign) -> CampaignOut:
     with services.db.read() as session:
         by_profile = repo.profile_counts(session=session, campaign_id=c.id)
         calls = repo.status_counts(session=session, campaign_id=c.id)
+        filtered = repo.filtered_count(session=session, campaign_id=c.id)
     return CampaignOut.model_validate(
         {"id": c.id, "name": c.name, "status": c.status, "options": c.options,
-         "progress": {"total": c.total, "done": c.done, "failed": c.failed},
+         "progress": {"total": c.total, "done": c.done, "failed": c.failed,
+                      "filtered": filtered},
          "by_profile": by_profile, "calls": calls, "created_at": c.created_at}
     )  # fmt: skip
 
@@ -65,6 +67,10 @@ def create_campaign(
             ][:50]  # fmt: skip
             if unknown:
                 raise ApiError(422, "unknown customers", errors=unknown)
+    if not ids:
+        what = "no customers are stored" if body.customers == "all" else "the list is empty"
+        raise ApiError(422, "a campaign needs customers", errors=[
+            {"field": "body.customers", "error": f"{what}: give customer ids, or \"all\""}])  # fmt: skip
     options = body.model_dump(mode="json", exclude={"name", "customers"})
     options["customers"] = "all" if body.customers == "all" else len(ids)
     campaign_id = start_campaign(
@@ -74,7 +80,7 @@ def create_campaign(
     if services.builder is not None:
         services.builder.wake()
     response.headers["Location"] = f"/v1/campaigns/{campaign_id}"
-    return CampaignAccepted(id=campaign_id, status="building" if ids else "ready")
+    return CampaignAccepted(id=campaign_id, status="building")
 
 
 @router.get("", response_model=list[CampaignOut])

@@ -405,6 +405,13 @@ def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
     return {str(s): int(n) for s, n in session.execute(stmt)}
 
 
+def filtered_count(*, session: Session, campaign_id: str) -> int:
+    """Customers a campaign's built chunks left out (fewer tag hits than its ``min_hits``, or
+    opted out of profiling while ``min_hits`` is above 0)."""
+    stmt = select(Chunk.result).where(Chunk.campaign_id == campaign_id, Chunk.status == "done")
+    return sum(int((r or {}).get("filtered", 0)) for r in session.scalars(stmt))
+
+
 # --- calls and outcomes -----------------------------------------------------------------------
 #
 # The claim and the outcome are the dialler's hot path. Their statements are built once, here,

@@ -134,6 +134,15 @@ def test_an_idempotency_key_answers_its_own_request_only(
     assert outcome(client, second["id"], keys["dialler"], body, "k2").status_code == 201
 
 
+def test_a_campaign_counts_the_customers_min_hits_left_out(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    cid = setup_campaign(client, keys, 6, min_hits=6)
+    got = client.get(f"/v1/campaigns/{cid}", headers=auth(keys["qa"])).json()
+    made = sum(got["calls"].values())
+    assert got["progress"]["done"] == 6 and 0 < got["progress"]["filtered"] == 6 - made
+
+
 def test_opt_out_blocks_the_next_claim_in_every_campaign(
     client: TestClient, keys: dict[str, str], clock: Clock
 ) -> None:

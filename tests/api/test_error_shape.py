@@ -43,6 +43,11 @@ def test_validation_errors_name_the_field(client: TestClient, keys: dict[str, st
     body = check(client.post("/v1/score", json={"customers": [{"age": [1]}]}, headers=h), 422)
     assert body["errors"][0]["field"].startswith("body.customers[0].age")
     check(client.post("/v1/score", content=b"{not json", headers=h), 422, "validation_error")
+    for customers, what in (([], "the list is empty"), ("all", "no customers are stored")):
+        body = check(client.post("/v1/campaigns", json={"name": "x", "customers": customers},
+                                 headers=h), 422)  # fmt: skip
+        assert body["errors"] == [{"field": "body.customers", "row": None,
+                                   "error": f'{what}: give customer ids, or "all"'}]  # fmt: skip
     body = check(client.post("/v1/campaigns", json={"name": "x", "customers": ["ghost"]},
                              headers=h), 422)  # fmt: skip
     assert body["errors"] == [{"field": "body.customers[0]", "error": "no customer 'ghost'",

@@ -44,7 +44,7 @@ def test_dialler_journey(api_settings: Settings, clock: Clock) -> None:
         assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
         cid = r.json()["id"]
         status = wait_ready(c, cid, dialler)
-        assert status["progress"] == {"total": 10, "done": 10, "failed": 0}
+        assert status["progress"] == {"total": 10, "done": 10, "failed": 0, "filtered": 0}
         assert sum(status["by_profile"].values()) == 10
 
         claimed: list[dict[str, Any]] = []
