@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from scripts_engine.audio import FORMATS
 from scripts_engine.context import MOMENTS
@@ -213,7 +221,7 @@ class OutcomeIn(_In):
     intent_grade: Literal["A", "B", "C", "D"] | None = None
     opt_out: bool = Field(default=False, description="Stop all marketing calls (at once).")
     refused: bool = Field(default=False, description="Declined: no calls for 180 days.")
-    duration_s: float | None = Field(default=None, ge=0, le=86_400)
+    duration_s: float | None = Field(default=None, ge=0, le=86_400, allow_inf_nan=False)
     complaint: bool = Field(
         default=False,
         description="The customer complained about the call (to the agent, or said they would "
@@ -231,6 +239,21 @@ class OutcomeIn(_In):
              "duration_s": 41.0, "notes": "客户表示来电太频繁"},
         ]},
     )  # fmt: skip
+
+    @field_validator("converted", "intent_grade", "refused")
+    @classmethod
+    def _said_on_the_phone(cls, value: Any, info: ValidationInfo) -> Any:
+        """A sale, an intent grade or a refusal is what a customer said: the call must have
+        been ``connected``. (An opt-out and a complaint are kept whatever the status: neither
+        may be lost.)"""
+        status = info.data.get("status")
+        if value and status not in (None, "connected"):
+            raise PydanticCustomError(
+                "needs_connected",
+                "{field} needs status 'connected' (this call was '{status}')",
+                {"field": info.field_name, "status": status},
+            )
+        return value
 
 
 class OutcomeOut(BaseModel):

@@ -102,6 +102,17 @@ def test_outcome_errors_and_nothing_written(client: TestClient, keys: dict[str, 
           "idempotency_key_missing")  # fmt: skip
     check(outcome(client, "K-x", d, {"status": "connected"}, "k1"), 404)
     check(outcome(client, "K-x", d, {"status": "maybe"}, "k1"), 422)
+    body = check(outcome(client, "K-x", d, {"status": "failed", "converted": True,
+                                            "intent_grade": "A", "opt_out": True}, "k1"), 422)  # fmt: skip
+    assert body["errors"] == [
+        {"field": f"body.{f}", "row": None,
+         "error": f"{f} needs status 'connected' (this call was 'failed')"}
+        for f in ("converted", "intent_grade")
+    ]  # fmt: skip
+    body = check(client.post("/v1/calls/K-x/outcome", **signed(
+        d, {"status": "connected", "duration_s": float("nan")}, **{"Idempotency-Key": "k1"})), 422)  # fmt: skip
+    assert body["errors"][0]["field"] == "body.duration_s"
+    assert "finite" in body["errors"][0]["error"]
 
 
 def test_customer_rows_rejected_change_nothing(client: TestClient, keys: dict[str, str]) -> None:

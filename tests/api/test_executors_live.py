@@ -69,7 +69,12 @@ def test_a_campaign_built_off_the_server_process_serves_the_journey(
 
             built = wait_ready(c, cid, keys["admin"])
             assert built["status"] == "ready"
-            assert built["progress"] == {"total": CUSTOMERS, "done": CUSTOMERS, "failed": 0, "filtered": 0}
+            assert built["progress"] == {
+                "total": CUSTOMERS,
+                "done": CUSTOMERS,
+                "failed": 0,
+                "filtered": 0,
+            }
 
             r = c.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 1},
                        headers=auth(keys["dialler"]))  # fmt: skip

@@ -129,8 +129,11 @@ def report_outcomes(live: Live, campaign_id: str) -> list[dict[str, Any]]:
                 break
             claimed += r.json()["calls"]
         for i, call in enumerate(claimed):
-            converted = (i % 2 == 0) if call["group"] == "model" else (i % 5 == 0)
-            body = {"status": "connected" if i % 3 else "no_answer", "converted": converted}
+            status = "connected" if i % 3 else "no_answer"
+            converted = status == "connected" and (
+                (i % 2 == 0) if call["group"] == "model" else (i % 5 == 0)
+            )
+            body = {"status": status, "converted": converted}
             r = outcome(c, call["id"], live.keys["dialler"], body, idem=f"web-{call['id']}")
             assert r.status_code == 201, r.text
             call["converted"] = converted
