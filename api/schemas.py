@@ -13,8 +13,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -22,7 +24,29 @@ from pydantic_core import PydanticCustomError
 from scripts_engine.audio import FORMATS
 from scripts_engine.context import MOMENTS
 
-Scalar = str | int | float | bool | None
+_JSON_TYPES = {dict: "an object", list: "a list"}
+
+
+def _scalar(value: Any) -> Any:
+    """A field's value as JSON gave it: a string, a number, true/false or null; anything else
+    is one error that says what came (validated as the union ``str | int | float | bool |
+    None``, it was one error per member of the union, each at a path of its own:
+    ``body[0].age.str``, ``body[0].age.int``, ...)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise PydanticCustomError(
+        "scalar_type",
+        "expected a string, a number, true/false or null, got {kind}",
+        {"kind": _JSON_TYPES.get(type(value), type(value).__name__)},
+    )
+
+
+Scalar = Annotated[
+    Any,
+    PlainValidator(_scalar),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"},
+                              {"type": "boolean"}, {"type": "null"}]}),
+]  # fmt: skip
 CustomerRecord = Annotated[
     dict[Annotated[str, StringConstraints(max_length=64)], Scalar],
     Field(
