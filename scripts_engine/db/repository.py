@@ -521,15 +521,20 @@ _CAMPAIGN = select(Campaign.__table__.c.status).where(Campaign.__table__.c.id ==
 
 
 def _earliest(status: str) -> Any:
+    # the first entry of an index range, not min(): PostgreSQL's planner, its statistics
+    # saying one row, aggregated the whole range (every call waiting, 3,000 in the test)
     return (
-        select(func.min(_calls.c.not_before))
-        .where(_calls.c.campaign_id == bindparam("campaign_id"), _calls.c.status == status)
+        select(_calls.c.not_before)
+        .where(_calls.c.campaign_id == bindparam("campaign_id"), _calls.c.status == status,
+               _calls.c.not_before.is_not(None))
+        .order_by(_calls.c.not_before)
+        .limit(1)
         .scalar_subquery()
-    )
+    )  # fmt: skip
 
 
 #: when a call put back by the gate becomes due, and when the first lease out ends (a leased
-#: call's ``not_before`` is its lease's end): each one seek of ``ix_calls_claim``
+#: call's ``not_before`` is its lease's end): each one entry of ``ix_calls_claim``
 _NEXT_DUE = select(_earliest("ready"), _earliest("leased"))
 
 
