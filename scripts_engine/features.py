@@ -13,6 +13,7 @@ memory can be scored chunk by chunk.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -159,10 +160,17 @@ def load_customers(source: Source, grid: Grid, *, outcomes: bool = False) -> Loa
 
 
 def iter_customers(
-    source: Source, grid: Grid, *, outcomes: bool = False, chunk_rows: int = CHUNK_ROWS
+    source: Source,
+    grid: Grid,
+    *,
+    outcomes: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    require_id: bool = False,
 ) -> Iterator[LoadResult]:
-    """Stream a source as validated chunks (see :func:`load_customers`)."""
-    validator = _Validator(grid, outcomes=outcomes)
+    """Stream a source as validated chunks (see :func:`load_customers`). A customer id seen
+    in an earlier chunk is a duplicate too. With ``require_id``, a source without a
+    ``customer_id`` column raises :class:`DataError` (otherwise its rows are ``row-N``)."""
+    validator = _Validator(grid, outcomes=outcomes, require_id=require_id)
     for frame, rows, pre_errors in _read(source, chunk_rows):
         yield validator.validate(frame, rows, pre_errors)
 
@@ -266,11 +274,55 @@ def _sniff_delimiter(header: str) -> str:
     return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
 
 
+def csv_encoding(path: Path) -> str:
+    """The text encoding of a CSV file: UTF-8 (with or without a BOM), UTF-16 (by its BOM),
+    or GB18030, which reads GBK and GB2312 too (what Excel on a Chinese Windows saves as
+    "CSV"), when no line of the file is UTF-8 but plain ASCII.
+
+    Raises:
+        DataError: some lines are UTF-8 and others not, or the file is neither (where).
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        bom = head.startswith(codecs.BOM_UTF8)  # then it says it is UTF-8: hold it to that
+        fh.seek(0)
+        first_bad: tuple[int, UnicodeDecodeError] | None = None
+        utf8_text = False  # a line with non-ASCII UTF-8 text
+        for number, line in enumerate(fh, start=1):
+            if line.isascii():
+                continue
+            try:
+                line.decode("utf-8")
+                utf8_text = True
+            except UnicodeDecodeError as error:
+                first_bad = first_bad or (number, error)
+            if utf8_text and first_bad:
+                break
+    if first_bad is None:
+        return "utf-8-sig"
+    number, bad = first_bad
+    where = f"line {number}, byte 0x{bad.object[bad.start : bad.start + 1].hex()}"
+    if utf8_text or bom:
+        raise DataError(f"{path}: {where} is not UTF-8 while other lines are: save the whole "
+                        f"file as UTF-8")  # fmt: skip
+    try:
+        with path.open(encoding="gb18030", errors="strict") as fh:
+            for _line in fh:
+                pass
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {where}: neither UTF-8 nor GBK/GB18030 text; save the file "
+                        f"as UTF-8") from None  # fmt: skip
+    return "gb18030"
+
+
 def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    encoding = csv_encoding(path)
+    with path.open(encoding=encoding, newline="") as fh:
         header = fh.readline()
     if not header.strip():
         raise DataError(f"{path}: the file is empty (no header line)")
@@ -295,7 +347,11 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
+            read_options=pacsv.ReadOptions(
+                block_size=1 << 22,
+                use_threads=False,
+                encoding="utf8" if encoding == "utf-8-sig" else encoding,
+            ),  # fmt: skip
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
@@ -354,9 +410,11 @@ def _is_missing(s: pd.Series) -> npt.NDArray[np.bool_]:
 
 
 class _Validator:
-    def __init__(self, grid: Grid, *, outcomes: bool):
+    def __init__(self, grid: Grid, *, outcomes: bool, require_id: bool = False):
         self.grid = grid
         self.outcomes = outcomes
+        self.require_id = require_id
+        self.seen: set[str] = set()  # the ids of earlier chunks
         self.fields = {
             n: f for n, f in grid.fields.items() if not f.post_call or (outcomes and f.outcome)
         }
@@ -407,8 +465,15 @@ class _Validator:
             ids = contact[ID_FIELD].copy()
             missing = np.array([v is None for v in ids], dtype=np.bool_)
             report(ID_FIELD, missing, "missing customer_id")
-            dup = pd.Series(ids).duplicated().to_numpy() & ~missing
+            dup = (pd.Series(ids).duplicated().to_numpy() | pd.Series(ids).isin(self.seen)
+                   .to_numpy()) & ~missing  # fmt: skip
             report(ID_FIELD, dup, lambda p: f"duplicate customer_id '{ids[p]}' in this input")
+            self.seen.update(str(i) for i in ids[~missing])
+        elif self.require_id and n:
+            raise DataError(
+                f"no {ID_FIELD} column (columns: {', '.join(map(str, frame.columns))[:300]}): "
+                f"every customer needs its id"
+            )
         else:
             ids = np.array([f"row-{r}" for r in rows], dtype=object)
             contact[ID_FIELD] = ids
