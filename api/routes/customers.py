@@ -31,7 +31,7 @@ router = APIRouter(
 )
 _SUFFIX = {"csv": ".csv", "parquet": ".parquet", "pq": ".parquet", "txt": ".csv"}
 #: rows a write transaction stores (a claim waits for at most one of them)
-STORE_ROWS = 1_000
+STORE_ROWS = 400
 #: rows of a file read, checked and scored at a time
 READ_ROWS = 10_000
 
