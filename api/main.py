@@ -9,6 +9,7 @@ change, refreshes the calls still waiting), and stops them on exit.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from scripts_engine.audiostore import AudioStore
 from scripts_engine.campaigns import Builder, Lease, Toolkit
 from scripts_engine.config import Settings, get_settings
 from scripts_engine.db.migrate import upgrade
-from scripts_engine.db.session import open_database
+from scripts_engine.db.session import database_url, open_database
 from scripts_engine.executors import make_executor
 from scripts_engine.gate import CallingRules, Gate
 from scripts_engine.refresh import WaitingRefresher
@@ -92,9 +93,11 @@ def build_services(settings: Settings, clock: Callable[[], datetime]) -> Service
     if settings.campaign_executor != "inline":
         executor = make_executor(settings, db, toolkit)
     refresher = WaitingRefresher(db, toolkit, clock)
-    # one builder among the server processes of this state folder (serve --workers N)
+    # one builder among the server processes of this state folder and database (serve
+    # --workers N; a lock file per database: servers of two databases in one folder each build)
+    url_digest = hashlib.sha256(database_url(settings).encode()).hexdigest()[:12]
     builder = Builder(db, toolkit, executor=executor, refresher=refresher.step,
-                      lease=Lease(settings.state_dir / "builder.lock"))  # fmt: skip
+                      lease=Lease(settings.state_dir / f"builder-{url_digest}.lock"))  # fmt: skip
 
     services: Services | None = None
 

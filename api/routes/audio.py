@@ -87,7 +87,7 @@ def get_audio(
     if row is None or row.ext != ext:
         raise ApiError(404, f"no audio file '{name}'")
     etag = f'"{row.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable",
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable",
                "Accept-Ranges": "bytes"}  # fmt: skip
     if if_none_match and matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)

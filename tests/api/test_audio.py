@@ -39,6 +39,8 @@ def test_audio_whole_head_conditional_and_ranges(client: TestClient, keys: dict[
     assert whole.status_code == 200 and whole.content == data
     assert whole.headers["content-type"] == "audio/wav"
     assert whole.headers["accept-ranges"] == "bytes"
+    # behind a key, with a customer's name in it: no shared cache may keep it
+    assert whole.headers["cache-control"] == "private, max-age=31536000, immutable"
     etag = whole.headers["etag"]
 
     head = client.head(url, headers=h)

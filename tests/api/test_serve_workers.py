@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from scripts_engine.config import Settings
 from tests.api.server import free_port
 
 pytestmark = pytest.mark.slow
@@ -65,3 +67,25 @@ def test_several_server_processes_are_one_service(tmp_path: Path, saved_model: P
     log.close()
     assert "Traceback" not in lines, lines
     assert not list((tmp_path / "state").glob("*.db-journal"))
+
+
+def test_servers_of_two_databases_in_one_state_folder_each_have_a_builder(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """The builder's lock file is per database: a server on PostgreSQL and one on SQLite
+    sharing ``var/`` each build their own campaigns (with one lock file, the second never
+    built while the first ran, and ``/readyz`` still said its builder was fine)."""
+    from api import create_app
+
+    other = api_settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/other.db"})
+    apps = [create_app(s) for s in (api_settings, other, api_settings)]
+    leases = [app_lease_path(app) for app in apps]
+    assert leases[0] == leases[2] != leases[1]
+    assert {p.parent for p in leases} == {api_settings.state_dir}
+
+
+def app_lease_path(app: Any) -> Path:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app):
+        return Path(app.state.services.builder.lease.path)
