@@ -89,3 +89,55 @@ def app_lease_path(app: Any) -> Path:
 
     with TestClient(app):
         return Path(app.state.services.builder.lease.path)
+
+
+def test_ctrl_c_stops_the_service_and_its_workers_without_a_traceback(
+    tmp_path: Path, saved_model: Path
+) -> None:
+    """Ctrl+C in a terminal sends SIGINT to the whole process group: the server and its
+    worker processes (renderers, speech). Each worker printed a ``KeyboardInterrupt``
+    traceback; now the service stops them and nothing is left running."""
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "SCRIPTS_ENGINE_STATE_DIR": str(tmp_path / "state"),
+           "SCRIPTS_ENGINE_MODEL_PATH": str(saved_model),
+           "SCRIPTS_ENGINE_RENDER_WORKERS": "1"}  # fmt: skip
+    cmd = [str(Path(sys.executable).with_name("scripts-engine")), "serve", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    group = os.getpgid(server.pid)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # ready: the render and speech workers are up
+            assert time.monotonic() < deadline and server.poll() is None, "should get ready"
+            try:
+                if _get(f"http://127.0.0.1:{port}", "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        while True:  # the server, multiprocessing's resource tracker and a render worker
+            found = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True)
+            if len(found.stdout.split()) >= 3:
+                break
+            assert time.monotonic() < deadline, found.stdout
+            time.sleep(0.3)
+        time.sleep(2)  # the render worker has built its renderer and waits for work
+        os.killpg(group, signal.SIGINT)
+        server.wait(60)
+    finally:
+        if server.poll() is None:
+            os.killpg(group, signal.SIGKILL)
+    log.seek(0)
+    lines = log.read()
+    log.close()
+    assert "Traceback" not in lines and "KeyboardInterrupt" not in lines, lines
+    deadline = time.monotonic() + 15
+    while (left := subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True)
+           ).stdout.split() and time.monotonic() < deadline:  # fmt: skip
+        time.sleep(0.3)  # the workers see their pipe close and end
+    assert left.stdout.split() == [], subprocess.run(
+        ["ps", "-o", "pid,cmd", "-g", str(group)], capture_output=True, text=True
+    ).stdout
