@@ -20,7 +20,7 @@ import click
 from scripts_engine.config import Settings, cli_command, get_settings
 from scripts_engine.db import repository as repo
 from scripts_engine.db.migrate import upgrade
-from scripts_engine.db.session import Database, open_database, write_transaction
+from scripts_engine.db.session import Database, database_url, open_database, write_transaction
 from scripts_engine.stamps import key_stamp
 
 if TYPE_CHECKING:
@@ -34,8 +34,19 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _db(settings: Settings) -> Database:
+    """The database, migrated; a database that cannot be reached is one line that says which
+    (its password hidden) and why, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     db = open_database(settings)
-    upgrade(db)
+    try:
+        upgrade(db)
+    except OperationalError as exc:
+        db.dispose()
+        where = make_url(database_url(settings)).render_as_string(hide_password=True)
+        why = str(exc.orig or exc).strip().splitlines()[0]
+        raise click.ClickException(f"cannot use the database {where}: {why}") from None
     return db
 
 

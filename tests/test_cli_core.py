@@ -201,3 +201,17 @@ def test_the_demo_customers_are_stored_scored_as_an_upsert_stores_them(state: Se
         assert customer.scoring == scoring
         assert customer.model_version == version
     assert sum(s is not None for s in wanted) > len(wanted) // 2
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_with_no_password(tmp_path: Path) -> None:
+    """A wrong address or password at start-up: which database (its password hidden) and
+    why, exit code 1; it was a traceback of 136 lines."""
+    settings = Settings(state_dir=tmp_path,
+                        database_url="postgresql://engine:s3cret@127.0.0.1:1/nowhere")  # fmt: skip
+    res = CliRunner().invoke(main, ["keys", "create", "--role", "admin"], obj=settings)
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith(
+        "Error: cannot use the database postgresql+psycopg://engine:***@127.0.0.1:1/nowhere: "
+    ), res.output
+    assert "s3cret" not in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
