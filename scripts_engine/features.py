@@ -498,6 +498,12 @@ class _Validator:
         )
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: a numpy scalar (a Parquet column's) as the
+    plain number it holds (``200``, not ``np.int64(200)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _empty_column(spec: FieldSpec, n: int) -> np.ndarray:
     if spec.type == "category":
         return np.full(n, -1, dtype=np.int16)
@@ -523,7 +529,7 @@ def _category(
     if unknown.any():
         raw = s.to_numpy()
         allowed = ", ".join(values)
-        report(name, unknown, lambda p: f"unknown value {raw[p]!r} (allowed: {allowed})")
+        report(name, unknown, lambda p: f"unknown value {_shown(raw[p])} (allowed: {allowed})")
     codes[missing] = -1
     return codes
 
@@ -533,7 +539,7 @@ def _number(
 ) -> np.ndarray:
     raw = s.to_numpy()
     if pd.api.types.is_bool_dtype(s.dtype):
-        report(name, ~missing, lambda p: f"expected a number, got {raw[p]!r}")
+        report(name, ~missing, lambda p: f"expected a number, got {_shown(raw[p])}")
         return np.full(len(s), np.nan)
     if pd.api.types.is_numeric_dtype(s.dtype):
         values = np.array(s.to_numpy(dtype=np.float64, na_value=np.nan), copy=True)
@@ -545,24 +551,24 @@ def _number(
             copy=True,
         )
         wrong = (np.isnan(values) & ~missing) | is_bool
-        report(name, wrong, lambda p: f"expected a number, got {raw[p]!r}")
+        report(name, wrong, lambda p: f"expected a number, got {_shown(raw[p])}")
         missing = missing | wrong
     values[missing] = np.nan
     ok = ~np.isnan(values)
     notfinite = ok & ~np.isfinite(values)
-    report(name, notfinite, lambda p: f"{raw[p]!r} is not a finite number")
+    report(name, notfinite, lambda p: f"{_shown(raw[p])} is not a finite number")
     ok &= ~notfinite
     if spec.type == "int":
         frac = ok & (values != np.round(values))
-        report(name, frac, lambda p: f"expected a whole number, got {raw[p]!r}")
+        report(name, frac, lambda p: f"expected a whole number, got {_shown(raw[p])}")
         ok &= ~frac
     unit = f" {spec.unit}" if spec.unit else ""
     if spec.min is not None:
         low = ok & (values < spec.min)
-        report(name, low, lambda p: f"{raw[p]!r} is below the minimum {spec.min:g}{unit}")
+        report(name, low, lambda p: f"{_shown(raw[p])} is below the minimum {spec.min:g}{unit}")
     if spec.max is not None:
         high = ok & (values > spec.max)
-        report(name, high, lambda p: f"{raw[p]!r} is above the maximum {spec.max:g}{unit}")
+        report(name, high, lambda p: f"{_shown(raw[p])} is above the maximum {spec.max:g}{unit}")
     return values
 
 
@@ -582,7 +588,9 @@ def _contact_column(
         try:
             value = check(raw[i], spec)
             if pattern is not None and not pattern.fullmatch(str(value)):
-                raise ValueError(f"{raw[i]!r} does not look like a valid {spec.label_en.lower()}")
+                raise ValueError(
+                    f"{_shown(raw[i])} does not look like a valid {spec.label_en.lower()}"
+                )
             out[i] = value
         except ValueError as exc:
             bad[i] = True
@@ -600,7 +608,7 @@ def _as_string(v: Any, spec: FieldSpec) -> str:
 def _as_category(v: Any, spec: FieldSpec) -> str:
     text = str(v).strip()
     if spec.values and text not in spec.values:
-        raise ValueError(f"unknown value {v!r} (allowed: {', '.join(spec.values)})")
+        raise ValueError(f"unknown value {_shown(v)} (allowed: {', '.join(spec.values)})")
     return text
 
 
@@ -612,7 +620,7 @@ def _as_bool(v: Any, spec: FieldSpec) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"expected true or false, got {v!r}")
+    raise ValueError(f"expected true or false, got {_shown(v)}")
 
 
 def _as_date(v: Any, spec: FieldSpec) -> str:
@@ -624,7 +632,7 @@ def _as_date(v: Any, spec: FieldSpec) -> str:
             text[:10] if len(text) > 10 and text[10] in "T " else text
         ).isoformat()
     except ValueError:
-        raise ValueError(f"expected a date as YYYY-MM-DD, got {v!r}") from None
+        raise ValueError(f"expected a date as YYYY-MM-DD, got {_shown(v)}") from None
 
 
 def _as_timezone(v: Any, spec: FieldSpec) -> str:
@@ -633,7 +641,7 @@ def _as_timezone(v: Any, spec: FieldSpec) -> str:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(
-            f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)"
+            f"unknown time zone {_shown(v)} (use an IANA name such as Asia/Shanghai)"
         ) from None
     return text
 

@@ -177,3 +177,17 @@ def test_streaming_chunks_cover_every_row(grid: Grid, tmp_path: Path) -> None:
     assert [len(p.batch) for p in parts] == [1000, 1000, 500]
     rows = np.concatenate([p.batch.rows for p in parts])
     assert (rows == np.arange(1, 2501)).all()
+
+
+def test_a_parquet_files_numbers_are_quoted_as_numbers_in_errors(
+    tmp_path: Path, grid: Grid
+) -> None:
+    """A typed Parquet column holds numpy scalars: an error quotes ``200``, not
+    ``np.int64(200)``."""
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({"customer_id": ["a", "b", "c"], "age": [200, 30, 40],
+                  "balance": [1.5, float("inf"), 2.0]}).to_parquet(path)  # fmt: skip
+    errors = {(e.row, e.field): e.error for e in load_customers(path, grid).errors}
+    assert errors[(1, "age")] == "200 is above the maximum 100 years"
+    assert errors[(2, "balance")] == "inf is not a finite number"
+    assert "np." not in " ".join(errors.values()), errors
