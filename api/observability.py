@@ -58,6 +58,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which server process (serve --workers N), or worker
             "msg": mask(record.getMessage()),
         }
         for key, value in vars(record).items():

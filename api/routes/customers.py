@@ -29,7 +29,8 @@ router = APIRouter(
     tags=["customers"],
     responses=ERROR_RESPONSES | {415: {"model": ErrorBody, "description": "Not CSV or Parquet"}},
 )
-_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "pq": ".parquet", "txt": ".csv"}
+_SUFFIX = {"csv": ".csv", "tsv": ".csv", "txt": ".csv", "parquet": ".parquet", "pq": ".parquet",
+           "jsonl": ".jsonl", "ndjson": ".jsonl"}  # fmt: skip
 #: rows a write transaction stores (a claim waits for at most one of them)
 STORE_ROWS = 400
 #: rows of a file read, checked and scored at a time
@@ -95,19 +96,25 @@ def upsert_customers(
 
 @router.post("/import", response_model=UpsertResult)
 def import_customers(
-    file: Annotated[UploadFile, File(description="A .csv or .parquet file of customers.")],
+    file: Annotated[
+        UploadFile, File(description="A .csv (.tsv), .parquet or .jsonl file of customers.")
+    ],
     _: Admin,
     services: ServicesDep,
     now: Now,
 ) -> UpsertResult:
-    """Upsert customers from a CSV or Parquet upload (the format comes from the file name)."""
+    """Upsert customers from a CSV, Parquet or JSON-lines upload (the format comes from the
+    file name). A CSV may be UTF-8, GBK/GB18030 or UTF-16, delimited by `,` `;` tab or `|`.
+    Stored a few hundred rows a transaction: claims go on meanwhile; a file cut off midway keeps
+    what was stored (send it again: customers are upserted)."""
     name = (file.filename or "").lower()
     ext = name.rsplit(".", 1)[-1] if "." in name else ""
     if ext not in _SUFFIX:
         ctype = (file.content_type or "").lower()
         ext = "parquet" if "parquet" in ctype else "csv" if "csv" in ctype else ""
     if ext not in _SUFFIX:
-        raise ApiError(415, "upload a .csv or .parquet file", code="unsupported_media_type")
+        raise ApiError(415, "upload a .csv, .tsv, .parquet or .jsonl file",
+                       code="unsupported_media_type")  # fmt: skip
     limit = services.settings.max_upload_bytes
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{_SUFFIX[ext]}"

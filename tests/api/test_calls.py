@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import re
 import time
 from datetime import timedelta
@@ -317,6 +318,7 @@ def test_no_personal_data_in_logs(client: TestClient, keys: dict[str, str]) -> N
         logger.setLevel(level)
     text = stream.getvalue()
     assert '"route": "/v1/campaigns/{campaign_id}/calls/claim"' in text
+    assert f'"pid": {os.getpid()}' in text  # which process (serve --workers N) wrote it
     assert "13812345678" not in text and "138****5678" in text
     assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", text)
     assert not re.search(r"(?<!\d)\d{17}[\dXx](?!\d)", text)

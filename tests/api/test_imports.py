@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import pytest
@@ -46,6 +47,17 @@ def test_a_file_in_the_encodings_a_bank_exports_keeps_its_chinese_names(
     for rec in records:
         got = client.get(f"/v1/customers/{rec['customer_id']}", headers=qa).json()
         assert (got["name"], got["city"]) == (rec["name"], rec["city"])
+
+
+def test_tab_separated_and_json_lines_files_are_read(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    records = demo_records(4)
+    tsv = as_csv(records[:2]).replace(",", "\t").encode()
+    assert upload(client, keys, tsv, "c.tsv").json()["accepted"] == 2
+    jsonl = "\n".join(json.dumps(r, ensure_ascii=False) for r in records[2:]).encode()
+    assert upload(client, keys, jsonl, "c.jsonl").json()["accepted"] == 2
+    check(upload(client, keys, b"MZ", "c.exe"), 415, "unsupported_media_type")
 
 
 def test_files_that_cannot_be_read_say_where_and_why(
