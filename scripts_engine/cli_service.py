@@ -106,6 +106,11 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     db = _db(settings)
     engine = ensure_model(settings)
     demo_id = prepare_demo(settings, db, engine) if demo else None
+    demo_state = None
+    if demo_id:
+        with db.read() as session:
+            found = repo.get_campaign(session=session, campaign_id=demo_id)
+        demo_state = "builds now" if found is None or found.status == "building" else found.status
     db.dispose()
     uvicorn: Any = importlib.import_module("uvicorn")
     observability: Any = importlib.import_module("api.observability")
@@ -121,7 +126,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: int) ->
     click.echo(f"get a key:   {cli} keys create --role admin   (admin|dialler|writer|qa)")
     click.echo("             a dialler key prints its outcome-signing secret on a second line")
     if demo_id:
-        click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} (builds now)")
+        click.echo(f"demo campaign {demo_id}: GET {base}/v1/campaigns/{demo_id} ({demo_state})")
     click.echo("calls are handed out only 09:00-21:00 in each customer's time zone\n")
     if workers > 1:
         if settings.render_workers is None:
