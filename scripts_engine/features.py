@@ -599,10 +599,18 @@ def _contact_column(
     return out
 
 
+#: control characters (NUL, line breaks, escapes): never part of a name, a city or an id; a
+#: NUL is refused by PostgreSQL, and a line break splits the line of any export or log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _as_string(v: Any, spec: FieldSpec) -> str:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    return str(v).strip()
+    text = str(v).strip()
+    if (bad := _CONTROL.search(text)) is not None:
+        raise ValueError(f"contains a control character ({bad.group()!r} at {bad.start() + 1})")
+    return text
 
 
 def _as_category(v: Any, spec: FieldSpec) -> str:

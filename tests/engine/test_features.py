@@ -191,3 +191,14 @@ def test_a_parquet_files_numbers_are_quoted_as_numbers_in_errors(
     assert errors[(1, "age")] == "200 is above the maximum 100 years"
     assert errors[(2, "balance")] == "inf is not a finite number"
     assert "np." not in " ".join(errors.values()), errors
+
+
+def test_a_contact_field_with_a_control_character_is_rejected(grid: Grid) -> None:
+    records = [{"customer_id": "a", "name": "王\x00芳"}, {"customer_id": "b", "city": "广\n州"},
+               {"customer_id": "c\t", "name": "李雷"}]  # fmt: skip
+    loaded = load_customers(records, grid)
+    assert [(e.row, e.field, e.error) for e in loaded.errors] == [
+        (1, "name", "contains a control character ('\\x00' at 2)"),
+        (2, "city", "contains a control character ('\\n' at 2)"),
+    ]
+    assert list(loaded.batch.ids) == ["c"]  # surrounding blanks are trimmed, as before
