@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,18 +128,25 @@ def import_customers(
         parts = iter_customers(path, services.toolkit.engine.grid, chunk_rows=READ_ROWS,
                                require_id=True)  # fmt: skip
         stored = [0]
-        try:
-            return _store(services, parts, now, [], stored)
+        try:  # a database error while storing is answered as any other (503, ...)
+            return _store(services, _readable(parts, ext), now, [], stored)
         except DataError as exc:
             message = str(exc).replace(str(path), file.filename or "upload")
             if stored[0]:  # customers are upserted: the fixed file can be sent again
                 message += f" ({stored[0]} customers before it were stored)"
             raise ApiError(422, message, code="bad_data") from None
-        except Exception:  # a file the readers cannot parse at all
-            log.exception("customer import: unreadable file")
-            raise ApiError(
-                422, "the file cannot be read as CSV or Parquet", code="bad_data"
-            ) from None
+
+
+def _readable(parts: Iterator[LoadResult], ext: str) -> Iterator[LoadResult]:
+    """The parts of a file; an error of the readers that is not a :class:`DataError` (a file
+    they cannot parse at all) becomes one."""
+    try:
+        yield from parts
+    except DataError:
+        raise
+    except Exception as exc:
+        log.exception("customer import: unreadable file")
+        raise DataError(f"the file cannot be read as {ext.upper()}") from exc
 
 
 @router.get("/{customer_id}", response_model=dict[str, Any])

@@ -100,3 +100,17 @@ def test_a_large_file_is_stored_a_chunk_at_a_time_with_duplicates_found_across_c
                                      f"duplicate customer_id '{records[1]['customer_id']}' "
                                      "in this input"}]  # fmt: skip
     assert len(sizes) == 4  # chunks of 4, 4 and 2 rows read; 3 + 1, 3, 2 stored
+
+
+def test_a_database_error_while_storing_is_not_blamed_on_the_file(
+    client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scripts_engine.db.errors import Busy
+
+    def busy(db: Any, fn: Any, **kwargs: Any) -> Any:
+        raise Busy("the database stayed locked; retry shortly")
+
+    monkeypatch.setattr(customers_route, "write_transaction", busy)
+    r = upload(client, keys, as_csv(demo_records(2)).encode())
+    check(r, 503, "busy")
+    assert r.headers["retry-after"] == "1"
