@@ -34,6 +34,7 @@ from fastapi.dependencies.utils import request_body_to_args, request_params_to_a
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from api.deps import KeyGuard
@@ -141,6 +142,8 @@ class LeanRoute(APIRoute):
             if body_fields:
                 try:
                     raw = await request.body()
+                except StarletteHTTPException:  # over the size limit (RequestMiddleware): 413
+                    raise
                 except Exception as exc:  # as FastAPI answers it (no body limit applies here)
                     raise HTTPException(400, "There was an error parsing the body") from exc
                 if raw:

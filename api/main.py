@@ -219,7 +219,9 @@ def create_app(
         include_flat(app, router)
     web.install(app)  # the web workspace under /web/
     index_routes(app)
-    app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"])
+    app.add_middleware(RequestMiddleware, metrics=metrics_holder["m"],
+                       max_body=settings.max_body_bytes,
+                       bulk_body=settings.max_upload_bytes + 2**20)  # fmt: skip
     _require_checked_headers(app, settings)
     return app
 

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 2**20, ge=1024, description="Largest customer file the import accepts."
     )
+    max_body_bytes: int = Field(
+        default=2**20,
+        ge=1024,
+        description="Largest request body a route takes, but the bulk ones (customers, their "
+        "import, scoring, a new campaign), which take max_upload_bytes and 1 MiB: a larger one "
+        "is a 413 before it is read.",
+    )
     campaign_executor: Literal["inline", "local", "dask"] = Field(
         default="inline",
         description="Where campaign chunks are built: 'inline' (the server's builder thread), "
