@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PlainValidator,
     StringConstraints,
+    TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -64,6 +65,13 @@ CustomerRecord = Annotated[
         ],
     ),
 ]  # fmt: skip
+#: a customer record whose values are checked row by row (the upsert's): a value of the wrong
+#: JSON type rejects its row, not the request; documented as :data:`CustomerRecord`
+CustomerRow = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Any],
+    Field(max_length=80),
+    WithJsonSchema(TypeAdapter(CustomerRecord).json_schema()),
+]
 Channel = Literal["call", "wechat", "sms"]
 Moment = Literal[MOMENTS + ("auto",)]  # type: ignore[valid-type]
 AudioFormatName = Literal[tuple(FORMATS)]  # type: ignore[valid-type]

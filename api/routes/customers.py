@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, File, UploadFile
 
 from api.deps import Admin, Analyst, Now, ServicesDep
 from api.errors import ERROR_RESPONSES, ApiError, ErrorBody
-from api.schemas import CustomerRecord, UpsertResult
+from api.schemas import CustomerRow, UpsertResult
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import write_transaction
 from scripts_engine.errors import DataError
@@ -68,16 +68,23 @@ def _store(
 
 @router.post("", response_model=UpsertResult)
 def upsert_customers(
-    records: Annotated[list[CustomerRecord], Body(max_length=10_000)],
+    records: Annotated[list[CustomerRow], Body(max_length=10_000)],
     _: Admin,
     services: ServicesDep,
     now: Now,
 ) -> UpsertResult:
-    """Insert or replace customers by `customer_id`; answers which rows were rejected."""
+    """Insert or replace customers by `customer_id`; answers which rows were rejected (a bad
+    value rejects its row only)."""
     pre, keep, positions = [], [], []
     for i, rec in enumerate(records):
         cid = rec.get("customer_id")
-        if cid is None or isinstance(cid, bool) or not str(cid).strip():
+        wrong = next(((k, v) for k, v in rec.items()
+                      if not (v is None or isinstance(v, str | int | float | bool))), None)  # fmt: skip
+        if wrong is not None:
+            kind = {dict: "an object", list: "a list"}.get(type(wrong[1]), "a value")
+            pre.append({"row": i + 1, "field": wrong[0], "error":
+                        f"expected a string, a number, true/false or null, got {kind}"})  # fmt: skip
+        elif cid is None or isinstance(cid, bool) or not str(cid).strip():
             pre.append({"row": i + 1, "field": "customer_id", "error": "missing customer_id"})
         else:
             keep.append(rec)

@@ -129,6 +129,13 @@ def test_customer_rows_rejected_change_nothing(client: TestClient, keys: dict[st
     q = auth(keys["qa"])
     assert client.get(f"/v1/customers/{good['customer_id']}", headers=q).status_code == 200
     check(client.get(f"/v1/customers/{bad['customer_id']}", headers=q), 404)
+    # a value of the wrong JSON type rejects its row only, too (it was a 422 for the request)
+    r = client.post("/v1/customers", json=[{"customer_id": "G-1", "consent": True},
+                                           {"customer_id": "G-2", "age": [1]}], headers=h)  # fmt: skip
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    assert r.json()["rejected"] == [{"row": 2, "field": "age", "error":
+                                     "expected a string, a number, true/false or null, got a list"}]  # fmt: skip
+    assert client.get("/v1/customers/G-1", headers=q).status_code == 200
 
 
 def test_import_csv_and_parquet(client: TestClient, keys: dict[str, str], tmp_path: Any) -> None:
