@@ -33,7 +33,7 @@ router = APIRouter(
 def campaign_out(services: ServicesDep, c: Campaign) -> CampaignOut:
     with services.db.read() as session:
         by_profile = repo.profile_counts(session=session, campaign_id=c.id)
-        calls = repo.status_counts(session=session, campaign_id=c.id)
+        calls = repo.status_counts(session=session, campaign_id=c.id, now=services.clock())
         filtered = repo.filtered_count(session=session, campaign_id=c.id)
     return CampaignOut.model_validate(
         {"id": c.id, "name": c.name, "status": c.status, "options": c.options,

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     func,
     insert,
     literal_column,
@@ -396,13 +397,20 @@ def profile_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
     return {str(p or "generic"): int(n) for p, n in session.execute(stmt)}
 
 
-def status_counts(*, session: Session, campaign_id: str) -> dict[str, int]:
-    stmt = (
-        select(Call.status, func.count())
-        .where(Call.campaign_id == campaign_id)
-        .group_by(Call.status)
-    )
-    return {str(s): int(n) for s, n in session.execute(stmt)}
+def status_counts(
+    *, session: Session, campaign_id: str, now: datetime | None = None
+) -> dict[str, int]:
+    """A campaign's calls by state; with ``now``, a lease that ended counts as ``ready``
+    (the next claim takes the call back: until then its row still says ``leased``)."""
+    state: Any = Call.status
+    if now is not None:
+        state = case((and_(Call.status == "leased", Call.lease_until < now), "ready"),
+                     else_=Call.status)  # fmt: skip
+    stmt = select(state, func.count()).where(Call.campaign_id == campaign_id).group_by(state)
+    counts: dict[str, int] = {}
+    for s, n in session.execute(stmt):
+        counts[str(s)] = counts.get(str(s), 0) + int(n)
+    return counts
 
 
 def filtered_count(*, session: Session, campaign_id: str) -> int:

@@ -101,6 +101,11 @@ def test_a_claim_with_no_call_says_when_to_ask_again_and_null_when_finished(
     calls = claim(client, keys["dialler"], cid, limit=5, lease_seconds=90)
     assert len(calls) == 2
     assert ask(other) == {"calls": [], "next_due": at(timedelta(seconds=90))}  # leases end
+    state = client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"]
+    assert state == {"leased": 2}
+    clock.advance(seconds=91)  # the leases ended: the campaign counts the calls as ready
+    assert client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"] == {"ready": 2}
+    clock.advance(seconds=-91)
     assert (
         outcome(client, calls[0]["id"], keys["dialler"], {"status": "busy"}, "a").status_code == 201
     )
