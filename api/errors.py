@@ -148,6 +148,15 @@ def _json_error(error: dict[str, Any], document: Any) -> dict[str, Any]:
     return {"field": "body", "error": f"not valid JSON: {what} at character {pos}"}
 
 
+def _not_json(request: Request, error: dict[str, Any]) -> str | None:
+    """What to say when a body sent without a JSON content type was read as bytes, and so is
+    not the object the route takes (FastAPI says "Input should be a valid dictionary")."""
+    if tuple(error.get("loc", ())) != ("body",) or not isinstance(error.get("input"), bytes):
+        return None
+    sent = request.headers.get("content-type") or "none"
+    return f"send the body as JSON, with Content-Type: application/json (it came as: {sent})"
+
+
 def _unreadable_body(exc: StarletteHTTPException) -> str | None:
     """What made a body unreadable, for the 400 FastAPI (and :mod:`api.lean`) raise from the
     exception that stopped the JSON decoder (it says only "There was an error parsing the
@@ -195,7 +204,8 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             _json_error(e, exc.body) if e.get("type") == "json_invalid" else
-            {"field": field_path(e.get("loc", ())), "error": str(e.get("msg", "invalid"))}
+            {"field": field_path(e.get("loc", ())), "error": _not_json(request, e) or
+             str(e.get("msg", "invalid"))}
             for e in exc.errors()
         ]  # fmt: skip
         return error_response(request, 422, "the request is not valid", errors=errors)

@@ -207,6 +207,16 @@ def test_a_lost_database_connection_is_a_503_then_recovers(
     assert [r.status_code for r in statuses[1:]] == [200, 200]
 
 
+def test_a_body_sent_without_a_json_content_type_says_so(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    for headers, sent in (({}, "none"), ({"Content-Type": "text/plain"}, "text/plain")):
+        r = client.post("/v1/campaigns/nope/calls/claim", content=b'{"limit": 1}',
+                        headers={**auth(keys["dialler"]), **headers})  # fmt: skip
+        assert check(r, 422)["errors"] == [{"field": "body", "row": None, "error":
+            f"send the body as JSON, with Content-Type: application/json (it came as: {sent})"}]  # fmt: skip
+
+
 def test_a_body_over_its_routes_limit_is_a_413_before_it_is_read(
     client: TestClient, keys: dict[str, str]
 ) -> None:
