@@ -224,7 +224,10 @@ class RequestMiddleware:
         status = 500
         root_path = scope.get("root_path", "")
         if scope["method"] in _BODY_METHODS:
-            limit = self.bulk_body if scope["path"] in BULK_PATHS else self.max_body
+            path = scope["path"]  # with the root path in front (uvicorn --root-path)
+            if root_path and path.startswith(root_path):
+                path = path[len(root_path) :]
+            limit = self.bulk_body if path in BULK_PATHS else self.max_body
             length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
             if length is None:
                 receive = _capped(receive, limit)
