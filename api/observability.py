@@ -33,6 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import ErrorBody
+
 _MOBILE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 _ID = re.compile(r"(?<![\dA-Za-z])(\d)(\d{16})([\dXx])(?![\dA-Za-z])")
 _CARD = re.compile(r"(?<!\d)(\d{6})(\d{6,9})(\d{4})(?!\d)")
@@ -268,10 +270,10 @@ class RequestMiddleware:
 
 
 async def _too_large(send: Send, rid: str, limit: int) -> None:
-    """The 413 of a body announced over its limit, in the error shape (before any route)."""
-    body = json.dumps({"ok": False, "status": 413, "code": "too_large",
-                       "message": f"the request body is larger than {limit} bytes",
-                       "errors": [], "request_id": rid}).encode()  # fmt: skip
+    """The 413 of a body announced over its limit, in the error shape (before any route, so
+    outside the app's exception handlers)."""
+    body = ErrorBody(status=413, code="too_large", message=BodyTooLarge(limit).detail,
+                     request_id=rid).model_dump_json().encode()  # fmt: skip
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),

@@ -28,18 +28,23 @@ from scripts_engine.context import MOMENTS
 _JSON_TYPES = {dict: "an object", list: "a list"}
 
 
-def _scalar(value: Any) -> Any:
-    """A field's value as JSON gave it: a string, a number, true/false or null; anything else
-    is one error that says what came (validated as the union ``str | int | float | bool |
-    None``, it was one error per member of the union, each at a path of its own:
-    ``body[0].age.str``, ``body[0].age.int``, ...)."""
+def not_scalar(value: Any) -> str | None:
+    """What is wrong with a customer field's value as JSON gave it, if it is not a string, a
+    number, true/false or null; None when it is one."""
     if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise PydanticCustomError(
-        "scalar_type",
-        "expected a string, a number, true/false or null, got {kind}",
-        {"kind": _JSON_TYPES.get(type(value), type(value).__name__)},
-    )
+        return None
+    kind = _JSON_TYPES.get(type(value), type(value).__name__)
+    return f"expected a string, a number, true/false or null, got {kind}"
+
+
+def _scalar(value: Any) -> Any:
+    """A field's value as JSON gave it (:func:`not_scalar`): anything else is one error that
+    says what came (validated as the union ``str | int | float | bool | None``, it was one
+    error per member of the union, each at a path of its own: ``body[0].age.str``, ...)."""
+    problem = not_scalar(value)
+    if problem is not None:
+        raise PydanticCustomError("scalar_type", problem)
+    return value
 
 
 Scalar = Annotated[

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, File, UploadFile
 
 from api.deps import Admin, Analyst, Now, ServicesDep
 from api.errors import ERROR_RESPONSES, ApiError, ErrorBody
-from api.schemas import CustomerRow, UpsertResult
+from api.schemas import CustomerRow, UpsertResult, not_scalar
 from scripts_engine.db import repository as repo
 from scripts_engine.db.session import write_transaction
 from scripts_engine.errors import DataError
@@ -78,12 +78,9 @@ def upsert_customers(
     pre, keep, positions = [], [], []
     for i, rec in enumerate(records):
         cid = rec.get("customer_id")
-        wrong = next(((k, v) for k, v in rec.items()
-                      if not (v is None or isinstance(v, str | int | float | bool))), None)  # fmt: skip
+        wrong = next(((k, e) for k, v in rec.items() if (e := not_scalar(v))), None)
         if wrong is not None:
-            kind = {dict: "an object", list: "a list"}.get(type(wrong[1]), "a value")
-            pre.append({"row": i + 1, "field": wrong[0], "error":
-                        f"expected a string, a number, true/false or null, got {kind}"})  # fmt: skip
+            pre.append({"row": i + 1, "field": wrong[0], "error": wrong[1]})
         elif cid is None or isinstance(cid, bool) or not str(cid).strip():
             pre.append({"row": i + 1, "field": "customer_id", "error": "missing customer_id"})
         else:
