@@ -8,8 +8,10 @@ the campaign (ready ones, and leased ones whose lease expired: an expired lease 
 call to the pool), locks them
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claims take different calls; SQLite:
 the transaction began ``IMMEDIATE``, so claims run one at a time), then locks the customers in
-id order (so a claim in another campaign, or an opt-out, for the same customer waits), reads
-their suppressions and attempts, and asks the :class:`~scripts_engine.gate.Gate`. Every
+id order, with the other customers on file with their phone numbers (so a claim in another
+campaign, or an opt-out, for the same customer or number waits), reads their suppressions and
+attempts and their numbers' (the do-not-call list and the caps count numbers too, see
+:mod:`scripts_engine.gate`), and asks the :class:`~scripts_engine.gate.Gate`. Every
 decision is stored with its rule. An allowed call is leased and an attempt is recorded in the
 same transaction, which is what makes the frequency cap hold under races. A blocked call is
 either closed (no consent, opted out) or put back with ``not_before`` set to when the block
@@ -82,21 +84,59 @@ def _audio_refs(audio: dict[str, Any] | None) -> dict[str, str]:
     return {fmt: f"{sha}.{get_format(fmt).ext.lstrip('.')}" for fmt, sha in (audio or {}).items()}
 
 
-def _subject(
-    customer_id: str,
-    facts: tuple[bool | None, str | None, str | None],
-    own: list[tuple[str, datetime | None, str | None]],
-) -> Subject:
-    consent, tz, _phone = facts
-    refusals = [u for k, u, _ in own if k == "refusal" and u is not None]
+#: what one customer or one number has on file: facts by (table, row id)
+_Facts = dict[tuple[str, int], repo.Fact]
+
+
+def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None, str | None],
+             facts: _Facts) -> Subject:  # fmt: skip
+    """The gate's view of a customer: its facts and its number's (``facts``), the number's
+    other customers' marked as such."""
+    consent, tz, _phone, _number = person
+    refusals = [f[4] for f in facts.values() if f[3] == "refusal" and f[4] is not None]
+    days = [date.fromisoformat(f[5]) for f in facts.values() if f[3] == "attempt" and f[5]]
+    others = [f for f in facts.values() if f[1] != customer_id]
     return Subject(
         customer_id=customer_id,
         consent=consent,  # a deleted customer: None, so no
         timezone=tz,
-        opted_out=any(k == "opt_out" for k, _, _ in own),
+        opted_out=any(f[3] == "opt_out" for f in facts.values()),
         refused_until=max(refusals) if refusals else None,
-        attempt_days=[date.fromisoformat(d) for k, _, d in own if k == "attempt" and d],
+        attempt_days=days,
+        number_blocks=frozenset(f[3] for f in others if f[3] != "attempt"),
+        number_attempt_days=[
+            date.fromisoformat(f[5]) for f in others if f[3] == "attempt" and f[5]
+        ],  # fmt: skip
     )
+
+
+class _Ledger:
+    """A claim round's facts, by customer and by number: what the gate judges a candidate
+    on (its own and its number's), and where a lease the round makes counts (for the
+    candidates after it: the same customer, or another on the same number)."""
+
+    def __init__(self, facts: list[repo.Fact]):
+        self.by_customer: dict[str, _Facts] = {}
+        self.by_number: dict[str, _Facts] = {}
+        self._new = 0
+        for fact in facts:
+            self._add(fact)
+
+    def _add(self, fact: repo.Fact) -> None:
+        key, customer_id, number = fact[0], fact[1], fact[2]
+        self.by_customer.setdefault(customer_id, {})[key] = fact
+        if number is not None:
+            self.by_number.setdefault(number, {})[key] = fact
+
+    def of(self, customer_id: str, number: str | None) -> _Facts:
+        own = self.by_customer.get(customer_id, {})
+        if number is None or number not in self.by_number:
+            return own
+        return own | self.by_number[number]
+
+    def attempt(self, customer_id: str, number: str | None, day: str) -> None:
+        self._new += 1
+        self._add((("new", self._new), customer_id, number, "attempt", None, day))
 
 
 @dataclass(frozen=True)
@@ -153,12 +193,13 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
         ]  # fmt: skip
         if not candidates:
             break
-        subjects, facts = repo.claim_people(
+        people, facts = repo.claim_people(
             conn=conn, customer_ids=[c[1] for c in candidates], now=now,
             since=now - timedelta(days=8),
         )  # fmt: skip
+        ledger = _Ledger(facts)
         decision_rows: list[tuple[str, str, bool, str, list[Any], datetime, int]] = []
-        attempt_rows: list[tuple[str, str, str, datetime]] = []
+        attempt_rows: list[tuple[str, str, str, datetime, str | None]] = []
         lease_rows: list[tuple[str, int, datetime]] = []
         put_back: list[tuple[str, str, datetime | None]] = []
         at = 0  # the claim the next allowed call goes to
@@ -169,8 +210,12 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
                 break
             seen.add(call_id)
             claim = claims[at]
-            own = facts.setdefault(customer_id, [])
-            subject = _subject(customer_id, subjects.get(customer_id, (None, None, None)), own)
+            # a customer no longer on file: no consent (None), so blocked
+            person: tuple[bool | None, str | None, str | None, str | None] = people.get(
+                customer_id, (None, None, None, None)
+            )
+            _consent, _tz, phone, number = person
+            subject = _subject(customer_id, person, ledger.of(customer_id, number))
             decision = gate.evaluate(subject, claim.now)
             decisions[at].append(decision)
             decision_rows.append((call_id, customer_id, decision.allowed, decision.rule,
@@ -179,9 +224,9 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
                 assert decision.local_day is not None
                 day = decision.local_day.isoformat()
                 lease_rows.append((call_id, claim.api_key_id, until[at]))
-                attempt_rows.append((customer_id, call_id, day, claim.now))
-                own.append(("attempt", None, day))  # the next candidate of this customer counts it
-                phone = subjects.get(customer_id, (None, None, None))[2]
+                attempt_rows.append((customer_id, call_id, day, claim.now, number))
+                # the next candidates of this customer, or of this number, count it
+                ledger.attempt(customer_id, number, day)
                 leased[at].append((call_id, customer_id, decision, phone, payload, audio, live_set))
             else:
                 put_back.append(

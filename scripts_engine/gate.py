@@ -19,6 +19,12 @@ rule                  id       blocks when
 ``weekly_cap``        CR-05    ``max_attempts_per_7_days`` attempts in the last 7 local days
 ====================  =======  ================================================================
 
+Suppressions and attempts count for the customer and for the customer's phone number (the
+do-not-call list holds numbers, COMPLIANCE.md [C7]; Hong Kong caps calls to a number [HK1]):
+an opt-out said on a line stops the calls to every customer on file with that number, and a
+household's number is called at most as often as one customer. The claim reads both
+(:mod:`scripts_engine.claims`); a check's detail says when it was another customer's.
+
 Blocks by ``consent`` and ``opt_out`` are final for the call; the others say when to retry.
 """
 
@@ -93,6 +99,10 @@ class Subject:
     opted_out: bool = False
     refused_until: datetime | None = None
     attempt_days: Sequence[date] = ()  # local days of earlier attempts (any campaign)
+    #: what of the above was another customer's on the same phone number: the suppression
+    #: kinds (``opt_out``, ``refusal``) and the attempts' local days
+    number_blocks: frozenset[str] = frozenset()
+    number_attempt_days: Sequence[date] = ()
 
 
 class Check(NamedTuple):
@@ -122,6 +132,10 @@ class Decision:
 
     def checks_json(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.checks]
+
+
+def _others(n: int) -> str:
+    return f" ({n} to this phone number for other customers)" if n else ""
 
 
 class Gate:
@@ -166,11 +180,14 @@ class Gate:
         consent_ok = bool(s.consent) or not r.consent_required
         checks.append(Check("consent", consent_ok, "consent on file" if consent_ok
                             else "no marketing-call consent (missing counts as refusal)"))  # fmt: skip
-        checks.append(Check("opt_out", not s.opted_out,
-                            "opted out" if s.opted_out else "no opt-out"))  # fmt: skip
+        by_number = " (this phone number, as another customer)"
+        checks.append(Check("opt_out", not s.opted_out, "no opt-out" if not s.opted_out else
+                            "opted out" + (by_number if "opt_out" in s.number_blocks else "")))  # fmt: skip
         refused = s.refused_until is not None and s.refused_until > now
         checks.append(Check("refusal", not refused, f"refused; blocked until "
-                            f"{s.refused_until:%Y-%m-%d}" if refused else "no refusal in force"))  # fmt: skip
+                            f"{s.refused_until:%Y-%m-%d}"
+                            + (by_number if "refusal" in s.number_blocks else "")
+                            if refused else "no refusal in force"))  # fmt: skip
         if refused and s.refused_until is not None:
             retry.append(s.refused_until)
 
@@ -188,9 +205,13 @@ class Gate:
         week_days = sorted(d for d in s.attempt_days if day - timedelta(days=6) <= d <= day)
         day_ok = today < r.max_per_day
         week_ok = len(week_days) < r.max_per_7_days
-        checks.append(Check("daily_cap", day_ok, f"{today} of {r.max_per_day} attempts today"))
+        others_today = sum(1 for d in s.number_attempt_days if d == day)
+        others_week = sum(1 for d in s.number_attempt_days if day - timedelta(days=6) <= d <= day)
+        checks.append(Check("daily_cap", day_ok, f"{today} of {r.max_per_day} attempts today"
+                            + _others(others_today)))  # fmt: skip
         checks.append(Check("weekly_cap", week_ok,
-                            f"{len(week_days)} of {r.max_per_7_days} attempts in 7 days"))  # fmt: skip
+                            f"{len(week_days)} of {r.max_per_7_days} attempts in 7 days"
+                            + _others(others_week)))  # fmt: skip
         if not day_ok:
             retry.append(self.next_window_start(now, zone, from_day=day + timedelta(days=1)))
         if not week_ok:

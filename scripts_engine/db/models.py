@@ -74,6 +74,9 @@ class Customer(Base):
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     record: Mapped[dict[str, Any]]
     phone: Mapped[str | None] = mapped_column(String(32))
+    #: the number's E.164 form (:func:`scripts_engine.phones.phone_key`): the do-not-call
+    #: list and the frequency caps count numbers as well as customers
+    phone_key: Mapped[str | None] = mapped_column(String(32), index=True)
     timezone: Mapped[str | None] = mapped_column(String(64))
     consent: Mapped[bool] = mapped_column(Boolean, default=False)
     profiling_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -84,10 +87,14 @@ class Customer(Base):
 
 
 class Block(Base):
-    """A suppression: an opt-out (no end) or a refusal (until a date), from an outcome."""
+    """A suppression: an opt-out (no end) or a refusal (until a date), from an outcome. It
+    suppresses the customer and the number the customer had then (``phone_key``)."""
 
     __tablename__ = "blocks"
-    __table_args__ = (Index("ix_blocks_customer", "customer_id"),)
+    __table_args__ = (
+        Index("ix_blocks_customer", "customer_id"),
+        Index("ix_blocks_phone_key", "phone_key"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(64))
@@ -95,6 +102,7 @@ class Block(Base):
     since: Mapped[datetime]
     until: Mapped[datetime | None]
     call_id: Mapped[str | None] = mapped_column(String(64))
+    phone_key: Mapped[str | None] = mapped_column(String(32))
 
 
 class Campaign(Base):
@@ -194,13 +202,18 @@ class Attempt(Base):
     """A call attempt handed to a dialler: what the frequency cap counts, across campaigns."""
 
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_customer_day", "customer_id", "local_day"),)
+    __table_args__ = (
+        Index("ix_attempts_customer_day", "customer_id", "local_day"),
+        Index("ix_attempts_phone_day", "phone_key", "local_day"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(64))
     call_id: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime]
     local_day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD in the customer's zone
+    #: the number called (its E.164 form), which the caps count too
+    phone_key: Mapped[str | None] = mapped_column(String(32))
 
 
 class GateDecision(Base):

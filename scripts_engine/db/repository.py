@@ -55,6 +55,7 @@ from scripts_engine.db.models import (
     SigningSecret,
 )
 from scripts_engine.db.prepared import Prepared, pipelined
+from scripts_engine.phones import phone_key
 
 ROLES = ("admin", "dialler", "writer", "qa")
 KEY_PREFIX = "se"
@@ -178,6 +179,7 @@ def upsert_customers(
             "customer_id": str(r["customer_id"]),
             "record": r,
             "phone": r.get("phone"),
+            "phone_key": phone_key(r.get("phone")),
             "timezone": r.get("timezone"),
             "consent": bool(r.get("consent") or False),
             "profiling_opt_out": bool(r.get("profiling_opt_out") or False),
@@ -197,6 +199,7 @@ def upsert_customers(
                 for c in (
                     "record",
                     "phone",
+                    "phone_key",
                     "timezone",
                     "consent",
                     "profiling_opt_out",
@@ -433,7 +436,13 @@ _customers, _blocks = cast(Table, Customer.__table__), cast(Table, Block.__table
 _attempts, _outcomes = cast(Table, Attempt.__table__), cast(Table, Outcome.__table__)
 _idem = cast(Table, IdempotencyKey.__table__)
 _ADD_DECISIONS, _ADD_ATTEMPTS = insert(cast(Table, GateDecision.__table__)), insert(_attempts)
-_ADD_BLOCKS, _ADD_IDEM = insert(_blocks), insert(_idem)
+#: a suppression of a customer and of the customer's number (``number_of``: the customer id)
+_ADD_BLOCKS = insert(_blocks).values(
+    phone_key=select(_customers.c.phone_key)
+    .where(_customers.c.customer_id == bindparam("number_of"))
+    .scalar_subquery()
+)
+_ADD_IDEM = insert(_idem)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 
 
@@ -491,21 +500,42 @@ def _both(*, pg: bool) -> CompoundSelect[Any]:
 
 _BOTH, _BOTH_PG = _both(pg=False), _both(pg=True)
 _SUBJECTS = select(
-    _customers.c.customer_id, _customers.c.consent, _customers.c.timezone, _customers.c.phone
+    _customers.c.customer_id,
+    _customers.c.consent,
+    _customers.c.timezone,
+    _customers.c.phone,
+    _customers.c.phone_key,
 ).where(_customers.c.customer_id.in_(_IDS))
-_SUBJECTS_PG = _SUBJECTS.order_by(_customers.c.customer_id).with_for_update()
-#: suppressions in force and recent attempts in one statement: (customer, kind, until, day)
-_FACTS = union_all(
-    select(_blocks.c.customer_id, _blocks.c.kind, _blocks.c.until,
-           cast_(null(), String).label("day"))
-    .where(_blocks.c.customer_id.in_(_IDS),
-           _blocks.c.until.is_(None) | (_blocks.c.until > bindparam("now"))),
-    select(_attempts.c.customer_id, literal_column("'attempt'"), null(), _attempts.c.local_day)
-    # ``since_day`` bounds the index's range (a local day is within a day of the UTC date), so
-    # a claim reads a customer's recent attempts, not every attempt ever made
-    .where(_attempts.c.customer_id.in_(_IDS), _attempts.c.local_day >= bindparam("since_day"),
-           _attempts.c.at > bindparam("since")),
+#: the numbers of these customers (a customer without one has none: NULL matches nothing)
+_numbers = _customers.alias("numbers")  # not correlated with the customers of a statement
+_NUMBERS = select(_numbers.c.phone_key).where(_numbers.c.customer_id.in_(_IDS))
+#: PostgreSQL: the customers, and every other customer on file with one of their numbers,
+#: row-locked in id order: a claim and an outcome for the same number (whichever customer's)
+#: run one after the other, as they do for the same customer
+_SAME_NUMBER = _customers.c.customer_id.in_(_IDS) | _customers.c.phone_key.in_(_NUMBERS)
+_SUBJECTS_PG = (
+    select(*_SUBJECTS.selected_columns).where(_SAME_NUMBER)
+    .order_by(_customers.c.customer_id).with_for_update()
 )  # fmt: skip
+_ACTIVE = _blocks.c.until.is_(None) | (_blocks.c.until > bindparam("now"))
+# ``since_day`` bounds the index's range (a local day is within a day of the UTC date), so a
+# claim reads a customer's recent attempts, not every attempt ever made
+_RECENT = (_attempts.c.local_day >= bindparam("since_day"), _attempts.c.at > bindparam("since"))
+_BLOCK_FACTS = select(literal_column("'b'"), _blocks.c.id, _blocks.c.customer_id,
+                      _blocks.c.phone_key, _blocks.c.kind, _blocks.c.until,
+                      cast_(null(), String).label("day"))  # fmt: skip
+_ATTEMPT_FACTS = select(literal_column("'a'"), _attempts.c.id, _attempts.c.customer_id,
+                        _attempts.c.phone_key, literal_column("'attempt'"), null(),
+                        _attempts.c.local_day)  # fmt: skip
+#: suppressions in force and recent attempts of these customers and of their numbers, in one
+#: statement: (table, row id, customer, number, kind, until, day); a row of both the customer
+#: and the number comes twice
+_FACTS = union_all(
+    _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS), _ACTIVE),
+    _BLOCK_FACTS.where(_blocks.c.phone_key.in_(_NUMBERS), _ACTIVE),
+    _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS), *_RECENT),
+    _ATTEMPT_FACTS.where(_attempts.c.phone_key.in_(_NUMBERS), *_RECENT),
+)
 
 
 def _lease(which: Any) -> Any:
@@ -576,30 +606,37 @@ def attempts_from(since: datetime) -> str:
     return (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
 
 
+#: a suppression or an attempt the gate counts: (table ``a``/``b`` and row id: the same fact
+#: read for a customer and for its number is one), customer, number, kind (``opt_out``,
+#: ``refusal``, ``attempt``), until (a suppression's end), local day (an attempt's)
+Fact = tuple[tuple[str, int], str, str | None, str, datetime | None, str | None]
+
+
 def claim_people(
     *, conn: Connection, customer_ids: Iterable[str], now: datetime, since: datetime
-) -> tuple[
-    dict[str, tuple[bool, str | None, str | None]],
-    dict[str, list[tuple[str, datetime | None, str | None]]],
-]:
-    """What the gate needs of these customers: ``customer id -> (consent, timezone, phone)``,
-    and ``customer id -> [(kind, until, local day), ...]``, the suppressions in force (kind
-    ``opt_out`` or ``refusal``) and the attempts made after ``since`` (kind ``attempt``).
-    On PostgreSQL the customers are row-locked in id order first (so concurrent claims and
-    outcomes for one customer run one after another), then their facts are read, by a second
+) -> tuple[dict[str, tuple[bool, str | None, str | None, str | None]], list[Fact]]:
+    """What the gate needs of these customers: ``customer id -> (consent, timezone, phone,
+    number)`` (the number: :func:`~scripts_engine.phones.phone_key`), and the
+    :data:`Fact` s of the customers and of their numbers: the suppressions in force and the
+    attempts made after ``since``. On PostgreSQL the customers, and the other customers of
+    their numbers, are row-locked in id order first (so concurrent claims and outcomes for one
+    customer or one number run one after another), then their facts are read, by a second
     statement (a statement of its own: it sees what a transaction that held the lock before
     committed)."""
-    ids = sorted(set(customer_ids))
+    wanted = set(customer_ids)
+    ids = sorted(wanted)
     if not ids:
-        return {}, {}
+        return {}, []
     subjects, facts = pipelined(conn, [  # on PostgreSQL one round trip, the locks first
         (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS, [{"ids": ids}]),
         (_P_FACTS, [{"ids": ids, "now": now, "since": since, "since_day": attempts_from(since)}]),
     ])  # fmt: skip
-    out: dict[str, list[tuple[str, datetime | None, str | None]]] = {}
-    for cid, kind, until, day in facts:
-        out.setdefault(str(cid), []).append((str(kind), until, day))
-    return {str(i): (bool(k), tz, ph) for i, k, tz, ph in subjects}, out
+    return (
+        # (PostgreSQL also returns the other customers of their numbers: locked, not asked for)
+        {i: (bool(k), tz, ph, key) for i, k, tz, ph, key in subjects if i in wanted},
+        [((str(t), int(n)), str(c), key, str(kind), until, day)
+         for t, n, c, key, kind, until, day in facts],
+    )  # fmt: skip
 
 
 def claim_writes(
@@ -609,13 +646,13 @@ def claim_writes(
     leases: Sequence[tuple[str, int, datetime]],
     put_back: Sequence[tuple[str, str, datetime | None]],
     decisions: Sequence[tuple[str, str, bool, str, list[Any], datetime, int]],
-    attempts: Sequence[tuple[str, str, str, datetime]],
+    attempts: Sequence[tuple[str, str, str, datetime, str | None]],
 ) -> None:
     """What a claim round decided, for one claim or several claimed together: lease ``(call
     id, key id, until)`` (and count the claim); put back ``(call id, status, not before)``
     (blocked calls closed or returned to the pool; the last lease holder is kept: it may still
     report); store the gate's ``(call id, customer id, allowed, rule, checks, at, key id)``
-    under ``ruleset`` and the attempts ``(customer id, call id, local day, at)``. Leases to one
+    under ``ruleset`` and the attempts ``(customer id, call id, local day, at, number)``. Leases to one
     holder until one time (a single claim's) are one statement; otherwise one ``executemany``.
     (One data-modifying statement on PostgreSQL, the rows as unnested arrays, was measured
     slower: no less client CPU, and 150 us more of the server's than these.)"""
@@ -634,8 +671,8 @@ def claim_writes(
              "rule": rule, "checks": checks, "ruleset": ruleset, "api_key_id": key_id}
             for call_id, customer_id, allowed, rule, checks, at, key_id in decisions
         ]),
-        (_P_ADD_ATTEMPTS, [{"customer_id": c, "call_id": k, "at": at, "local_day": d}
-                           for c, k, d, at in attempts]),
+        (_P_ADD_ATTEMPTS, [{"customer_id": c, "call_id": k, "at": at, "local_day": d,
+                        "phone_key": p} for c, k, d, at, p in attempts]),
     ], later=True)  # fmt: skip
 
 
@@ -710,9 +747,9 @@ _OUTCOME_STATE = (
 _OUTCOME_STATE_PG = _OUTCOME_STATE.add_columns(
     func.nextval(func.pg_get_serial_sequence("outcomes", "id"))
 ).with_for_update(of=_calls)
-_LOCK_CUSTOMERS = (
+_LOCK_CUSTOMERS = (  # with the other customers of their numbers, as a claim locks them
     select(_customers.c.customer_id)
-    .where(_customers.c.customer_id.in_(_IDS))
+    .where(_SAME_NUMBER)
     .order_by(_customers.c.customer_id)
     .with_for_update()
 )
@@ -809,7 +846,8 @@ def finish_outcome(
     its id came from :func:`outcome_state`), store the outcome too. A suppression first
     row-locks the customer on PostgreSQL, as a claim does before it reads suppressions; on
     PostgreSQL the rest is one statement, and all of it goes with the ``COMMIT``."""
-    rows = [{"customer_id": customer_id, "call_id": call_id, **b} for b in blocks]
+    rows = [{"customer_id": customer_id, "call_id": call_id, **b, "number_of": customer_id}
+            for b in blocks]  # fmt: skip
     if outcome is not None:
         pipelined(conn, [
             (_P_LOCK_CUSTOMERS, [{"ids": [customer_id]}] if blocks else []),
@@ -879,6 +917,7 @@ def add_outcomes(
     and its answer are one statement (run for every outcome, pipelined), and the suppressions'
     customers are row-locked first, in id order, as a claim locks them before it reads their
     suppressions."""
+    blocks = [{**b, "number_of": b["customer_id"]} for b in blocks]
     if _pg(conn):  # in one round trip, in this order, with the COMMIT
         locks = [{"ids": sorted({b["customer_id"] for b in blocks})}] if blocks else []
         pipelined(conn, [

@@ -44,6 +44,22 @@ def campaign(app: FastAPI, base: str, admin: str, **body: Any) -> str:
     return str(r.json()["id"])
 
 
+def claim_at_once(
+    base: str, keys: dict[str, str], ids: list[str], *, claims: int, limit: int
+) -> list[str]:
+    """``claims`` claims from two diallers, spread over the campaigns ``ids``, from
+    :data:`THREADS` threads at once: the customers of the calls handed out."""
+
+    def claim(i: int) -> list[str]:
+        key = keys["dialler"] if i % 2 else keys["dialler2"]
+        r = post(base, f"/v1/campaigns/{ids[i % len(ids)]}/calls/claim", key, {"limit": limit})
+        assert r.status_code == 200, r.text
+        return [x["customer_id"] for x in r.json()["calls"]]
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return [c for part in pool.map(claim, range(claims)) for c in part]
+
+
 def test_concurrent_claims_never_share_a_call(served: Any) -> None:
     app, base, keys = served
     assert post(base, "/v1/customers", keys["admin"], demo_records(30)).status_code == 200
@@ -72,18 +88,28 @@ def test_frequency_cap_holds_across_campaigns_under_races(served: Any) -> None:
     app, base, keys = served
     assert post(base, "/v1/customers", keys["admin"], demo_records(5)).status_code == 200
     ids = [campaign(app, base, keys["admin"]) for _ in range(4)]  # the same 5 customers x 4
-
-    def claim(i: int) -> list[str]:
-        key = keys["dialler"] if i % 2 else keys["dialler2"]
-        r = post(base, f"/v1/campaigns/{ids[i % 4]}/calls/claim", key, {"limit": 5})
-        assert r.status_code == 200, r.text
-        return [x["customer_id"] for x in r.json()["calls"]]
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        customers = [c for part in pool.map(claim, range(20)) for c in part]
+    customers = claim_at_once(base, keys, ids, claims=20, limit=5)
     # at most 1 attempt a day per customer, whichever campaign asked first
     expected = [r["customer_id"] for r in demo_records(5) if r.get("consent") == "true"]
     assert sorted(customers) == sorted(expected)
+
+
+def test_one_number_is_called_once_a_day_under_races(served: Any) -> None:
+    """Customers on file with one number (spelled differently) in four campaigns claimed at
+    once: the number is called once, whichever customer and campaign got there first (on
+    PostgreSQL the claim locks the number's other customers too)."""
+    app, base, keys = served
+    recs = [r for r in demo_records(30) if r.get("consent") == "true"][:8]
+    for i, rec in enumerate(recs):  # two households of four
+        rec["phone"] = ("+86 138 0000 1234", "13800001234", "0086 139 0000 5678",
+                        "139-0000-5678")[i % 4]  # fmt: skip
+    assert post(base, "/v1/customers", keys["admin"], recs).status_code == 200
+    ids = [campaign(app, base, keys["admin"], customers=[r["customer_id"] for r in recs[i::2]])
+           for i in range(2)]  # fmt: skip
+    customers = claim_at_once(base, keys, ids * 2, claims=24, limit=1)
+    numbers = Counter(next(r["phone"] for r in recs if r["customer_id"] == c)[-4:]
+                      for c in customers)  # fmt: skip
+    assert numbers == {"1234": 1, "5678": 1}, customers
 
 
 def test_duplicate_outcomes_have_one_effect(served: Any) -> None:

@@ -279,13 +279,14 @@ def test_a_claim_reads_its_customers_recent_attempts_only(db: Database) -> None:
         return people, _analyzed(conn, repo._P_FACTS, params)  # noqa: SLF001
 
     people, plan = write_core(db, read)
-    assert sorted(day for _kind, _until, day in people["c1"]) == sorted(
+    assert sorted(f[5] for f in people if f[1] == "c1") == sorted(
         (at + timedelta(hours=8)).date().isoformat() for at in recent
     )
-    if db.is_sqlite:
+    if db.is_sqlite:  # by the customer, and by the customer's number
         assert any("ix_attempts_customer_day (customer_id=? AND local_day>?)" in d for d in plan), (
             plan
         )
+        assert any("ix_attempts_phone_day (phone_key=? AND local_day>?)" in d for d in plan), plan
     else:
         scans = [n for n in _walk(plan) if n.get("Relation Name") == "attempts"]
         assert scans and all(

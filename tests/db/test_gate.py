@@ -105,3 +105,25 @@ def test_every_check_is_recorded_with_its_rule_id(gate: Gate) -> None:
 def test_fails_closed_on_errors(gate: Gate) -> None:
     d = gate.evaluate(ok(timezone="Not/AZone"), at(10))
     assert (d.allowed, d.rule, d.final) == (False, "gate_error", True)
+
+
+def test_a_numbers_facts_count_and_say_whose_they_were(gate: Gate) -> None:
+    """Suppressions and attempts of another customer on the same phone number block as the
+    customer's own do, and the check's detail says so (the audit record shows why)."""
+    today = date(2026, 5, 12)
+    d = gate.evaluate(ok(opted_out=True, number_blocks=frozenset({"opt_out"})), at(10))
+    assert (d.rule, d.final) == ("opt_out", True)
+    assert d.checks[1].detail == "opted out (this phone number, as another customer)"
+    until = at(10) + timedelta(days=30)
+    d = gate.evaluate(ok(refused_until=until, number_blocks=frozenset({"refusal"})), at(10))
+    assert d.rule == "refusal" and d.checks[2].detail.endswith(
+        "(this phone number, as another customer)"
+    )
+    prior = [today - timedelta(days=2)]
+    d = gate.evaluate(ok(attempt_days=[today, *prior], number_attempt_days=[today]), at(15))
+    assert d.rule == "daily_cap"
+    assert [c.detail for c in d.checks[4:]] == [
+        "1 of 1 attempts today (1 to this phone number for other customers)",
+        "2 of 3 attempts in 7 days (1 to this phone number for other customers)",
+    ]
+    assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[4].detail == "0 of 1 attempts today"

@@ -115,3 +115,42 @@ def test_calls_leased_before_0009_come_back_when_their_lease_ends(
         upgrade(db)
     finally:
         db.dispose()
+
+
+def test_numbers_are_filled_in_for_what_was_stored_before(db_url: str, tmp_path: Path) -> None:
+    """0010: customers stored before it get their number's key, and their suppressions and
+    attempts the customer's number, so the do-not-call list holds the numbers already on it."""
+    db = open_database(Settings(state_dir=tmp_path), url=db_url)
+    try:
+        upgrade(db)
+        _downgrade(db, "0009")
+        with db.write_engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO customers (customer_id, record, phone, timezone, consent, "
+                "profiling_opt_out, updated_at) VALUES "
+                "('a', '{}', '+86 138 0000 1234', NULL, true, false, '2026-05-12 02:00:00'), "
+                "('b', '{}', 'none', NULL, true, false, '2026-05-12 02:00:00'), "
+                "('c', '{}', NULL, NULL, true, false, '2026-05-12 02:00:00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO blocks (customer_id, kind, since) VALUES "
+                "('a', 'opt_out', '2026-05-12 02:00:00'), ('b', 'opt_out', '2026-05-12 02:00:00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO attempts (customer_id, call_id, at, local_day) VALUES "
+                "('a', 'k1', '2026-05-12 02:00:00', '2026-05-12')"
+            )
+        upgrade(db)
+        with db.read_engine.connect() as conn:
+            keys = conn.exec_driver_sql(
+                "SELECT customer_id, phone_key FROM customers ORDER BY customer_id"
+            ).all()
+            blocks = conn.exec_driver_sql(
+                "SELECT customer_id, phone_key FROM blocks ORDER BY customer_id"
+            ).all()
+            attempts = conn.exec_driver_sql("SELECT phone_key FROM attempts").all()
+        assert [tuple(r) for r in keys] == [("a", "+8613800001234"), ("b", None), ("c", None)]
+        assert [tuple(r) for r in blocks] == [("a", "+8613800001234"), ("b", None)]
+        assert [tuple(r) for r in attempts] == [("+8613800001234",)]
+    finally:
+        db.dispose()

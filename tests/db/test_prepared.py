@@ -30,6 +30,7 @@ from scripts_engine.db.models import (
 )
 from scripts_engine.db.prepared import Prepared, pipelined, transaction
 from scripts_engine.db.session import Database, table, write_core
+from scripts_engine.phones import phone_key
 
 NOW = datetime(2026, 5, 12, 2, 0, 0, 123456, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +42,13 @@ def _fill(conn: Connection) -> None:
         "total": 4, "done": 4, "failed": 0, "created_by": None, "created_at": NOW,
         "updated_at": NOW}])  # fmt: skip
     conn.execute(insert(table(Customer)), [
-        {"customer_id": f"c{i}", "record": {"age": 40 + i, "city": "广州"}, "phone": f"1380000000{i}",
-         "timezone": "Asia/Shanghai" if i else None, "consent": i != 2,
-         "profiling_opt_out": False, "scoring": {"tags": {"wealth": 0.5}} if i else None,
-         "model_version": "m1", "created_at": NOW, "updated_at": NOW}
-        for i in range(4)
+        {"customer_id": f"c{i}", "record": {"age": 40 + i, "city": "广州"}, "phone": phone,
+         "phone_key": phone_key(phone), "timezone": "Asia/Shanghai" if i else None,
+         "consent": i != 2, "profiling_opt_out": False,
+         "scoring": {"tags": {"wealth": 0.5}} if i else None, "model_version": "m1",
+         "created_at": NOW, "updated_at": NOW}
+        # c4 has no call: it is on file with c1's number, written another way
+        for i, phone in enumerate([*(f"1380000000{i}" for i in range(4)), "+86 138 0000 0001"])
     ])  # fmt: skip
     # a leased call may be handed out again when its lease ends (its not_before)
     ended, out = NOW - timedelta(seconds=5), NOW + timedelta(1)
@@ -65,11 +68,13 @@ def _fill(conn: Connection) -> None:
     ])  # fmt: skip
     conn.execute(insert(table(Block)), [
         {"customer_id": "c1", "kind": "refusal", "since": NOW, "until": NOW + timedelta(days=180),
-         "call_id": "k1"},
-        {"customer_id": "c3", "kind": "opt_out", "since": NOW, "until": None, "call_id": None},
+         "call_id": "k1", "phone_key": "+8613800000001"},
+        {"customer_id": "c3", "kind": "opt_out", "since": NOW, "until": None, "call_id": None,
+         "phone_key": "+8613800000003"},
     ])  # fmt: skip
     conn.execute(insert(table(Attempt)), [
-        {"customer_id": "c1", "call_id": "k1", "at": NOW - timedelta(days=1), "local_day": "2026-05-11"}
+        {"customer_id": "c1", "call_id": "k1", "at": NOW - timedelta(days=1),
+         "local_day": "2026-05-11", "phone_key": "+8613800000001"}
     ])  # fmt: skip
     conn.execute(insert(table(IdempotencyKey)), [
         {"api_key_id": 7, "key": "idem-1", "request_hash": "h" * 64, "status_code": 201,
@@ -182,15 +187,25 @@ def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
         _fill(conn)
         subjects, facts = repo.claim_people(conn=conn, customer_ids=["c1", "c0", "c3", "c1"],
                                             now=NOW, since=NOW - timedelta(8))  # fmt: skip
+        # another customer on c1's number: c1's facts, by the number
+        number_subjects, by_number = repo.claim_people(conn=conn, customer_ids=["c4"], now=NOW,
+                                                       since=NOW - timedelta(8))  # fmt: skip
         seen, call, new_id = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1",
                                                 call_id="k3")  # fmt: skip
         unseen, nocall, no_id = repo.outcome_state(conn=conn, api_key_id=7, key="new", call_id="x")
         reused = repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="x")
         candidates = repo.claim_candidates(conn=conn, campaign_id="cmp", now=NOW, limit=5)
-    assert subjects == {"c0": (True, None, "13800000000"), "c1": (True, "Asia/Shanghai", "13800000001"),
-                        "c3": (True, "Asia/Shanghai", "13800000003")}  # fmt: skip
-    assert facts == {"c1": [("refusal", NOW + timedelta(days=180), None),
-                            ("attempt", None, "2026-05-11")], "c3": [("opt_out", None, None)]}  # fmt: skip
+    assert subjects == {"c0": (True, None, "13800000000", "+8613800000000"),
+                        "c1": (True, "Asia/Shanghai", "13800000001", "+8613800000001"),
+                        "c3": (True, "Asia/Shanghai", "13800000003", "+8613800000003")}  # fmt: skip
+    c1_facts = {("c1", "+8613800000001", "refusal", NOW + timedelta(days=180), None),
+                ("c1", "+8613800000001", "attempt", None, "2026-05-11")}  # fmt: skip
+    # each fact once by its key (a fact of the customer and of its number comes twice)
+    assert {f[1:] for f in facts} == c1_facts | {
+        ("c3", "+8613800000003", "opt_out", None, None)}  # fmt: skip
+    assert len({f[0] for f in facts}) == 3
+    assert number_subjects == {"c4": (True, "Asia/Shanghai", "+86 138 0000 0001", "+8613800000001")}
+    assert {f[1:] for f in by_number} == c1_facts
     assert seen == ("h" * 64, 201, {"id": 1, "status": "connected", "converted": False})
     assert call == ("cmp", "c3", 7, None)
     assert unseen is None and nocall is None and no_id is None
@@ -249,7 +264,7 @@ def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
             decisions=[("k0", "c0", True, "ok", checks, NOW, 9),
                        ("k2", "c2", False, "window", [], NOW, 9),
                        ("k1", "c1", False, "consent", checks, NOW, 9)],
-            attempts=[("c0", "k0", "2026-05-12", NOW)],
+            attempts=[("c0", "k0", "2026-05-12", NOW, "+8613800000000")],
         )  # fmt: skip
         repo.claim_writes(conn=conn, ruleset="r1", leases=[], put_back=[], decisions=[],
                           attempts=[])  # fmt: skip
@@ -270,9 +285,10 @@ def test_a_claim_round_writes_what_the_gate_decided(db: Database) -> None:
             ("k1", "c1", NOW, False, "consent", checks, "r1", 9),
         ]  # fmt: skip
         attempts = conn.execute(select(table(Attempt).c.customer_id, table(Attempt).c.call_id,
-                                       table(Attempt).c.at, table(Attempt).c.local_day)
+                                       table(Attempt).c.at, table(Attempt).c.local_day,
+                                       table(Attempt).c.phone_key)
                                 .where(table(Attempt).c.call_id == "k0")).all()  # fmt: skip
-        assert attempts == [("c0", "k0", NOW, "2026-05-12")]
+        assert attempts == [("c0", "k0", NOW, "2026-05-12", "+8613800000000")]
 
 
 def test_a_read_in_autocommit_leaves_no_transaction(db: Database) -> None:
@@ -310,7 +326,7 @@ def test_driver_errors_are_raised_as_sqlalchemys(db: Database) -> None:
         repo._P_ADD_IDEM.rows(conn, idem)
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # a claim's writes
         repo.claim_writes(conn=conn, ruleset="r1", leases=[], put_back=[], decisions=[],
-                          attempts=[(None, "k0", "2026-05-12", NOW)])  # type: ignore[list-item]  # fmt: skip
+                          attempts=[(None, "k0", "2026-05-12", NOW, None)])  # type: ignore[list-item]  # fmt: skip
     with pytest.raises(IntegrityError), db.write_engine.begin() as conn:  # after a read
         repo.outcome_state(conn=conn, api_key_id=7, key="idem-1", call_id="k0")
         repo._P_ADD_IDEM.rows(conn, idem)
@@ -335,11 +351,12 @@ def test_an_outcome_is_stored_whole(db: Database) -> None:
         assert row["id"] == first.body["id"] and row["opt_out"] and row["notes"] == "不要再打"
         call = conn.execute(select(table(Call)).where(table(Call).c.id == "k3")).mappings().one()
         assert call["status"] == "done" and call["lease_until"] is None
-        blocks = conn.execute(select(table(Block).c.kind, table(Block).c.until)
+        blocks = conn.execute(select(table(Block).c.kind, table(Block).c.until,
+                                     table(Block).c.phone_key)
                               .where(table(Block).c.call_id == "k3")).all()  # fmt: skip
-        assert sorted(blocks, key=lambda b: b[0]) == [
-            ("opt_out", None),
-            ("refusal", NOW + timedelta(days=180)),
+        assert sorted(blocks, key=lambda b: b[0]) == [  # the customer's and its number's
+            ("opt_out", None, "+8613800000003"),
+            ("refusal", NOW + timedelta(days=180), "+8613800000003"),
         ]
         answers = select(table(IdempotencyKey).c.response).where(
             table(IdempotencyKey).c.key == "new-key"

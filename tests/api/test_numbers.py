@@ -1,0 +1,129 @@
+"""The do-not-call list and the frequency caps count phone numbers, not only customers: one
+line on file for several customers (a household's landline, a number written several ways) is
+called at most as often as one customer, and an opt-out said on it stops every customer's calls
+to it (COMPLIANCE.md [C7], [HK1])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from scripts_engine.db.models import Call
+from scripts_engine.phones import phone_key
+from tests.api.conftest import Clock, auth, demo_records, outcome
+from tests.api.server import build_now
+
+#: one mobile number, as four customers' records give it
+SHARED = ["13800001234", "+86 138 0000 1234", "0086-138-0000-1234", "138 0000 1234"]
+
+
+def household(n_other: int = 1) -> list[dict[str, Any]]:
+    """Four consenting customers on one number (each spelled differently) and others on their
+    own numbers."""
+    recs = [r for r in demo_records(20) if r.get("consent") == "true"][: 4 + n_other]
+    for rec, phone in zip(recs, SHARED, strict=False):
+        rec["phone"] = phone
+    return recs
+
+
+def start(client: TestClient, keys: dict[str, str], recs: list[dict[str, Any]]) -> str:
+    admin = auth(keys["admin"])
+    if recs:
+        accepted = client.post("/v1/customers", json=recs, headers=admin).json()["accepted"]
+        assert accepted == len(recs)
+    r = client.post("/v1/campaigns", json={"name": "家庭", "min_hits": 0}, headers=admin)
+    assert r.status_code == 202, r.text
+    build_now(client.app)  # type: ignore[arg-type]
+    return str(r.json()["id"])
+
+
+def claim(client: TestClient, key: str, cid: str) -> list[dict[str, Any]]:
+    r = client.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 10}, headers=auth(key))
+    assert r.status_code == 200, r.text
+    return list(r.json()["calls"])
+
+
+def decisions(client: TestClient, keys: dict[str, str], cid: str) -> dict[str, Any]:
+    """customer id -> the last gate decision on the customer's call in the campaign, as the
+    call's record shows it to QA."""
+    with client.app.state.services.db.read() as session:  # type: ignore[attr-defined]
+        ids = session.scalars(select(Call.id).where(Call.campaign_id == cid)).all()
+    out = {}
+    for call_id in ids:
+        record = client.get(f"/v1/calls/{call_id}", headers=auth(keys["qa"])).json()
+        if record["decisions"]:
+            out[record["customer_id"]] = record["decisions"][-1]
+    return out
+
+
+def test_phone_keys_read_every_spelling_as_one_number() -> None:
+    assert {phone_key(p) for p in SHARED} == {"+8613800001234"}
+    assert phone_key("(010) 1234-5678") == phone_key("+86 10 1234 5678") == "+861012345678"
+    assert phone_key("+852 9123 4567") == "+85291234567"
+    assert phone_key(None) is None and phone_key("  ") is None and phone_key("无") is None
+
+
+def test_one_number_is_called_once_a_day_whoever_it_is_on_file_for(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    recs = household()
+    cid = start(client, keys, recs)
+    calls = claim(client, keys["dialler"], cid)
+    shared_ids = {r["customer_id"] for r in recs[:4]}
+    called = {c["customer_id"] for c in calls}
+    # one of the household and the neighbour: the daily cap of the number took the other three
+    assert len(called & shared_ids) == 1 and recs[4]["customer_id"] in called and len(calls) == 2
+    held = {c: d for c, d in decisions(client, keys, cid).items() if c not in called}
+    assert set(held) == shared_ids - called
+    for d in held.values():
+        assert d["rule"] == "daily_cap" and not d["allowed"]
+        cap = next(c for c in d["checks"] if c["rule"] == "daily_cap")
+        assert cap["detail"] == "1 of 1 attempts today (1 to this phone number for other customers)"
+    clock.advance(days=1)  # the next day: the number's next customer
+    assert len({c["customer_id"] for c in claim(client, keys["dialler"], cid)} & shared_ids) == 1
+
+
+def test_an_opt_out_said_on_a_line_stops_every_customer_on_that_number(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    recs = household(n_other=0)
+    cid = start(client, keys, recs)
+    (call,) = claim(client, keys["dialler"], cid)
+    r = outcome(client, call["id"], keys["dialler"], {"status": "connected", "opt_out": True}, "o")
+    assert r.status_code == 201, r.text
+    # a new campaign the next day, and the old one: nobody on the number is called again
+    admin = auth(keys["admin"])
+    other = client.post("/v1/campaigns", json={"name": "再来", "min_hits": 0}, headers=admin)
+    build_now(client.app)  # type: ignore[arg-type]
+    clock.advance(days=1)
+    assert claim(client, keys["dialler"], cid) == []
+    assert claim(client, keys["dialler"], other.json()["id"]) == []
+    for customer_id, d in decisions(client, keys, cid).items():
+        if customer_id == call["customer_id"]:
+            continue
+        assert d["rule"] == "opt_out" and not d["allowed"]
+        check = next(c for c in d["checks"] if c["rule"] == "opt_out")
+        assert check["detail"] == "opted out (this phone number, as another customer)"
+    states = client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"]
+    assert states == {"done": 1, "blocked": 3}
+
+
+def test_a_new_number_is_not_held_by_the_old_ones_calls(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """A customer who moves to a number of their own is counted on it, with their own
+    attempts: the household's calls no longer hold them (in a campaign started after the move:
+    a call the gate put back waits until the block it was put back for lifts)."""
+    recs = household(n_other=0)
+    start(client, keys, recs)
+    (first,) = claim(client, keys["dialler"], start(client, keys, []))
+    moved = next(r for r in recs if r["customer_id"] != first["customer_id"])
+    moved["phone"] = "13900009999"
+    admin = auth(keys["admin"])
+    assert client.post("/v1/customers", json=[moved], headers=admin).json()["accepted"] == 1
+    later = start(client, keys, [])
+    assert [c["customer_id"] for c in claim(client, keys["dialler"], later)] == [
+        moved["customer_id"]
+    ]
