@@ -105,10 +105,12 @@ def prepare(state: Path, customers: int, model: Path, database_url: str | None) 
     app = create_app(settings, clock=lambda: now, start_builder=False)
     with (ROOT / "data/demo/customers.csv").open(encoding="utf-8") as f:
         rows = [{k: v for k, v in r.items() if v != "" and k != "y"} for r in csv.DictReader(f)]
-    records = []
-    for i in range(customers):
-        r = dict(rows[i % len(rows)], customer_id=f"B{i:06d}", consent="true")
-        records.append(r)
+    # each copy on a number of its own: the gate counts numbers too (a household's line is
+    # called once a day), and copies sharing their original's number would block each other
+    records = [
+        dict(rows[i % len(rows)], customer_id=f"B{i:06d}", phone=f"139{i:08d}", consent="true")
+        for i in range(customers)
+    ]
 
     # the lifespan migrates; then load customers and build the campaign in this process
     from scripts_engine.features import load_customers

@@ -45,7 +45,8 @@ def customers_csv(rows: int) -> bytes:
                             extrasaction="ignore")  # fmt: skip
     writer.writeheader()
     for i in range(rows):
-        writer.writerow(dict(demo[i % len(demo)], customer_id=f"B{i:06d}", consent="true"))
+        writer.writerow(dict(demo[i % len(demo)], customer_id=f"B{i:06d}", phone=f"139{i:08d}",
+                             consent="true"))  # fmt: skip
     return out.getvalue().encode()
 
 
