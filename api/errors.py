@@ -100,9 +100,12 @@ class ApiError(Exception):
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("body", "customers", 0, "age")`` -> ``body.customers[0].age``."""
+    """``("body", "customers", 0, "age")`` -> ``body.customers[0].age``. A tagged union's
+    member tag (``~ids``, see api.schemas) is not part of the path."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and part.startswith("~"):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

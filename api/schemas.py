@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
     StringConstraints,
+    Tag,
     TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
@@ -81,6 +83,20 @@ Channel = Literal["call", "wechat", "sms"]
 Moment = Literal[MOMENTS + ("auto",)]  # type: ignore[valid-type]
 AudioFormatName = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _ids_or_all(value: Any) -> str | None:
+    return "~ids" if isinstance(value, list) else "~all" if value == "all" else None
+
+
+#: customer ids, or "all": a tagged union, so a wrong value is one error at the field (not one
+#: per member); the tags (``~``) are left out of an error's field path (api.errors.field_path)
+IdsOrAll = Annotated[
+    Annotated[list[Id], Field(max_length=200_000), Tag("~ids")]
+    | Annotated[Literal["all"], Tag("~all")],
+    Discriminator(_ids_or_all, custom_error_type="ids_or_all",
+                  custom_error_message='expected a list of customer ids, or "all"'),
+]  # fmt: skip
 
 
 class _In(BaseModel):
@@ -171,17 +187,23 @@ class CampaignCreate(_In):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         examples=["May deposits"]
     )
-    customers: list[Id] | Literal["all"] = Field(
-        default="all", description='Customer ids, or "all" stored customers.', max_length=200_000
+    customers: IdsOrAll = Field(
+        default="all", description='Customer ids, or "all" stored customers.'
     )
     channel: Channel = "call"
     moment: Moment = "none"  # type: ignore[valid-type]
     voice: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         default="auto", description='"auto" (by province and city) or a voice id.'
     )
-    min_hits: int = Field(default=5, ge=0, le=8, description="Fewest tag hits to be called.")
+    min_hits: int = Field(
+        default=5, ge=0, le=8, strict=True, description="Fewest tag hits to be called."
+    )
     holdout_pct: float = Field(
-        default=0.0, ge=0, le=50, description="Percent of customers in the control group."
+        default=0.0,
+        ge=0,
+        le=50,
+        strict=True,
+        description="Percent of customers in the control group.",
     )
     audio_formats: list[AudioFormatName] = Field(  # type: ignore[valid-type]
         default=["wav8k"], min_length=1, max_length=7
@@ -217,8 +239,11 @@ class CampaignAccepted(BaseModel):
 
 
 class ClaimRequest(_In):
-    limit: int = Field(default=1, ge=1, le=100, description="Most calls to lease.")
-    lease_seconds: int = Field(default=300, ge=10, le=3600, description="Lease length.")
+    # strict: a number, not ``true`` (1) or ``"5"``
+    limit: int = Field(default=1, ge=1, le=100, strict=True, description="Most calls to lease.")
+    lease_seconds: int = Field(
+        default=300, ge=10, le=3600, strict=True, description="Lease length."
+    )
 
 
 class Window(BaseModel):
@@ -258,7 +283,9 @@ class OutcomeIn(_In):
     intent_grade: Literal["A", "B", "C", "D"] | None = None
     opt_out: bool = Field(default=False, description="Stop all marketing calls (at once).")
     refused: bool = Field(default=False, description="Declined: no calls for 180 days.")
-    duration_s: float | None = Field(default=None, ge=0, le=86_400, allow_inf_nan=False)
+    duration_s: float | None = Field(
+        default=None, ge=0, le=86_400, allow_inf_nan=False, strict=True
+    )
     complaint: bool = Field(
         default=False,
         description="The customer complained about the call (to the agent, or said they would "

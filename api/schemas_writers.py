@@ -213,8 +213,10 @@ class PreviewOut(BaseModel):
 
 class QueueIn(_In):
     campaign_id: str = Field(max_length=64)
-    rate: float | None = Field(default=None, ge=0, le=1, description="Default: settings (0.02).")
-    new_version_renders: int | None = Field(default=None, ge=0, le=1000)
+    rate: float | None = Field(
+        default=None, ge=0, le=1, strict=True, description="Default: settings (0.02)."
+    )
+    new_version_renders: int | None = Field(default=None, ge=0, le=1000, strict=True)
 
 
 class QueueOut(BaseModel):

@@ -50,6 +50,19 @@ def test_validation_errors_name_the_field(client: TestClient, keys: dict[str, st
                                  headers=h), 422)  # fmt: skip
         assert body["errors"] == [{"field": "body.customers", "row": None,
                                    "error": f'{what}: give customer ids, or "all"'}]  # fmt: skip
+    for customers in (None, 5, "some"):  # one error at the field, not one per union member
+        body = check(client.post("/v1/campaigns", json={"name": "x", "customers": customers},
+                                 headers=h), 422)  # fmt: skip
+        assert body["errors"] == [{"field": "body.customers", "row": None,
+                                   "error": 'expected a list of customer ids, or "all"'}]  # fmt: skip
+    body = check(client.post("/v1/campaigns", json={"name": "x", "customers": ["a", ""]},
+                             headers=h), 422)  # fmt: skip
+    assert [e["field"] for e in body["errors"]] == ["body.customers[1]"]
+    for limit in (True, "5", 2.5):  # a number of calls is a JSON integer, not true (1) or "5"
+        body = check(client.post("/v1/campaigns/any/calls/claim", json={"limit": limit},
+                                 headers=auth(keys["dialler"])), 422)  # fmt: skip
+        assert body["errors"] == [{"field": "body.limit", "row": None,
+                                   "error": "Input should be a valid integer"}]  # fmt: skip
     body = check(client.post("/v1/campaigns", json={"name": "x", "customers": ["ghost"]},
                              headers=h), 422)  # fmt: skip
     assert body["errors"] == [{"field": "body.customers[0]", "error": "no customer 'ghost'",
