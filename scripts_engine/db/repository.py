@@ -528,9 +528,17 @@ _ATTEMPT_FACTS = select(literal_column("'a'"), _attempts.c.id, _attempts.c.custo
                         _attempts.c.phone_key, literal_column("'attempt'"), null(),
                         _attempts.c.local_day)  # fmt: skip
 #: suppressions in force and recent attempts of these customers and of their numbers, in one
-#: statement: (table, row id, customer, number, kind, until, day); a row of both the customer
-#: and the number comes twice
+#: statement: (table, row id, customer, number, kind, until, day). SQLite reads each table by
+#: its two indexes at once (its "MULTI-INDEX OR": each row once), 20 us a claim round less
+#: than a union of the four reads; PostgreSQL cannot put the numbers' subquery into an index
+#: scan of an ``OR``, so it gets the four (a fact of the customer and of its number comes twice)
 _FACTS = union_all(
+    _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS) | _blocks.c.phone_key.in_(_NUMBERS),
+                       _ACTIVE),
+    _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS) | _attempts.c.phone_key.in_(_NUMBERS),
+                         *_RECENT),
+)  # fmt: skip
+_FACTS_PG = union_all(
     _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS), _ACTIVE),
     _BLOCK_FACTS.where(_blocks.c.phone_key.in_(_NUMBERS), _ACTIVE),
     _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS), *_RECENT),
@@ -627,9 +635,11 @@ def claim_people(
     ids = sorted(wanted)
     if not ids:
         return {}, []
+    pg = _pg(conn)
     subjects, facts = pipelined(conn, [  # on PostgreSQL one round trip, the locks first
-        (_P_SUBJECTS_PG if _pg(conn) else _P_SUBJECTS, [{"ids": ids}]),
-        (_P_FACTS, [{"ids": ids, "now": now, "since": since, "since_day": attempts_from(since)}]),
+        (_P_SUBJECTS_PG if pg else _P_SUBJECTS, [{"ids": ids}]),
+        (_P_FACTS_PG if pg else _P_FACTS,
+         [{"ids": ids, "now": now, "since": since, "since_day": attempts_from(since)}]),
     ])  # fmt: skip
     return (
         # (PostgreSQL also returns the other customers of their numbers: locked, not asked for)
@@ -778,11 +788,8 @@ _P_OLD_DOCS, _P_CAMPAIGN, _P_NEXT_DUE = (
     Prepared(_CAMPAIGN),
     Prepared(_NEXT_DUE),
 )
-_P_SUBJECTS, _P_SUBJECTS_PG, _P_FACTS = (
-    Prepared(_SUBJECTS),
-    Prepared(_SUBJECTS_PG),
-    Prepared(_FACTS),
-)
+_P_SUBJECTS, _P_SUBJECTS_PG = Prepared(_SUBJECTS), Prepared(_SUBJECTS_PG)
+_P_FACTS, _P_FACTS_PG = Prepared(_FACTS), Prepared(_FACTS_PG)
 _P_LEASE, _P_LEASE_ONE = Prepared(_LEASE), Prepared(_LEASE_ONE)
 _P_PUT_BACK = Prepared(_PUT_BACK)
 _P_ADD_DECISIONS, _P_ADD_ATTEMPTS = Prepared(_ADD_DECISIONS), Prepared(_ADD_ATTEMPTS)

@@ -199,7 +199,7 @@ def test_statements_planned_on_empty_tables_still_read_by_index(db: Database) ->
         prepared.rows(conn, params)  # prepared on this connection, its generic plan kept
         return _analyzed(conn, prepared, params)
 
-    for prepared, params in ((repo._P_FACTS, ids), (repo._P_OUTCOME_STATE_PG, state)):  # noqa: SLF001
+    for prepared, params in ((repo._P_FACTS_PG, ids), (repo._P_OUTCOME_STATE_PG, state)):  # noqa: SLF001
         tree = write_core(db, lambda conn, p=prepared, q=params: explained(conn, p, q))
         scans = _nodes(tree)
         assert scans, tree
@@ -276,7 +276,7 @@ def test_a_claim_reads_its_customers_recent_attempts_only(db: Database) -> None:
             args = repo._P_FACTS._args(stmt, params)  # noqa: SLF001
             rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt.sql, args).all()
             return people, [r[3] for r in rows]
-        return people, _analyzed(conn, repo._P_FACTS, params)  # noqa: SLF001
+        return people, _analyzed(conn, repo._P_FACTS_PG, params)  # noqa: SLF001
 
     people, plan = write_core(db, read)
     assert sorted(f[5] for f in people if f[1] == "c1") == sorted(
