@@ -110,13 +110,14 @@ class Metrics:
         )  # fmt: skip
         # with several server processes (serve --workers N: prometheus_client's
         # multiprocess mode), what a scrape sets is the latest any process set, and what
-        # each process counts is summed over the live ones
+        # each process counts is summed over the live ones. (Gauges set from a count kept
+        # elsewhere have no ``_total``: Prometheus keeps that suffix for counters.)
         self.campaign = Gauge("campaign_customers", "Campaign build progress in customers",
                               ["campaign", "state"], registry=r,
                               multiprocess_mode="mostrecent")  # fmt: skip
         self.gate = Counter("gate_decisions_total", "Claim-time gate decisions by rule",
                             ["rule", "allowed"], registry=r)  # fmt: skip
-        self.synth_segments = Gauge("synthesis_segments_total",
+        self.synth_segments = Gauge("synthesis_segments",
                                     "Segments synthesised by the service's audio store",
                                     registry=r, multiprocess_mode="livesum")  # fmt: skip
         self.synth_queue = Gauge("synthesis_queue_chunks", "Campaign chunks waiting to build",
@@ -129,7 +130,7 @@ class Metrics:
         self.render_workers = Gauge("render_workers_ready",
                                     "Render worker processes ready to render", registry=r,
                                     multiprocess_mode="livesum")  # fmt: skip
-        self.render_worker_renders = Gauge("render_worker_renders_total",
+        self.render_worker_renders = Gauge("render_worker_renders",
                                            "Renders the render workers answered", registry=r,
                                            multiprocess_mode="livesum")  # fmt: skip
         #: labelled children already made, per metric: ``labels()`` checks and joins its

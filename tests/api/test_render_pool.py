@@ -83,7 +83,7 @@ def test_workers_answer_what_the_service_renders(pooled: tuple[TestClient, dict[
     assert pool.answered - before == len(asked)  # the workers rendered every one of them
     scraped = client.get("/metrics").text
     assert "render_workers_ready 1.0" in scraped
-    assert f"render_worker_renders_total {float(pool.answered)}" in scraped
+    assert f"render_worker_renders {float(pool.answered)}" in scraped
 
 
 def test_a_live_change_reaches_the_workers_before_their_next_render(
