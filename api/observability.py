@@ -178,7 +178,9 @@ def _plain_route(scope: Scope, root_path: str) -> str:
 
 
 #: the routes whose bodies may be as large as an upload (``max_upload_bytes``, and 1 MiB)
-BULK_PATHS = frozenset({"/v1/customers", "/v1/customers/import", "/v1/score", "/v1/campaigns"})
+BULK_PATHS = frozenset(
+    {"/v1/customers", "/v1/customers/import", "/v1/score", "/v1/campaigns", "/v1/dnc"}
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

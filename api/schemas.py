@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -403,3 +404,59 @@ class AudioOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class DncNumberIn(_In):
+    phone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        examples=["+86 138 0000 1234"],
+        description="The number, in any usual spelling (without a country code: Chinese).",
+    )
+    reason: Annotated[str, StringConstraints(max_length=200)] = Field(
+        default="", examples=["complained about marketing calls"]
+    )
+    until: AwareDatetime | None = Field(
+        default=None, description="When the entry ends (null: it stays until lifted)."
+    )
+
+
+class DncIn(_In):
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="bank",
+        description="Whose list the numbers come from (the bank's own, a regulator's, ...).",
+        examples=["bank", "industry"],
+    )
+    numbers: list[DncNumberIn] = Field(min_length=1, max_length=10_000)
+
+
+class DncResult(BaseModel):
+    accepted: int = Field(description="Numbers put on the list (or whose entry was replaced).")
+    rejected: list[RowErrorOut] = Field(description="Rejected rows (they changed nothing).")
+
+
+class DncEntryOut(BaseModel):
+    phone_key: str = Field(description="The number in E.164 form.", examples=["+8613800001234"])
+    phone: str = Field(description="The number as it was given.")
+    source: str
+    reason: str
+    since: datetime
+    until: datetime | None
+    lifted_at: datetime | None = Field(description="When it was taken off the list.")
+
+
+class NumberSuppressionOut(BaseModel):
+    kind: Literal["opt_out", "refusal"]
+    customer_id: str = Field(description="Whose outcome it was.")
+    since: datetime
+    until: datetime | None
+
+
+class DncStatus(BaseModel):
+    phone_key: str = Field(examples=["+8613800001234"])
+    blocked: bool = Field(
+        description="Whether a claim holds back every call to this number now: a list entry "
+        "or an opt-out or refusal said on it."
+    )
+    entry: DncEntryOut | None = Field(description="Its do-not-call list entry in force.")
+    suppressions: list[NumberSuppressionOut] = Field(
+        description="Opt-outs and refusals in force said on this number (by any customer)."
+    )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -94,6 +94,7 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
     other customers' marked as such."""
     consent, tz, _phone, _number = person
     refusals = [f[4] for f in facts.values() if f[3] == "refusal" and f[4] is not None]
+    listed = [f for f in facts.values() if f[3] == "dnc"]
     days = [date.fromisoformat(f[5]) for f in facts.values() if f[3] == "attempt" and f[5]]
     others = [f for f in facts.values() if f[1] != customer_id]
     return Subject(
@@ -103,11 +104,23 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
         opted_out=any(f[3] == "opt_out" for f in facts.values()),
         refused_until=max(refusals) if refusals else None,
         attempt_days=days,
-        number_blocks=frozenset(f[3] for f in others if f[3] != "attempt"),
+        dnc_listed=bool(listed),
+        dnc_until=_last(f[4] for f in listed),
+        number_blocks=frozenset(f[3] for f in others if f[3] in ("opt_out", "refusal")),
         number_attempt_days=[
             date.fromisoformat(f[5]) for f in others if f[3] == "attempt" and f[5]
         ],  # fmt: skip
     )
+
+
+def _last(ends: Iterable[datetime | None]) -> datetime | None:
+    """When the last of some entries ends: None when one has no end (or there are none)."""
+    out: datetime | None = None
+    for end in ends:
+        if end is None:
+            return None
+        out = end if out is None else max(out, end)
+    return out
 
 
 class _Ledger:
@@ -124,7 +137,8 @@ class _Ledger:
 
     def _add(self, fact: repo.Fact) -> None:
         key, customer_id, number = fact[0], fact[1], fact[2]
-        self.by_customer.setdefault(customer_id, {})[key] = fact
+        if customer_id is not None:  # None: a do-not-call list entry, the number's own
+            self.by_customer.setdefault(customer_id, {})[key] = fact
         if number is not None:
             self.by_number.setdefault(number, {})[key] = fact
 

@@ -14,6 +14,7 @@ rule                  id       blocks when
 ``consent``           CR-01    no marketing-call consent (missing counts as no)
 ``opt_out``           CR-03    an opt-out outcome, ever (until re-consent: not modelled here)
 ``refusal``           CR-02    a refusal less than ``refusal_cooldown_days`` ago
+``dnc_list``          CR-02    the number is on the bank's do-not-call list (``/v1/dnc``)
 ``window``            CR-04    outside the calling window in the customer's time zone
 ``daily_cap``         CR-05    ``max_attempts_per_day`` attempts already on the local day
 ``weekly_cap``        CR-05    ``max_attempts_per_7_days`` attempts in the last 7 local days
@@ -25,7 +26,8 @@ an opt-out said on a line stops the calls to every customer on file with that nu
 household's number is called at most as often as one customer. The claim reads both
 (:mod:`scripts_engine.claims`); a check's detail says when it was another customer's.
 
-Blocks by ``consent`` and ``opt_out`` are final for the call; the others say when to retry.
+Blocks by ``consent``, ``opt_out`` and a ``dnc_list`` entry without an end are final for the
+call; the others say when to retry.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ RULE_IDS = {
     "consent": "CR-01",
     "opt_out": "CR-03",
     "refusal": "CR-02",
+    "dnc_list": "CR-02",
     "window": "CR-04",
     "daily_cap": "CR-05",
     "weekly_cap": "CR-05",
@@ -101,6 +104,9 @@ class Subject:
     attempt_days: Sequence[date] = ()  # local days of earlier attempts (any campaign)
     #: what of the above was another customer's on the same phone number: the suppression
     #: kinds (``opt_out``, ``refusal``) and the attempts' local days
+    #: the customer's number is on the do-not-call list, until when (None: no end)
+    dnc_listed: bool = False
+    dnc_until: datetime | None = None
     number_blocks: frozenset[str] = frozenset()
     number_attempt_days: Sequence[date] = ()
 
@@ -190,6 +196,12 @@ class Gate:
                             if refused else "no refusal in force"))  # fmt: skip
         if refused and s.refused_until is not None:
             retry.append(s.refused_until)
+        listed = s.dnc_listed and (s.dnc_until is None or s.dnc_until > now)
+        checks.append(Check("dnc_list", not listed, "not on the do-not-call list" if not listed
+                            else "the number is on the do-not-call list" + (
+                                f" until {s.dnc_until:%Y-%m-%d}" if s.dnc_until else "")))  # fmt: skip
+        if listed and s.dnc_until is not None:
+            retry.append(s.dnc_until)
 
         zone = self.zone(s.timezone)
         local = now.astimezone(zone)
@@ -222,7 +234,7 @@ class Gate:
         failed = [c for c in checks if not c.passed]
         if not failed:
             return Decision(True, "allowed", tuple(checks), local_day=day, window_end=window_end)
-        final = any(c.rule in FINAL_RULES for c in failed)
+        final = any(c.rule in FINAL_RULES for c in failed) or (listed and s.dnc_until is None)
         return Decision(
             False,
             failed[0].rule,

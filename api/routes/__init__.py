@@ -6,6 +6,7 @@ from api.routes import (
     calls,
     campaigns,
     customers,
+    dnc,
     health,
     keys,
     previews,
@@ -22,7 +23,7 @@ from api.routes import (
 #: first, then render and score (the dialler's and the writers' frequent calls), then the admin's
 ROUTERS = (
     health.router, calls.router, campaigns.router, audio.router, scripts.router,
-    keys.router, customers.router, voices.router, stats.router, templates.router,
+    keys.router, customers.router, dnc.router, voices.router, stats.router, templates.router,
     previews.router, reviews.router, reports.router,
 )  # fmt: skip
 
@@ -32,6 +33,11 @@ TAGS = [
     {"name": "operations", "description": "Liveness, readiness and Prometheus metrics (no key)."},
     {"name": "keys", "description": "API keys and their roles (admin)."},
     {"name": "customers", "description": "Upsert by JSON, import by CSV or Parquet (admin)."},
+    {
+        "name": "do-not-call",
+        "description": "Numbers never to call, whoever they are on file "
+        "for (admin; QA may look one up).",
+    },
     {"name": "scoring and scripts", "description": "Tag scores, persona profiles and scripts."},
     {"name": "campaigns", "description": "Build a campaign, follow it, claim its calls."},
     {"name": "calls", "description": "Report a call's outcome; read its audit record."},

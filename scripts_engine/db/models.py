@@ -105,6 +105,24 @@ class Block(Base):
     phone_key: Mapped[str | None] = mapped_column(String(32))
 
 
+class DncNumber(Base):
+    """A number on the bank's do-not-call list (COMPLIANCE.md CR-02: the bank's own list and
+    the lists it must honour, such as a regulator's or an industry's 禁呼名单), whoever it is on
+    file for. One row a number (its E.164 form); lifting it keeps the row (``lifted_at``)."""
+
+    __tablename__ = "dnc_numbers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone_key: Mapped[str] = mapped_column(String(32), unique=True)
+    phone: Mapped[str] = mapped_column(String(64))  # as it was given
+    source: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    since: Mapped[datetime]
+    until: Mapped[datetime | None]
+    lifted_at: Mapped[datetime | None]
+    added_by: Mapped[int | None] = mapped_column(Integer)
+
+
 class Campaign(Base):
     """A campaign: its options, status and progress (the sum of its done chunks)."""
 

@@ -49,6 +49,7 @@ from scripts_engine.db.models import (
     Campaign,
     Chunk,
     Customer,
+    DncNumber,
     GateDecision,
     IdempotencyKey,
     Outcome,
@@ -297,6 +298,72 @@ def active_blocks(
     return out
 
 
+# --- the do-not-call list ----------------------------------------------------------------------
+
+
+def _lock_numbers(session: Session, keys: Iterable[str]) -> None:
+    """PostgreSQL: row-lock the customers on file with these numbers, in id order, as a claim
+    locks a candidate's (so a claim reading the list waits for a change to it, and the other
+    way round)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(Customer.customer_id).where(Customer.phone_key.in_(sorted(set(keys))))
+            .order_by(Customer.customer_id).with_for_update()
+        ).all()  # fmt: skip
+
+
+def add_dnc_numbers(
+    *, session: Session, entries: Sequence[dict[str, Any]], now: datetime, added_by: int | None
+) -> int:
+    """Put numbers on the do-not-call list (``phone_key``, ``phone``, ``source``, ``reason``,
+    ``until``): a number already on it takes the new entry (and a lifted one is in force
+    again). Returns how many were written."""
+    if not entries:
+        return 0
+    _lock_numbers(session, [e["phone_key"] for e in entries])
+    insert = _insert(session)
+    rows = [{**e, "since": now, "lifted_at": None, "added_by": added_by} for e in entries]
+    for start in range(0, len(rows), 500):
+        stmt = insert(DncNumber).values(rows[start : start + 500])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DncNumber.phone_key],
+            set_={c: stmt.excluded[c] for c in ("phone", "source", "reason", "since", "until",
+                                                 "lifted_at", "added_by")},
+        )  # fmt: skip
+        session.execute(stmt)
+    return len(rows)
+
+
+def _in_force(now: datetime) -> Any:
+    return DncNumber.lifted_at.is_(None) & (DncNumber.until.is_(None) | (DncNumber.until > now))
+
+
+def dnc_number(*, session: Session, phone_key: str, now: datetime) -> DncNumber | None:
+    """The number's do-not-call entry in force, if any."""
+    return session.scalar(select(DncNumber).where(DncNumber.phone_key == phone_key, _in_force(now)))
+
+
+def lift_dnc_number(*, session: Session, phone_key: str, now: datetime) -> DncNumber | None:
+    """Take the number off the do-not-call list (its entry is kept, lifted now); None when it
+    is not on it."""
+    _lock_numbers(session, [phone_key])
+    row = dnc_number(session=session, phone_key=phone_key, now=now)
+    if row is not None:
+        row.lifted_at = now
+    return row
+
+
+def number_blocks(*, session: Session, phone_key: str, now: datetime) -> list[Block]:
+    """The suppressions in force for a number: the opt-outs and refusals of the customers on
+    file with it when they were said."""
+    stmt = (
+        select(Block)
+        .where(Block.phone_key == phone_key, (Block.until.is_(None)) | (Block.until > now))
+        .order_by(Block.id)
+    )
+    return list(session.scalars(stmt))
+
+
 # --- campaigns and chunks ----------------------------------------------------------------------
 
 
@@ -524,6 +591,13 @@ _RECENT = (_attempts.c.local_day >= bindparam("since_day"), _attempts.c.at > bin
 _BLOCK_FACTS = select(literal_column("'b'"), _blocks.c.id, _blocks.c.customer_id,
                       _blocks.c.phone_key, _blocks.c.kind, _blocks.c.until,
                       cast_(null(), String).label("day"))  # fmt: skip
+_dnc = cast(Table, DncNumber.__table__)
+#: the do-not-call list's entries in force for the numbers (no customer: the number's own)
+_DNC_FACTS = select(literal_column("'d'"), _dnc.c.id, cast_(null(), String), _dnc.c.phone_key,
+                    literal_column("'dnc'"), _dnc.c.until, cast_(null(), String)).where(
+    _dnc.c.phone_key.in_(_NUMBERS), _dnc.c.lifted_at.is_(None),
+    _dnc.c.until.is_(None) | (_dnc.c.until > bindparam("now")),
+)  # fmt: skip
 _ATTEMPT_FACTS = select(literal_column("'a'"), _attempts.c.id, _attempts.c.customer_id,
                         _attempts.c.phone_key, literal_column("'attempt'"), null(),
                         _attempts.c.local_day)  # fmt: skip
@@ -537,12 +611,14 @@ _FACTS = union_all(
                        _ACTIVE),
     _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS) | _attempts.c.phone_key.in_(_NUMBERS),
                          *_RECENT),
+    _DNC_FACTS,
 )  # fmt: skip
 _FACTS_PG = union_all(
     _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS), _ACTIVE),
     _BLOCK_FACTS.where(_blocks.c.phone_key.in_(_NUMBERS), _ACTIVE),
     _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS), *_RECENT),
     _ATTEMPT_FACTS.where(_attempts.c.phone_key.in_(_NUMBERS), *_RECENT),
+    _DNC_FACTS,
 )
 
 
@@ -614,10 +690,11 @@ def attempts_from(since: datetime) -> str:
     return (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
 
 
-#: a suppression or an attempt the gate counts: (table ``a``/``b`` and row id: the same fact
-#: read for a customer and for its number is one), customer, number, kind (``opt_out``,
-#: ``refusal``, ``attempt``), until (a suppression's end), local day (an attempt's)
-Fact = tuple[tuple[str, int], str, str | None, str, datetime | None, str | None]
+#: a suppression or an attempt the gate counts: (table ``a``/``b``/``d`` and row id: the same
+#: fact read for a customer and for its number is one), customer (None: a do-not-call list
+#: entry, the number's own), number, kind (``opt_out``, ``refusal``, ``dnc``, ``attempt``),
+#: until (a suppression's end), local day (an attempt's)
+Fact = tuple[tuple[str, int], str | None, str | None, str, datetime | None, str | None]
 
 
 def claim_people(
@@ -644,7 +721,7 @@ def claim_people(
     return (
         # (PostgreSQL also returns the other customers of their numbers: locked, not asked for)
         {i: (bool(k), tz, ph, key) for i, k, tz, ph, key in subjects if i in wanted},
-        [((str(t), int(n)), str(c), key, str(kind), until, day)
+        [((str(t), int(n)), c, key, str(kind), until, day)
          for t, n, c, key, kind, until, day in facts],
     )  # fmt: skip
 

@@ -23,6 +23,9 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/customers"): {"admin"},
     ("POST", "/v1/customers/import"): {"admin"},
     ("GET", "/v1/customers/{customer_id}"): {"admin", "qa"},
+    ("POST", "/v1/dnc"): {"admin"},
+    ("GET", "/v1/dnc/{phone}"): {"admin", "qa"},
+    ("DELETE", "/v1/dnc/{phone}"): {"admin"},
     ("POST", "/v1/score"): {"admin", "writer", "qa"},
     ("POST", "/v1/scripts/render"): {"admin", "writer", "qa"},
     ("POST", "/v1/campaigns"): {"admin"},
@@ -77,7 +80,7 @@ def test_role_matrix(client: TestClient, keys: dict[str, str]) -> None:
     for (method, path), allowed in MATRIX.items():
         url = path.format(prefix="nope", customer_id="nope", campaign_id="nope", call_id="nope",
                           name="0" * 64 + ".wav", version_id="1", review_id="1",
-                          session_id="nope")  # fmt: skip
+                          session_id="nope", phone="13800001234")  # fmt: skip
         assert client.request(method, url).status_code == 401, (method, path)
         for role in ROLES:
             r = client.request(method, url, headers=auth(keys[role]), json={})

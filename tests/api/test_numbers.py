@@ -5,6 +5,7 @@ to it (COMPLIANCE.md [C7], [HK1])."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -126,4 +127,79 @@ def test_a_new_number_is_not_held_by_the_old_ones_calls(
     later = start(client, keys, [])
     assert [c["customer_id"] for c in claim(client, keys["dialler"], later)] == [
         moved["customer_id"]
+    ]
+
+
+def test_the_do_not_call_list_holds_back_every_customer_on_a_number(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    admin, qa = auth(keys["admin"]), auth(keys["qa"])
+    recs = household()  # four customers on SHARED[0], one on a number of its own
+    own = recs[4]
+    r = client.post("/v1/dnc", headers=admin, json={"source": "regulator", "numbers": [
+        {"phone": "0086 138-0000-1234", "reason": "投诉营销电话"},
+        {"phone": "12"}, {"phone": "+86 13800001234"},
+        {"phone": own["phone"], "until": clock.now.isoformat()},
+    ]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 1, "rejected": [
+        {"row": 2, "field": "phone", "error": "'12' does not read as a phone number"},
+        {"row": 3, "field": "phone", "error": "the same number as row 1 (+8613800001234)"},
+        {"row": 4, "field": "until",
+         "error": "has passed: an entry must end in the future (or never: null)"},
+    ]}  # fmt: skip
+    status = client.get("/v1/dnc/138 0000 1234", headers=qa).json()
+    assert status["blocked"] and status["entry"]["source"] == "regulator"
+    assert status["entry"]["reason"] == "投诉营销电话" and status["suppressions"] == []
+    assert client.get("/v1/dnc/13800001234", headers=auth(keys["dialler"])).status_code == 403
+
+    cid = start(client, keys, recs)
+    assert [c["customer_id"] for c in claim(client, keys["dialler"], cid)] == [own["customer_id"]]
+    for customer_id, d in decisions(client, keys, cid).items():
+        if customer_id != own["customer_id"]:
+            assert (d["rule"], d["allowed"]) == ("dnc_list", False)
+    # no end: the calls are closed; lifted, a new campaign calls the number again
+    assert client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"] == {
+        "leased": 1,
+        "blocked": 4,
+    }
+    lifted = client.delete("/v1/dnc/+8613800001234", headers=admin)
+    assert lifted.status_code == 200 and lifted.json()["lifted_at"] is not None
+    assert not client.get("/v1/dnc/13800001234", headers=qa).json()["blocked"]
+    again = client.delete("/v1/dnc/+8613800001234", headers=admin)
+    assert again.status_code == 404 and "not on the do-not-call list" in again.json()["message"]
+    assert client.get("/v1/dnc/abc", headers=qa).status_code == 422
+    clock.advance(days=1)
+    later = start(client, keys, [])
+    assert len(claim(client, keys["dialler"], later)) == 2  # one of the household, and `own`
+
+
+def test_an_entry_with_an_end_holds_the_calls_back_until_then(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    recs = household(n_other=0)
+    until = clock.now + timedelta(days=2)
+    r = client.post("/v1/dnc", headers=auth(keys["admin"]),
+                    json={"numbers": [{"phone": SHARED[1], "until": until.isoformat()}]})  # fmt: skip
+    assert r.json() == {"accepted": 1, "rejected": []}
+    cid = start(client, keys, recs)
+    answer = client.post(f"/v1/campaigns/{cid}/calls/claim", json={"limit": 10},
+                         headers=auth(keys["dialler"])).json()  # fmt: skip
+    assert answer["calls"] == [] and answer["next_due"] == until.isoformat()
+    clock.advance(days=2, hours=1)
+    assert len(claim(client, keys["dialler"], cid)) == 1  # the entry ended: once a day
+
+
+def test_a_numbers_status_shows_the_opt_outs_said_on_it(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    recs = household(n_other=0)
+    cid = start(client, keys, recs)
+    (call,) = claim(client, keys["dialler"], cid)
+    r = outcome(client, call["id"], keys["dialler"], {"status": "connected", "opt_out": True}, "x")
+    assert r.status_code == 201
+    status = client.get("/v1/dnc/+86 138 0000 1234", headers=auth(keys["qa"])).json()
+    assert status["blocked"] and status["entry"] is None
+    assert [(s["kind"], s["customer_id"]) for s in status["suppressions"]] == [
+        ("opt_out", call["customer_id"])
     ]

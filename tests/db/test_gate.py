@@ -97,7 +97,15 @@ def test_daily_and_weekly_caps(gate: Gate) -> None:
 def test_every_check_is_recorded_with_its_rule_id(gate: Gate) -> None:
     d = gate.evaluate(ok(consent=False, opted_out=True), at(22))
     rules = [c["rule"] for c in d.checks_json()]
-    assert rules == ["consent", "opt_out", "refusal", "window", "daily_cap", "weekly_cap"]
+    assert rules == [
+        "consent",
+        "opt_out",
+        "refusal",
+        "dnc_list",
+        "window",
+        "daily_cap",
+        "weekly_cap",
+    ]
     assert d.rule == "consent"  # the first failure decides
     assert {c["id"] for c in d.checks_json()} >= {"CR-01", "CR-03", "CR-04", "CR-05"}
 
@@ -122,8 +130,20 @@ def test_a_numbers_facts_count_and_say_whose_they_were(gate: Gate) -> None:
     prior = [today - timedelta(days=2)]
     d = gate.evaluate(ok(attempt_days=[today, *prior], number_attempt_days=[today]), at(15))
     assert d.rule == "daily_cap"
-    assert [c.detail for c in d.checks[4:]] == [
+    assert [c.detail for c in d.checks[5:]] == [
         "1 of 1 attempts today (1 to this phone number for other customers)",
         "2 of 3 attempts in 7 days (1 to this phone number for other customers)",
     ]
-    assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[4].detail == "0 of 1 attempts today"
+    assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[5].detail == "0 of 1 attempts today"
+
+
+def test_a_number_on_the_do_not_call_list_is_not_called(gate: Gate) -> None:
+    """An entry without an end closes the call; one with an end holds it back until then."""
+    d = gate.evaluate(ok(dnc_listed=True), at(10))
+    assert (d.allowed, d.rule, d.final) == (False, "dnc_list", True)
+    assert d.checks[3].to_dict() == {"rule": "dnc_list", "id": "CR-02", "passed": False,
+                                     "detail": "the number is on the do-not-call list"}  # fmt: skip
+    until = at(10) + timedelta(days=30)
+    d = gate.evaluate(ok(dnc_listed=True, dnc_until=until), at(10))
+    assert (d.rule, d.final, d.retry_at) == ("dnc_list", False, until)
+    assert gate.evaluate(ok(dnc_listed=True, dnc_until=until), until + timedelta(hours=1)).allowed
