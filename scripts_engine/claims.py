@@ -43,6 +43,7 @@ from scripts_engine.campaigns import Toolkit, call_payload, renderer_live_set
 from scripts_engine.db import repository as repo
 from scripts_engine.db.errors import NotFound
 from scripts_engine.db.session import Database, write_core, write_core_async
+from scripts_engine.filters import mask_phone
 from scripts_engine.gate import Decision, Gate, Subject
 from scripts_engine.refresh import renew_leased
 
@@ -92,7 +93,7 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
              facts: _Facts) -> Subject:  # fmt: skip
     """The gate's view of a customer: its facts and its number's (``facts``), the number's
     other customers' marked as such."""
-    consent, tz, _phone, _number = person
+    consent, tz, phone, _number = person
     refusals = [f[4] for f in facts.values() if f[3] == "refusal" and f[4] is not None]
     listed = [f for f in facts.values() if f[3] == "dnc"]
     days = [date.fromisoformat(f[5]) for f in facts.values() if f[3] == "attempt" and f[5]]
@@ -104,12 +105,15 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
         opted_out=any(f[3] == "opt_out" for f in facts.values()),
         refused_until=max(refusals) if refusals else None,
         attempt_days=days,
+        # a customer no longer on file (consent None) is blocked by its consent, not this
+        has_number=bool(phone and phone.strip()) or consent is None,
         dnc_listed=bool(listed),
         dnc_until=_last(f[4] for f in listed),
-        number_blocks=frozenset(f[3] for f in others if f[3] in ("opt_out", "refusal")),
-        number_attempt_days=[
-            date.fromisoformat(f[5]) for f in others if f[3] == "attempt" and f[5]
+        number_blocks=[(f[3], f[1] or "") for f in others if f[3] in ("opt_out", "refusal")],
+        number_attempts=[
+            (date.fromisoformat(f[5]), f[1] or "") for f in others if f[3] == "attempt" and f[5]
         ],  # fmt: skip
+        number_shown=mask_phone(phone) if phone else "",
     )
 
 

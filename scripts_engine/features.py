@@ -29,6 +29,7 @@ import pandas as pd
 
 from scripts_engine.errors import DataError, RowError
 from scripts_engine.grid import FieldSpec, Grid
+from scripts_engine.phones import phone_key
 
 #: Rows per streamed chunk: large enough to amortise pandas, small enough for 2 GB budgets.
 CHUNK_ROWS = 131_072
@@ -463,8 +464,10 @@ class _Validator:
 
         if ID_FIELD in frame.columns:
             ids = contact[ID_FIELD].copy()
+            # no id (an id the column's check rejected has its own error already)
             missing = np.array([v is None for v in ids], dtype=np.bool_)
-            report(ID_FIELD, missing, "missing customer_id")
+            report(ID_FIELD, np.asarray(_is_missing(frame[ID_FIELD]), dtype=np.bool_),
+                   "missing customer_id")  # fmt: skip
             dup = (pd.Series(ids).duplicated().to_numpy() | pd.Series(ids).isin(self.seen)
                    .to_numpy()) & ~missing  # fmt: skip
             report(ID_FIELD, dup, lambda p: f"duplicate customer_id '{ids[p]}' in this input")
@@ -500,8 +503,9 @@ class _Validator:
 
 def _shown(value: Any) -> str:
     """A value as an error message quotes it: a numpy scalar (a Parquet column's) as the
-    plain number it holds (``200``, not ``np.int64(200)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    plain number it holds (``200``, not ``np.int64(200)``); a long one cut short."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
 def _empty_column(spec: FieldSpec, n: int) -> np.ndarray:
@@ -587,6 +591,8 @@ def _contact_column(
     for i in np.flatnonzero(~missing):
         try:
             value = check(raw[i], spec)
+            if spec.max_length is not None and len(str(value)) > spec.max_length:
+                raise ValueError(f"{_shown(raw[i])} is longer than {spec.max_length} characters")
             if pattern is not None and not pattern.fullmatch(str(value)):
                 raise ValueError(
                     f"{_shown(raw[i])} does not look like a valid {spec.label_en.lower()}"
@@ -643,9 +649,16 @@ def _as_date(v: Any, spec: FieldSpec) -> str:
         raise ValueError(f"expected a date as YYYY-MM-DD, got {_shown(v)}") from None
 
 
+#: time zone keys the zone database also answers to that are no place's zone: the server's
+#: own ("localtime"), and the database's alternative trees
+_NOT_A_PLACE = ("localtime", "Factory", "posix/", "right/")
+
+
 def _as_timezone(v: Any, spec: FieldSpec) -> str:
     text = str(v).strip()
     try:
+        if text.startswith(_NOT_A_PLACE):
+            raise ValueError(text)
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(
@@ -654,7 +667,18 @@ def _as_timezone(v: Any, spec: FieldSpec) -> str:
     return text
 
 
+def _as_phone(v: Any, spec: FieldSpec) -> str:
+    text = _as_string(v, spec)
+    if phone_key(text) is None:
+        raise ValueError(
+            f"{_shown(v)} is not a phone number (write it as 13800001234, +86 138 0000 1234 or "
+            "010-1234 5678; a number of another country with + and its country code)"
+        )
+    return text
+
+
 _CONTACT_CHECKS = {
+    "phone": _as_phone,
     "string": _as_string,
     "category": _as_category,
     "bool": _as_bool,

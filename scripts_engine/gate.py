@@ -12,6 +12,7 @@ Checks, in order (every one is evaluated and recorded; the first failure decides
 rule                  id       blocks when
 ====================  =======  ================================================================
 ``consent``           CR-01    no marketing-call consent (missing counts as no)
+``number``            CR-00    no phone number on file (the service's own check: nothing to dial)
 ``opt_out``           CR-03    an opt-out outcome, ever (until re-consent: not modelled here)
 ``refusal``           CR-02    a refusal less than ``refusal_cooldown_days`` ago
 ``dnc_list``          CR-02    the number is on the bank's do-not-call list (``/v1/dnc``)
@@ -26,15 +27,15 @@ an opt-out said on a line stops the calls to every customer on file with that nu
 household's number is called at most as often as one customer. The claim reads both
 (:mod:`scripts_engine.claims`); a check's detail says when it was another customer's.
 
-Blocks by ``consent``, ``opt_out`` and a ``dnc_list`` entry without an end are final for the
-call; the others say when to retry.
+Blocks by ``consent``, ``number``, ``opt_out`` and a ``dnc_list`` entry without an end are
+final for the call; the others say when to retry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from scripts_engine.compliance import Calling, load_rules
 
 RULE_IDS = {
     "consent": "CR-01",
+    "number": "CR-00",  # not a law's: the service's own, as a gate error is
     "opt_out": "CR-03",
     "refusal": "CR-02",
     "dnc_list": "CR-02",
@@ -53,7 +55,7 @@ RULE_IDS = {
     "weekly_cap": "CR-05",
     "gate_error": "CR-00",
 }
-FINAL_RULES = frozenset({"consent", "opt_out", "gate_error"})
+FINAL_RULES = frozenset({"consent", "number", "opt_out", "gate_error"})
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,18 @@ class Subject:
     opted_out: bool = False
     refused_until: datetime | None = None
     attempt_days: Sequence[date] = ()  # local days of earlier attempts (any campaign)
+    has_number: bool = True  # a phone number on file to dial
     #: what of the above was another customer's on the same phone number: the suppression
     #: kinds (``opt_out``, ``refusal``) and the attempts' local days
     #: the customer's number is on the do-not-call list, until when (None: no end)
     dnc_listed: bool = False
     dnc_until: datetime | None = None
-    number_blocks: frozenset[str] = frozenset()
-    number_attempt_days: Sequence[date] = ()
+    #: its number's other customers' opt-outs and refusals ``(kind, customer id)``, and
+    #: attempts ``(local day, customer id)``: counted above too, named in the checks' details
+    number_blocks: Sequence[tuple[str, str]] = ()
+    number_attempts: Sequence[tuple[date, str]] = ()
+    #: the number on file as the record shows it (masked), for the audit record
+    number_shown: str = ""
 
 
 class Check(NamedTuple):
@@ -140,8 +147,25 @@ class Decision:
         return [c.to_dict() for c in self.checks]
 
 
-def _others(n: int) -> str:
-    return f" ({n} to this phone number for other customers)" if n else ""
+def _whose(customers: Iterable[str]) -> str:
+    """``customer C2``, ``customers C2, C3``, ``customers C2, C3, C4 and 2 more``."""
+    ids = sorted(set(customers))
+    if len(ids) == 1:
+        return f"customer {ids[0]}"
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return f"customers {', '.join(ids[:3])}{more}"
+
+
+def _said(kind: str, s: Subject) -> str:
+    """Whose opt-out or refusal it was, when it was another customer's on the same number."""
+    whose = [c for k, c in s.number_blocks if k == kind]
+    return f" (said on this number by {_whose(whose)})" if whose else ""
+
+
+def _others(attempts: list[tuple[date, str]]) -> str:
+    if not attempts:
+        return ""
+    return f" ({len(attempts)} to this number, for {_whose(c for _d, c in attempts)})"
 
 
 class Gate:
@@ -186,13 +210,16 @@ class Gate:
         consent_ok = bool(s.consent) or not r.consent_required
         checks.append(Check("consent", consent_ok, "consent on file" if consent_ok
                             else "no marketing-call consent (missing counts as refusal)"))  # fmt: skip
-        by_number = " (this phone number, as another customer)"
+        on_file = f"a phone number on file ({s.number_shown})" if s.number_shown else (
+            "a phone number on file")  # fmt: skip
+        checks.append(Check("number", s.has_number, on_file if s.has_number
+                            else "no phone number on file: nothing to dial"))  # fmt: skip
         checks.append(Check("opt_out", not s.opted_out, "no opt-out" if not s.opted_out else
-                            "opted out" + (by_number if "opt_out" in s.number_blocks else "")))  # fmt: skip
+                            "opted out" + _said("opt_out", s)))  # fmt: skip
         refused = s.refused_until is not None and s.refused_until > now
         checks.append(Check("refusal", not refused, f"refused; blocked until "
                             f"{s.refused_until:%Y-%m-%d}"
-                            + (by_number if "refusal" in s.number_blocks else "")
+                            + _said("refusal", s)
                             if refused else "no refusal in force"))  # fmt: skip
         if refused and s.refused_until is not None:
             retry.append(s.refused_until)
@@ -217,8 +244,8 @@ class Gate:
         week_days = sorted(d for d in s.attempt_days if day - timedelta(days=6) <= d <= day)
         day_ok = today < r.max_per_day
         week_ok = len(week_days) < r.max_per_7_days
-        others_today = sum(1 for d in s.number_attempt_days if d == day)
-        others_week = sum(1 for d in s.number_attempt_days if day - timedelta(days=6) <= d <= day)
+        others_today = [(d, c) for d, c in s.number_attempts if d == day]
+        others_week = [(d, c) for d, c in s.number_attempts if day - timedelta(days=6) <= d <= day]
         checks.append(Check("daily_cap", day_ok, f"{today} of {r.max_per_day} attempts today"
                             + _others(others_today)))  # fmt: skip
         checks.append(Check("weekly_cap", week_ok,

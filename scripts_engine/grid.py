@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scripts_engine._yaml import KeyPath, dotted, line_of, load_yaml, validate
 from scripts_engine.errors import CatalogError
 
-FieldType = Literal["int", "float", "category", "bool", "string", "date", "timezone"]
+FieldType = Literal["int", "float", "category", "bool", "string", "date", "timezone", "phone"]
 TagKind = Literal["quantitative", "qualitative", "propensity"]
 NUMERIC_TYPES = ("int", "float")
 
@@ -38,6 +38,7 @@ class FieldSpec(_Frozen):
     max: float | None = None
     unit: str | None = None
     pattern: str | None = Field(default=None, description="Regular expression for strings.")
+    max_length: int | None = Field(default=None, ge=1, description="Longest string accepted.")
     required: bool = Field(default=False, description="A row without it is rejected.")
     post_call: bool = Field(default=False, description="Known only after the call.")
     outcome: bool = Field(default=False, description="The outcome a propensity model learns.")

@@ -503,12 +503,23 @@ _customers, _blocks = cast(Table, Customer.__table__), cast(Table, Block.__table
 _attempts, _outcomes = cast(Table, Attempt.__table__), cast(Table, Outcome.__table__)
 _idem = cast(Table, IdempotencyKey.__table__)
 _ADD_DECISIONS, _ADD_ATTEMPTS = insert(cast(Table, GateDecision.__table__)), insert(_attempts)
-#: a suppression of a customer and of the customer's number (``number_of``: the customer id)
+#: a suppression of a customer and of the number the call was dialled on: the last attempt's
+#: (``call_of``: the call id; ``number_of``: the customer id), or the customer's number on file
+#: when the call has no attempt. Not simply the number on file now: the customer may have a
+#: new one since the claim, and "stop calling" was said on the one dialled.
+_dialled, _last = _attempts.alias("dialled"), _attempts.alias("last_attempt")
 _ADD_BLOCKS = insert(_blocks).values(
-    phone_key=select(_customers.c.phone_key)
-    .where(_customers.c.customer_id == bindparam("number_of"))
-    .scalar_subquery()
-)
+    phone_key=func.coalesce(
+        select(_dialled.c.phone_key).where(_dialled.c.id == (
+            select(func.max(_last.c.id))
+            .where(_last.c.customer_id == bindparam("number_of"),
+                   _last.c.call_id == bindparam("call_of"))
+            .scalar_subquery()
+        )).scalar_subquery(),
+        select(_customers.c.phone_key)
+        .where(_customers.c.customer_id == bindparam("number_of")).scalar_subquery(),
+    )
+)  # fmt: skip
 _ADD_IDEM = insert(_idem)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 
@@ -930,8 +941,8 @@ def finish_outcome(
     its id came from :func:`outcome_state`), store the outcome too. A suppression first
     row-locks the customer on PostgreSQL, as a claim does before it reads suppressions; on
     PostgreSQL the rest is one statement, and all of it goes with the ``COMMIT``."""
-    rows = [{"customer_id": customer_id, "call_id": call_id, **b, "number_of": customer_id}
-            for b in blocks]  # fmt: skip
+    rows = [{"customer_id": customer_id, "call_id": call_id, **b, "number_of": customer_id,
+             "call_of": call_id} for b in blocks]  # fmt: skip
     if outcome is not None:
         pipelined(conn, [
             (_P_LOCK_CUSTOMERS, [{"ids": [customer_id]}] if blocks else []),
@@ -1001,7 +1012,7 @@ def add_outcomes(
     and its answer are one statement (run for every outcome, pipelined), and the suppressions'
     customers are row-locked first, in id order, as a claim locks them before it reads their
     suppressions."""
-    blocks = [{**b, "number_of": b["customer_id"]} for b in blocks]
+    blocks = [{**b, "number_of": b["customer_id"], "call_of": b["call_id"]} for b in blocks]
     if _pg(conn):  # in one round trip, in this order, with the COMMIT
         locks = [{"ids": sorted({b["customer_id"] for b in blocks})}] if blocks else []
         pipelined(conn, [

@@ -87,7 +87,7 @@ def test_dialler_journey(api_settings: Settings, clock: Clock) -> None:
         assert rec["record"]["audio"]["wav8k"]["sha256"] == etag.strip('"')
         assert rec["record"]["templates"] and all(t["version"] for t in rec["record"]["templates"])
         assert rec["record"]["voice"]["id"] and rec["record"]["context"]["customer"]
-        assert rec["decisions"][0]["allowed"] and len(rec["decisions"][0]["checks"]) == 6
+        assert rec["decisions"][0]["allowed"] and len(rec["decisions"][0]["checks"]) == 8
 
         stats = c.get(f"/v1/stats/profiles?campaign_id={cid}", headers=auth(qa)).json()
         assert sum(p["outcomes"] for p in stats["profiles"]) == 9

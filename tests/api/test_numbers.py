@@ -78,10 +78,13 @@ def test_one_number_is_called_once_a_day_whoever_it_is_on_file_for(
     assert len(called & shared_ids) == 1 and recs[4]["customer_id"] in called and len(calls) == 2
     held = {c: d for c, d in decisions(client, keys, cid).items() if c not in called}
     assert set(held) == shared_ids - called
+    (first,) = called & shared_ids
     for d in held.values():
         assert d["rule"] == "daily_cap" and not d["allowed"]
         cap = next(c for c in d["checks"] if c["rule"] == "daily_cap")
-        assert cap["detail"] == "1 of 1 attempts today (1 to this phone number for other customers)"
+        assert cap["detail"] == f"1 of 1 attempts today (1 to this number, for customer {first})"
+        number = next(c for c in d["checks"] if c["rule"] == "number")
+        assert number["detail"] == "a phone number on file (138****1234)"
     clock.advance(days=1)  # the next day: the number's next customer
     assert len({c["customer_id"] for c in claim(client, keys["dialler"], cid)} & shared_ids) == 1
 
@@ -106,7 +109,9 @@ def test_an_opt_out_said_on_a_line_stops_every_customer_on_that_number(
             continue
         assert d["rule"] == "opt_out" and not d["allowed"]
         check = next(c for c in d["checks"] if c["rule"] == "opt_out")
-        assert check["detail"] == "opted out (this phone number, as another customer)"
+        assert check["detail"] == (
+            f"opted out (said on this number by customer {call['customer_id']})"
+        )
     states = client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"]
     assert states == {"done": 1, "blocked": 3}
 
@@ -203,3 +208,46 @@ def test_a_numbers_status_shows_the_opt_outs_said_on_it(
     assert [(s["kind"], s["customer_id"]) for s in status["suppressions"]] == [
         ("opt_out", call["customer_id"])
     ]
+
+
+def test_an_opt_out_goes_on_the_number_dialled_not_a_new_one(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    """The customer's number changed between the claim and the report (a CRM sync): "stop" was
+    said on the number dialled, so that number is blocked, not the new one."""
+    admin = auth(keys["admin"])
+    recs = household(n_other=2)
+    mover, on_old, on_new = recs[0], recs[4], recs[5]
+    mover["phone"] = "13677780001"
+    cid = start(client, keys, [mover])
+    (call,) = claim(client, keys["dialler"], cid)
+    assert call["phone"] == "13677780001"
+    moved = dict(mover, phone="13677780002")
+    assert client.post("/v1/customers", json=[moved], headers=admin).json()["accepted"] == 1
+    r = outcome(client, call["id"], keys["dialler"], {"status": "connected", "opt_out": True}, "o")
+    assert r.status_code == 201
+    on_old["phone"], on_new["phone"] = "+86 136 7778 0001", "+86 136 7778 0002"
+    clock.advance(days=1)
+    later = start(client, keys, [on_old, on_new])
+    called = {c["customer_id"] for c in claim(client, keys["dialler"], later)}
+    assert called == {on_new["customer_id"]}
+    held = decisions(client, keys, later)[on_old["customer_id"]]
+    assert held["rule"] == "opt_out"
+    assert client.get("/v1/dnc/13677780001", headers=auth(keys["qa"])).json()["blocked"]
+    assert not client.get("/v1/dnc/13677780002", headers=auth(keys["qa"])).json()["blocked"]
+
+
+def test_a_customer_without_a_number_is_not_handed_out(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """Nothing to dial: the call is closed (rule ``number``), not leased with a null phone
+    (which spent the customer's attempt of the day)."""
+    recs = household(n_other=1)[3:]
+    recs[0].pop("phone")
+    recs[1]["phone"] = "   "
+    cid = start(client, keys, recs)
+    assert claim(client, keys["dialler"], cid) == []
+    assert {d["rule"] for d in decisions(client, keys, cid).values()} == {"number"}
+    assert client.get(f"/v1/campaigns/{cid}", headers=auth(keys["admin"])).json()["calls"] == {
+        "blocked": 2
+    }

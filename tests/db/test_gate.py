@@ -99,6 +99,7 @@ def test_every_check_is_recorded_with_its_rule_id(gate: Gate) -> None:
     rules = [c["rule"] for c in d.checks_json()]
     assert rules == [
         "consent",
+        "number",
         "opt_out",
         "refusal",
         "dnc_list",
@@ -117,31 +118,42 @@ def test_fails_closed_on_errors(gate: Gate) -> None:
 
 def test_a_numbers_facts_count_and_say_whose_they_were(gate: Gate) -> None:
     """Suppressions and attempts of another customer on the same phone number block as the
-    customer's own do, and the check's detail says so (the audit record shows why)."""
+    customer's own do, and the check's detail names whose they were (the audit record shows
+    why); every decision records the number checked, masked."""
     today = date(2026, 5, 12)
-    d = gate.evaluate(ok(opted_out=True, number_blocks=frozenset({"opt_out"})), at(10))
+    d = gate.evaluate(ok(opted_out=True, number_blocks=[("opt_out", "C2")],
+                         number_shown="138****1234"), at(10))  # fmt: skip
     assert (d.rule, d.final) == ("opt_out", True)
-    assert d.checks[1].detail == "opted out (this phone number, as another customer)"
-    until = at(10) + timedelta(days=30)
-    d = gate.evaluate(ok(refused_until=until, number_blocks=frozenset({"refusal"})), at(10))
-    assert d.rule == "refusal" and d.checks[2].detail.endswith(
-        "(this phone number, as another customer)"
-    )
-    prior = [today - timedelta(days=2)]
-    d = gate.evaluate(ok(attempt_days=[today, *prior], number_attempt_days=[today]), at(15))
-    assert d.rule == "daily_cap"
-    assert [c.detail for c in d.checks[5:]] == [
-        "1 of 1 attempts today (1 to this phone number for other customers)",
-        "2 of 3 attempts in 7 days (1 to this phone number for other customers)",
+    assert [c.detail for c in d.checks[1:3]] == [
+        "a phone number on file (138****1234)",
+        "opted out (said on this number by customer C2)",
     ]
-    assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[5].detail == "0 of 1 attempts today"
+    until = at(10) + timedelta(days=30)
+    d = gate.evaluate(ok(refused_until=until, number_blocks=[("refusal", "C3"), ("refusal", "C2"),
+                                                             ("opt_out", "C9")]), at(10))  # fmt: skip
+    assert d.rule == "refusal"
+    assert d.checks[3].detail.endswith("(said on this number by customers C2, C3)")
+    prior = [today - timedelta(days=2)]
+    d = gate.evaluate(ok(attempt_days=[today, *prior], number_attempts=[(today, "C7")]), at(15))
+    assert d.rule == "daily_cap"
+    assert [c.detail for c in d.checks[6:]] == [
+        "1 of 1 attempts today (1 to this number, for customer C7)",
+        "2 of 3 attempts in 7 days (1 to this number, for customer C7)",
+    ]
+    assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[6].detail == "0 of 1 attempts today"
+
+
+def test_no_number_to_dial_is_a_final_block(gate: Gate) -> None:
+    d = gate.evaluate(ok(has_number=False), at(10))
+    assert (d.allowed, d.rule, d.final) == (False, "number", True)
+    assert d.checks[1].detail == "no phone number on file: nothing to dial"
 
 
 def test_a_number_on_the_do_not_call_list_is_not_called(gate: Gate) -> None:
     """An entry without an end closes the call; one with an end holds it back until then."""
     d = gate.evaluate(ok(dnc_listed=True), at(10))
     assert (d.allowed, d.rule, d.final) == (False, "dnc_list", True)
-    assert d.checks[3].to_dict() == {"rule": "dnc_list", "id": "CR-02", "passed": False,
+    assert d.checks[4].to_dict() == {"rule": "dnc_list", "id": "CR-02", "passed": False,
                                      "detail": "the number is on the do-not-call list"}  # fmt: skip
     until = at(10) + timedelta(days=30)
     d = gate.evaluate(ok(dnc_listed=True, dnc_until=until), at(10))

@@ -202,3 +202,44 @@ def test_a_contact_field_with_a_control_character_is_rejected(grid: Grid) -> Non
         (2, "city", "contains a control character ('\\n' at 2)"),
     ]
     assert list(loaded.batch.ids) == ["c"]  # surrounding blanks are trimmed, as before
+
+
+def test_phone_numbers_in_any_usual_spelling_and_only_phone_numbers(grid: Grid) -> None:
+    """A phone is kept as written when it reads as a number (full-width digits, brackets,
+    dots, a number of another country); one that does not is rejected with an example of
+    what is; a number read from a spreadsheet as a float comes back as its digits."""
+    spellings = ["(010) 1234 5678", "１３８００００１２３４", "138.7766.2004", "+1 (212) 555-0100",
+                 "852 9188 3001", 13611110008.0]  # fmt: skip
+    bad = ["12", "+8613800001234567890", "call me", "1" * 40]
+    res = load_customers([GOOD | {"customer_id": f"p{i}", "phone": p}
+                          for i, p in enumerate([*spellings, *bad])], grid)  # fmt: skip
+    assert [res.batch.record(i)["phone"] for i in range(len(res.batch))] == [
+        "(010) 1234 5678", "１３８００００１２３４", "138.7766.2004", "+1 (212) 555-0100",
+        "852 9188 3001", "13611110008"]  # fmt: skip
+    assert [(e.row, e.error) for e in res.errors] == [
+        (7, "'12' is not a phone number (write it as 13800001234, +86 138 0000 1234 or "
+            "010-1234 5678; a number of another country with + and its country code)"),
+        (8, "'+8613800001234567890' is not a phone number (write it as 13800001234, +86 138 "
+            "0000 1234 or 010-1234 5678; a number of another country with + and its country "
+            "code)"),
+        (9, "'call me' is not a phone number (write it as 13800001234, +86 138 0000 1234 or "
+            "010-1234 5678; a number of another country with + and its country code)"),
+        (10, "'1111111111111111111111111111111111111111' is not a phone number (write it as "
+             "13800001234, +86 138 0000 1234 or 010-1234 5678; a number of another country "
+             "with + and its country code)"),
+    ]  # fmt: skip
+
+
+def test_ids_and_time_zones_the_service_can_keep(grid: Grid) -> None:
+    """A customer id over 64 characters could be stored but never put in a campaign; the
+    server's own zone ("localtime") is no customer's."""
+    res = load_customers([GOOD | {"customer_id": "x" * 65}, GOOD | {"customer_id": "b",
+                          "timezone": "localtime"}, GOOD | {"customer_id": "c",
+                          "timezone": "posix/America/New_York"}], grid)  # fmt: skip
+    assert len(res.batch) == 0
+    assert [(e.field, e.error) for e in res.errors] == [
+        ("customer_id", f"'{'x' * 49}... (67 characters) is longer than 64 characters"),
+        ("timezone", "unknown time zone 'localtime' (use an IANA name such as Asia/Shanghai)"),
+        ("timezone", "unknown time zone 'posix/America/New_York' (use an IANA name such as "
+                     "Asia/Shanghai)"),
+    ]  # fmt: skip
