@@ -351,6 +351,35 @@ class CallRecordOut(BaseModel):
     outcome: OutcomeOut | None
 
 
+class DecisionBrief(BaseModel):
+    at: datetime
+    allowed: bool
+    rule: str = Field(description="The deciding rule (`allowed` when it was allowed).")
+
+
+class CallRow(BaseModel):
+    id: str
+    campaign_id: str
+    customer_id: str
+    group: str
+    profile_id: str | None
+    status: Literal["ready", "leased", "blocked", "done"]
+    claims: int = Field(description="How many times it was leased.")
+    not_before: datetime | None = Field(
+        description="When it may be handed out (again): put back by the gate, or leased until."
+    )
+    last_decision: DecisionBrief | None = Field(
+        description="The gate's last decision on it (`GET /v1/calls/{id}` has every check)."
+    )
+
+
+class CallPage(BaseModel):
+    calls: list[CallRow]
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
 class KeyCreate(_In):
     role: Literal["admin", "dialler", "writer", "qa"]
     name: Annotated[str, StringConstraints(max_length=200)] = ""

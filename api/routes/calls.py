@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 
 from api.deps import Analyst, ServicesDep, SignedDialler, services_of
 from api.errors import ERROR_RESPONSES, ApiError
 from api.lean import LeanRoute
-from api.schemas import CallRecordOut, OutcomeIn, OutcomeOut
+from api.schemas import CallPage, CallRecordOut, CallRow, DecisionBrief, OutcomeIn, OutcomeOut
 from scripts_engine.db import repository as repo
 from scripts_engine.db.models import GateDecision
 from scripts_engine.outcomes import outcome_public, record_outcome_async
@@ -74,6 +74,37 @@ async def report_outcome(
     # JSONResponse would send, in a fraction of its time)
     return Response(orjson.dumps(answer.body), status_code=answer.status_code,
                     headers=headers, media_type="application/json")  # fmt: skip
+
+
+@router.get("", response_model=CallPage)
+def list_calls(
+    _: Analyst,
+    services: ServicesDep,
+    campaign_id: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[Literal["ready", "leased", "blocked", "done"] | None, Query()] = None,
+    after: Annotated[
+        str | None,
+        Query(max_length=40, description="The last id of the page before (its `next_after`)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CallPage:
+    """Calls by id, of a campaign and/or a customer, in a status, each with the gate's last
+    decision: why a customer was not called (`blocked`: closed by the gate; `ready` with a
+    `not_before`: put back until then). `GET /v1/calls/{id}` has the whole record."""
+    with services.db.read() as session:
+        rows = repo.list_calls(session=session, campaign_id=campaign_id,
+                               customer_id=customer_id, status=status, after=after,
+                               limit=limit)  # fmt: skip
+        calls = [
+            CallRow(id=c.id, campaign_id=c.campaign_id, customer_id=c.customer_id,
+                    group=c.group, profile_id=c.profile_id, status=c.status,  # type: ignore[arg-type]
+                    claims=c.claims, not_before=c.not_before,
+                    last_decision=DecisionBrief(at=d.at, allowed=d.allowed, rule=d.rule)
+                    if d is not None else None)
+            for c, d in rows
+        ]  # fmt: skip
+    return CallPage(calls=calls, next_after=calls[-1].id if len(calls) == limit else None)
 
 
 @router.get("/{call_id}", response_model=CallRecordOut)

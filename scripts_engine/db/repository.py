@@ -1031,6 +1031,37 @@ def add_outcomes(
     _P_ADD_IDEM.many(conn, answers)
 
 
+def list_calls(
+    *,
+    session: Session,
+    campaign_id: str | None,
+    customer_id: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> list[tuple[Call, GateDecision | None]]:
+    """Calls by id (after ``after``), of a campaign and/or a customer, in a status, each with
+    the gate's last decision on it."""
+    stmt = select(Call).order_by(Call.id).limit(limit)
+    if campaign_id is not None:
+        stmt = stmt.where(Call.campaign_id == campaign_id)
+    if customer_id is not None:
+        stmt = stmt.where(Call.customer_id == customer_id)
+    if status is not None:
+        stmt = stmt.where(Call.status == status)
+    if after is not None:
+        stmt = stmt.where(Call.id > after)
+    calls = list(session.scalars(stmt))
+    last = (
+        select(func.max(GateDecision.id))
+        .where(GateDecision.call_id.in_([c.id for c in calls]))
+        .group_by(GateDecision.call_id)
+    )
+    decided = {d.call_id: d for d in session.scalars(select(GateDecision).where(
+        GateDecision.id.in_(last.scalar_subquery())))} if calls else {}  # fmt: skip
+    return [(c, decided.get(c.id)) for c in calls]
+
+
 def get_call(*, session: Session, call_id: str, lock: bool = False) -> Call | None:
     stmt = select(Call).where(Call.id == call_id)
     return session.scalar(_locking(session, stmt) if lock else stmt)

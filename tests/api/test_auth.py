@@ -33,6 +33,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/campaigns/{campaign_id}"): {"admin", "qa", "dialler"},
     ("POST", "/v1/campaigns/{campaign_id}/calls/claim"): {"dialler"},
     ("POST", "/v1/calls/{call_id}/outcome"): {"dialler"},
+    ("GET", "/v1/calls"): {"admin", "qa"},
     ("GET", "/v1/calls/{call_id}"): {"admin", "qa"},
     ("GET", "/v1/audio/{name}"): ALL,
     ("HEAD", "/v1/audio/{name}"): ALL,

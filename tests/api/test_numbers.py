@@ -9,9 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from scripts_engine.db.models import Call
 from scripts_engine.phones import phone_key
 from tests.api.conftest import Clock, auth, demo_records, outcome
 from tests.api.server import build_now
@@ -47,15 +45,21 @@ def claim(client: TestClient, key: str, cid: str) -> list[dict[str, Any]]:
 
 
 def decisions(client: TestClient, keys: dict[str, str], cid: str) -> dict[str, Any]:
-    """customer id -> the last gate decision on the customer's call in the campaign, as the
-    call's record shows it to QA."""
-    with client.app.state.services.db.read() as session:  # type: ignore[attr-defined]
-        ids = session.scalars(select(Call.id).where(Call.campaign_id == cid)).all()
-    out = {}
-    for call_id in ids:
-        record = client.get(f"/v1/calls/{call_id}", headers=auth(keys["qa"])).json()
+    """customer id -> the last gate decision on the customer's call in the campaign, as QA
+    finds it: the campaign's calls (two a page), then each call's record."""
+    out, after, listed = {}, None, []
+    while True:
+        params = {"campaign_id": cid, "limit": 2} | ({"after": after} if after else {})
+        page = client.get("/v1/calls", params=params, headers=auth(keys["qa"])).json()
+        listed += page["calls"]
+        if (after := page["next_after"]) is None:
+            break
+    for row in listed:
+        record = client.get(f"/v1/calls/{row['id']}", headers=auth(keys["qa"])).json()
         if record["decisions"]:
-            out[record["customer_id"]] = record["decisions"][-1]
+            last = record["decisions"][-1]
+            assert row["last_decision"] == {k: last[k] for k in ("at", "allowed", "rule")}
+            out[record["customer_id"]] = last
     return out
 
 
@@ -114,6 +118,13 @@ def test_an_opt_out_said_on_a_line_stops_every_customer_on_that_number(
         )
     states = client.get(f"/v1/campaigns/{cid}", headers=admin).json()["calls"]
     assert states == {"done": 1, "blocked": 3}
+    other_id = next(r["customer_id"] for r in recs if r["customer_id"] != call["customer_id"])
+    page = client.get("/v1/calls", params={"customer_id": other_id, "status": "blocked"},
+                      headers=auth(keys["qa"])).json()  # fmt: skip
+    assert sorted((c["campaign_id"], c["last_decision"]["rule"]) for c in page["calls"]) == sorted(
+        [(cid, "opt_out"), (other.json()["id"], "opt_out")]
+    )
+    assert page["next_after"] is None
 
 
 def test_a_new_number_is_not_held_by_the_old_ones_calls(
