@@ -78,7 +78,8 @@ async def create(request: Request, user: Manager, services: ServicesDep) -> Resp
     errors: dict[str, str] = {}
     t = i18n.Translator(i18n.pick(request)[0])
     try:
-        body = CampaignCreate.model_validate(body_in)
+        # lax: a form sends every value as text ("5"), where the JSON API takes numbers only
+        body = CampaignCreate.model_validate(body_in, strict=False)
     except ValidationError as exc:
         for e in exc.errors():
             errors.setdefault(_field(e.get("loc", ())), _message(t, e))
