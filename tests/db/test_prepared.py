@@ -95,6 +95,17 @@ READS: list[tuple[str, Any, dict[str, Any]]] = [
             "now": NOW,
             "since": NOW - timedelta(8),
             "since_day": repo.attempts_from(NOW - timedelta(8)),
+            "nums": ["+8613800000001", "+8613800000003"],
+        },
+    ),
+    (
+        "facts by subquery",
+        repo._FACTS_PG,
+        {
+            "ids": ["c0", "c1", "c3"],
+            "now": NOW,
+            "since": NOW - timedelta(8),
+            "since_day": repo.attempts_from(NOW - timedelta(8)),
         },
     ),
     ("idempotent answer", repo._SEEN, {"key_id": 7, "key": "idem-1"}),
