@@ -454,7 +454,14 @@ class DncIn(_In):
         description="Whose list the numbers come from (the bank's own, a regulator's, ...).",
         examples=["bank", "industry"],
     )
-    numbers: list[DncNumberIn] = Field(min_length=1, max_length=10_000)
+    # each row checked on its own (a bad one is rejected with its row, the others stored):
+    # documented as DncNumberIn, taken as any object
+    numbers: Annotated[
+        list[dict[Annotated[str, StringConstraints(max_length=64)], Any]],
+        Field(min_length=1, max_length=10_000),
+        WithJsonSchema({"type": "array", "minItems": 1, "maxItems": 10_000,
+                        "items": TypeAdapter(DncNumberIn).json_schema()}),
+    ]  # fmt: skip
 
 
 class DncResult(BaseModel):
@@ -470,6 +477,8 @@ class DncEntryOut(BaseModel):
     since: datetime
     until: datetime | None
     lifted_at: datetime | None = Field(description="When it was taken off the list.")
+    added_by: int | None = Field(description="The id of the API key that listed it.")
+    lifted_by: int | None = Field(description="The id of the API key that lifted it.")
 
 
 class NumberSuppressionOut(BaseModel):
@@ -485,7 +494,9 @@ class DncStatus(BaseModel):
         description="Whether a claim holds back every call to this number now: a list entry "
         "or an opt-out or refusal said on it."
     )
-    entry: DncEntryOut | None = Field(description="Its do-not-call list entry in force.")
+    entries: list[DncEntryOut] = Field(
+        description="Its do-not-call list entries in force, one a source."
+    )
     suppressions: list[NumberSuppressionOut] = Field(
         description="Opt-outs and refusals in force said on this number (by any customer)."
     )

@@ -96,8 +96,12 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
     consent, tz, phone, _number = person
     refusals = [f[4] for f in facts.values() if f[3] == "refusal" and f[4] is not None]
     listed = [f for f in facts.values() if f[3] == "dnc"]
-    days = [date.fromisoformat(f[5]) for f in facts.values() if f[3] == "attempt" and f[5]]
     others = [f for f in facts.values() if f[1] != customer_id]
+    # the customer's own attempts by their local days; other customers' on the number by
+    # their times (the gate counts them on this customer's local day: customers on one
+    # number may live in different time zones)
+    days = [date.fromisoformat(f[5]) for f in facts.values()
+            if f[3] == "attempt" and f[5] and f[1] == customer_id]  # fmt: skip
     return Subject(
         customer_id=customer_id,
         consent=consent,  # a deleted customer: None, so no
@@ -110,9 +114,7 @@ def _subject(customer_id: str, person: tuple[bool | None, str | None, str | None
         dnc_listed=bool(listed),
         dnc_until=_last(f[4] for f in listed),
         number_blocks=[(f[3], f[1] or "") for f in others if f[3] in ("opt_out", "refusal")],
-        number_attempts=[
-            (date.fromisoformat(f[5]), f[1] or "") for f in others if f[3] == "attempt" and f[5]
-        ],  # fmt: skip
+        number_attempts=[(f[4], f[1] or "") for f in others if f[3] == "attempt" and f[4]],
         number_shown=mask_phone(phone) if phone else "",
     )
 
@@ -152,9 +154,9 @@ class _Ledger:
             return own
         return own | self.by_number[number]
 
-    def attempt(self, customer_id: str, number: str | None, day: str) -> None:
+    def attempt(self, customer_id: str, number: str | None, at: datetime, day: str) -> None:
         self._new += 1
-        self._add((("new", self._new), customer_id, number, "attempt", None, day))
+        self._add((("new", self._new), customer_id, number, "attempt", at, day))
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
                 lease_rows.append((call_id, claim.api_key_id, until[at]))
                 attempt_rows.append((customer_id, call_id, day, claim.now, number))
                 # the next candidates of this customer, or of this number, count it
-                ledger.attempt(customer_id, number, day)
+                ledger.attempt(customer_id, number, claim.now, day)
                 leased[at].append((call_id, customer_id, decision, phone, payload, audio, live_set))
             else:
                 put_back.append(

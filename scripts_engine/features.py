@@ -29,7 +29,7 @@ import pandas as pd
 
 from scripts_engine.errors import DataError, RowError
 from scripts_engine.grid import FieldSpec, Grid
-from scripts_engine.phones import phone_key
+from scripts_engine.phones import check_phone
 
 #: Rows per streamed chunk: large enough to amortise pandas, small enough for 2 GB budgets.
 CHUNK_ROWS = 131_072
@@ -505,7 +505,8 @@ def _shown(value: Any) -> str:
     """A value as an error message quotes it: a numpy scalar (a Parquet column's) as the
     plain number it holds (``200``, not ``np.int64(200)``); a long one cut short."""
     text = repr(value.item() if isinstance(value, np.generic) else value)
-    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+    length = len(value) if isinstance(value, str) else len(text)
+    return text if len(text) <= 60 else f"{text[:50]}... ({length} characters)"
 
 
 def _empty_column(spec: FieldSpec, n: int) -> np.ndarray:
@@ -651,7 +652,7 @@ def _as_date(v: Any, spec: FieldSpec) -> str:
 
 #: time zone keys the zone database also answers to that are no place's zone: the server's
 #: own ("localtime"), and the database's alternative trees
-_NOT_A_PLACE = ("localtime", "Factory", "posix/", "right/")
+_NOT_A_PLACE = ("localtime", "posixrules", "Factory", "posix/", "right/")
 
 
 def _as_timezone(v: Any, spec: FieldSpec) -> str:
@@ -668,11 +669,11 @@ def _as_timezone(v: Any, spec: FieldSpec) -> str:
 
 
 def _as_phone(v: Any, spec: FieldSpec) -> str:
-    text = _as_string(v, spec)
-    if phone_key(text) is None:
+    text, why = check_phone(_as_string(v, spec))
+    if text is None:
         raise ValueError(
-            f"{_shown(v)} is not a phone number (write it as 13800001234, +86 138 0000 1234 or "
-            "010-1234 5678; a number of another country with + and its country code)"
+            f"{_shown(v)} is not a phone number ({why}); write it as 13800001234, "
+            "+86 138 0000 1234 or 010-1234 5678, a number of another country with + and its code"
         )
     return text
 

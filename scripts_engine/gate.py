@@ -110,10 +110,11 @@ class Subject:
     #: the customer's number is on the do-not-call list, until when (None: no end)
     dnc_listed: bool = False
     dnc_until: datetime | None = None
-    #: its number's other customers' opt-outs and refusals ``(kind, customer id)``, and
-    #: attempts ``(local day, customer id)``: counted above too, named in the checks' details
+    #: its number's other customers' opt-outs and refusals ``(kind, customer id)`` (counted
+    #: above too), and attempts ``(time, customer id)``, counted on this customer's local day
+    #: (not in ``attempt_days``); both named in the checks' details
     number_blocks: Sequence[tuple[str, str]] = ()
-    number_attempts: Sequence[tuple[date, str]] = ()
+    number_attempts: Sequence[tuple[datetime, str]] = ()
     #: the number on file as the record shows it (masked), for the audit record
     number_shown: str = ""
 
@@ -162,7 +163,7 @@ def _said(kind: str, s: Subject) -> str:
     return f" (said on this number by {_whose(whose)})" if whose else ""
 
 
-def _others(attempts: list[tuple[date, str]]) -> str:
+def _others(attempts: list[tuple[date, str]]) -> str:  # (local day, customer id)
     if not attempts:
         return ""
     return f" ({len(attempts)} to this number, for {_whose(c for _d, c in attempts)})"
@@ -226,7 +227,7 @@ class Gate:
         listed = s.dnc_listed and (s.dnc_until is None or s.dnc_until > now)
         checks.append(Check("dnc_list", not listed, "not on the do-not-call list" if not listed
                             else "the number is on the do-not-call list" + (
-                                f" until {s.dnc_until:%Y-%m-%d}" if s.dnc_until else "")))  # fmt: skip
+                                f" until {s.dnc_until.isoformat()}" if s.dnc_until else "")))  # fmt: skip
         if listed and s.dnc_until is not None:
             retry.append(s.dnc_until)
 
@@ -240,12 +241,14 @@ class Gate:
         if not in_window:
             retry.append(self.next_window_start(now, zone))
 
-        today = sum(1 for d in s.attempt_days if d == day)
-        week_days = sorted(d for d in s.attempt_days if day - timedelta(days=6) <= d <= day)
+        others = [(at.astimezone(zone).date(), c) for at, c in s.number_attempts]
+        days = [*s.attempt_days, *(d for d, _c in others)]
+        today = sum(1 for d in days if d == day)
+        week_days = sorted(d for d in days if day - timedelta(days=6) <= d <= day)
         day_ok = today < r.max_per_day
         week_ok = len(week_days) < r.max_per_7_days
-        others_today = [(d, c) for d, c in s.number_attempts if d == day]
-        others_week = [(d, c) for d, c in s.number_attempts if day - timedelta(days=6) <= d <= day]
+        others_today = [(d, c) for d, c in others if d == day]
+        others_week = [(d, c) for d, c in others if day - timedelta(days=6) <= d <= day]
         checks.append(Check("daily_cap", day_ok, f"{today} of {r.max_per_day} attempts today"
                             + _others(others_today)))  # fmt: skip
         checks.append(Check("weekly_cap", week_ok,

@@ -17,12 +17,37 @@ Hong Kong and a US number written without it. Parsing is Google's libphonenumber
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 import phonenumbers
 
 #: the region of a number written without a country code
 DEFAULT_REGION = "CN"
+_NANP = re.compile(r"1[ \-.(]")
+#: what a phone number as a record gives it may hold (after NFKC: full-width digits and
+#: spaces are plain ones): digits, spaces, a leading +, - ( ) and .
+_SPELLING = re.compile(r"\+?[0-9(][0-9 ()\-.]*")
+_DECIMAL = re.compile(r"[0-9]+\.0+")
+
+
+def check_phone(value: Any) -> tuple[str, str] | tuple[None, str]:
+    """A phone number as a customer record or the do-not-call list takes one: ``(the text,
+    its key)``, the text with full-width digits and spaces made plain; or ``(None, why
+    not)``. Stricter than :func:`phone_key`: only digits and the usual separators (no
+    letters, extensions or second numbers, which a dialler would not dial as the number
+    judged), no spreadsheet decimal (``13916104304.0``), and a valid number, not merely one of
+    a possible length."""
+    text = unicodedata.normalize("NFKC", str(value)).strip()
+    if not _SPELLING.fullmatch(text):
+        return None, "only digits, spaces, a leading +, - ( ) and . belong in a phone number"
+    if _DECIMAL.fullmatch(text):
+        return None, "a number saved as a decimal (as a spreadsheet does): give its digits only"
+    key = phone_key(text)
+    if key is None or not phonenumbers.is_valid_number(phonenumbers.parse(key)):
+        return None, "no valid number of its country"
+    return text, key
 
 
 def phone_key(value: Any) -> str | None:
@@ -34,6 +59,11 @@ def phone_key(value: Any) -> str | None:
     text = str(value).strip()
     if not text:
         return None
+    # "1 (510) 555-0123", "1-312-555-0123": a lone 1 first is how North American numbers are
+    # written; no Chinese number is (a mobile's 1 is part of its first group of three)
+    if _NANP.match(text) and (nanp := _parsed("+" + text, None)) is not None:
+        if phonenumbers.is_valid_number(nanp):
+            return _e164(nanp)
     number = _parsed(text, DEFAULT_REGION)
     if number is not None and phonenumbers.is_valid_number(number):
         return _e164(number)

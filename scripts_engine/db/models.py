@@ -111,16 +111,20 @@ class DncNumber(Base):
     file for. One row a number (its E.164 form); lifting it keeps the row (``lifted_at``)."""
 
     __tablename__ = "dnc_numbers"
+    # one entry a number and source: a list never weakens another's (a bank's entry with an
+    # end does not replace a regulator's without one)
+    __table_args__ = (UniqueConstraint("phone_key", "source", name="uq_dnc_numbers_number_source"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    phone_key: Mapped[str] = mapped_column(String(32), unique=True)
+    phone_key: Mapped[str] = mapped_column(String(32))
     phone: Mapped[str] = mapped_column(String(64))  # as it was given
     source: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(200), default="")
     since: Mapped[datetime]
     until: Mapped[datetime | None]
     lifted_at: Mapped[datetime | None]
-    added_by: Mapped[int | None] = mapped_column(Integer)
+    added_by: Mapped[int | None] = mapped_column(Integer)  # the API key's id
+    lifted_by: Mapped[int | None] = mapped_column(Integer)
 
 
 class Campaign(Base):

@@ -316,19 +316,21 @@ def add_dnc_numbers(
     *, session: Session, entries: Sequence[dict[str, Any]], now: datetime, added_by: int | None
 ) -> int:
     """Put numbers on the do-not-call list (``phone_key``, ``phone``, ``source``, ``reason``,
-    ``until``): a number already on it takes the new entry (and a lifted one is in force
-    again). Returns how many were written."""
+    ``until``): a number already on the source's list takes the new entry (and a lifted one
+    is in force again); other sources' entries stay as they are. Returns how many were
+    written."""
     if not entries:
         return 0
     _lock_numbers(session, [e["phone_key"] for e in entries])
     insert = _insert(session)
-    rows = [{**e, "since": now, "lifted_at": None, "added_by": added_by} for e in entries]
+    rows = [{**e, "since": now, "lifted_at": None, "added_by": added_by, "lifted_by": None}
+            for e in entries]  # fmt: skip
     for start in range(0, len(rows), 500):
         stmt = insert(DncNumber).values(rows[start : start + 500])
         stmt = stmt.on_conflict_do_update(
-            index_elements=[DncNumber.phone_key],
-            set_={c: stmt.excluded[c] for c in ("phone", "source", "reason", "since", "until",
-                                                 "lifted_at", "added_by")},
+            index_elements=[DncNumber.phone_key, DncNumber.source],
+            set_={c: stmt.excluded[c] for c in ("phone", "reason", "since", "until",
+                                                 "lifted_at", "added_by", "lifted_by")},
         )  # fmt: skip
         session.execute(stmt)
     return len(rows)
@@ -338,19 +340,26 @@ def _in_force(now: datetime) -> Any:
     return DncNumber.lifted_at.is_(None) & (DncNumber.until.is_(None) | (DncNumber.until > now))
 
 
-def dnc_number(*, session: Session, phone_key: str, now: datetime) -> DncNumber | None:
-    """The number's do-not-call entry in force, if any."""
-    return session.scalar(select(DncNumber).where(DncNumber.phone_key == phone_key, _in_force(now)))
+def dnc_entries(*, session: Session, phone_key: str, now: datetime) -> list[DncNumber]:
+    """The number's do-not-call entries in force (one a source), by source."""
+    return list(session.scalars(
+        select(DncNumber).where(DncNumber.phone_key == phone_key, _in_force(now))
+        .order_by(DncNumber.source)
+    ))  # fmt: skip
 
 
-def lift_dnc_number(*, session: Session, phone_key: str, now: datetime) -> DncNumber | None:
-    """Take the number off the do-not-call list (its entry is kept, lifted now); None when it
-    is not on it."""
+def lift_dnc_number(
+    *, session: Session, phone_key: str, source: str | None, now: datetime, lifted_by: int | None
+) -> list[DncNumber]:
+    """Take a number off the do-not-call list of ``source`` (None: of its one source in
+    force): its entry is kept, lifted now. Returns the entries in force that matched (lifted
+    when exactly one did; none or several: nothing was lifted)."""
     _lock_numbers(session, [phone_key])
-    row = dnc_number(session=session, phone_key=phone_key, now=now)
-    if row is not None:
-        row.lifted_at = now
-    return row
+    found = [e for e in dnc_entries(session=session, phone_key=phone_key, now=now)
+             if source is None or e.source == source]  # fmt: skip
+    if len(found) == 1:
+        found[0].lifted_at, found[0].lifted_by = now, lifted_by
+    return found
 
 
 def number_blocks(*, session: Session, phone_key: str, now: datetime) -> list[Block]:
@@ -611,7 +620,7 @@ _DNC_ACTIVE = (
     _dnc.c.until.is_(None) | (_dnc.c.until > bindparam("now")),
 )
 _ATTEMPT_FACTS = select(literal_column("'a'"), _attempts.c.id, _attempts.c.customer_id,
-                        _attempts.c.phone_key, literal_column("'attempt'"), null(),
+                        _attempts.c.phone_key, literal_column("'attempt'"), _attempts.c.at,
                         _attempts.c.local_day)  # fmt: skip
 #: suppressions in force and recent attempts of these customers and of their numbers, in one
 #: statement: (table, row id, customer, number, kind, until, day). SQLite reads each table by
@@ -708,7 +717,8 @@ def attempts_from(since: datetime) -> str:
 #: a suppression or an attempt the gate counts: (table ``a``/``b``/``d`` and row id: the same
 #: fact read for a customer and for its number is one), customer (None: a do-not-call list
 #: entry, the number's own), number, kind (``opt_out``, ``refusal``, ``dnc``, ``attempt``),
-#: until (a suppression's end), local day (an attempt's)
+#: until (a suppression's end; an attempt's time), local day (an attempt's, in its customer's
+#: time zone)
 Fact = tuple[tuple[str, int], str | None, str | None, str, datetime | None, str | None]
 
 

@@ -159,14 +159,15 @@ def test_the_do_not_call_list_holds_back_every_customer_on_a_number(
     ]})  # fmt: skip
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 1, "rejected": [
-        {"row": 2, "field": "phone", "error": "'12' does not read as a phone number"},
+        {"row": 2, "field": "phone",
+         "error": "'12' is not a phone number (no valid number of its country)"},
         {"row": 3, "field": "phone", "error": "the same number as row 1 (+8613800001234)"},
         {"row": 4, "field": "until",
          "error": "has passed: an entry must end in the future (or never: null)"},
     ]}  # fmt: skip
     status = client.get("/v1/dnc/138 0000 1234", headers=qa).json()
-    assert status["blocked"] and status["entry"]["source"] == "regulator"
-    assert status["entry"]["reason"] == "投诉营销电话" and status["suppressions"] == []
+    assert status["blocked"] and [e["source"] for e in status["entries"]] == ["regulator"]
+    assert status["entries"][0]["reason"] == "投诉营销电话" and status["suppressions"] == []
     assert client.get("/v1/dnc/13800001234", headers=auth(keys["dialler"])).status_code == 403
 
     cid = start(client, keys, recs)
@@ -215,7 +216,7 @@ def test_a_numbers_status_shows_the_opt_outs_said_on_it(
     r = outcome(client, call["id"], keys["dialler"], {"status": "connected", "opt_out": True}, "x")
     assert r.status_code == 201
     status = client.get("/v1/dnc/+86 138 0000 1234", headers=auth(keys["qa"])).json()
-    assert status["blocked"] and status["entry"] is None
+    assert status["blocked"] and status["entries"] == []
     assert [(s["kind"], s["customer_id"]) for s in status["suppressions"]] == [
         ("opt_out", call["customer_id"])
     ]
@@ -262,3 +263,48 @@ def test_a_customer_without_a_number_is_not_handed_out(
     assert client.get(f"/v1/campaigns/{cid}", headers=auth(keys["admin"])).json()["calls"] == {
         "blocked": 2
     }
+
+
+def test_no_list_weakens_another_and_each_row_stands_alone(
+    client: TestClient, keys: dict[str, str], clock: Clock
+) -> None:
+    """A bank's entry with an end does not shorten a regulator's without one (one entry a
+    number and source); lifting needs the source when several list a number; a row that is
+    not valid is rejected with its row, the others are stored."""
+    admin, qa = auth(keys["admin"]), auth(keys["qa"])
+    soon = (clock.now + timedelta(minutes=1)).isoformat()
+    r = client.post("/v1/dnc", headers=admin, json={"source": "regulator",
+                    "numbers": [{"phone": "13800001234"}]})  # fmt: skip
+    assert r.json()["accepted"] == 1
+    r = client.post("/v1/dnc", headers=admin, json={"source": "bank", "numbers": [
+        {"phone": "+86 138 0000 1234", "until": soon},
+        {"phone": "13900001234", "until": "2027-02-30T00:00:00+08:00"},
+        {"phone": "13900001235", "until": "2027-02-01T00:00:00"},
+        {"phone": 13900001236},
+        {"phone": "13900001237", "colour": "red"},
+        {"phone": "13900001238", "reason": "客户电话投诉"},
+    ]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 2
+    assert [(e["row"], e["field"]) for e in r.json()["rejected"]] == [
+        (2, "until"),
+        (3, "until"),
+        (4, "phone"),
+        (5, "colour"),
+    ]
+    status = client.get("/v1/dnc/13800001234", headers=qa).json()
+    assert [(e["source"], e["until"]) for e in status["entries"]] == [
+        ("bank", soon.replace("+00:00", "Z")),
+        ("regulator", None),
+    ]
+    clock.advance(minutes=2)  # the bank's entry ended: the regulator's holds
+    assert [e["source"] for e in client.get("/v1/dnc/13800001234", headers=qa).json()["entries"]
+            ] == ["regulator"]  # fmt: skip
+    r = client.post("/v1/dnc", headers=admin, json={"source": "bank",
+                    "numbers": [{"phone": "13800001234"}]})  # fmt: skip
+    both = client.delete("/v1/dnc/13800001234", headers=admin)
+    assert both.status_code == 409 and both.json()["code"] == "several_sources"
+    lifted = client.delete("/v1/dnc/13800001234?source=bank", headers=admin).json()
+    assert lifted["source"] == "bank" and lifted["lifted_by"] is not None
+    status = client.get("/v1/dnc/13800001234", headers=qa).json()
+    assert status["blocked"] and [e["source"] for e in status["entries"]] == ["regulator"]

@@ -134,12 +134,16 @@ def test_a_numbers_facts_count_and_say_whose_they_were(gate: Gate) -> None:
     assert d.rule == "refusal"
     assert d.checks[3].detail.endswith("(said on this number by customers C2, C3)")
     prior = [today - timedelta(days=2)]
-    d = gate.evaluate(ok(attempt_days=[today, *prior], number_attempts=[(today, "C7")]), at(15))
+    d = gate.evaluate(ok(attempt_days=prior, number_attempts=[(at(10), "C7")]), at(15))
     assert d.rule == "daily_cap"
     assert [c.detail for c in d.checks[6:]] == [
         "1 of 1 attempts today (1 to this number, for customer C7)",
         "2 of 3 attempts in 7 days (1 to this number, for customer C7)",
     ]
+    # another customer's attempt counts on this customer's local day: 08:00 in Shanghai on
+    # the 13th is still the 12th in New York
+    ny = ok(timezone="America/New_York", number_attempts=[(at(8, day=13), "C7")])
+    assert gate.evaluate(ny, at(20, zone=ZoneInfo("America/New_York"))).rule == "daily_cap"
     assert gate.evaluate(ok(attempt_days=prior), at(15)).checks[6].detail == "0 of 1 attempts today"
 
 

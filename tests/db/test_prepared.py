@@ -210,7 +210,7 @@ def test_the_repository_helpers_read_the_fixture(db: Database) -> None:
                         "c1": (True, "Asia/Shanghai", "13800000001", "+8613800000001"),
                         "c3": (True, "Asia/Shanghai", "13800000003", "+8613800000003")}  # fmt: skip
     c1_facts = {("c1", "+8613800000001", "refusal", NOW + timedelta(days=180), None),
-                ("c1", "+8613800000001", "attempt", None, "2026-05-11")}  # fmt: skip
+                ("c1", "+8613800000001", "attempt", NOW - timedelta(days=1), "2026-05-11")}  # fmt: skip
     # each fact once by its key (a fact of the customer and of its number comes twice)
     assert {f[1:] for f in facts} == c1_facts | {
         ("c3", "+8613800000003", "opt_out", None, None)}  # fmt: skip

@@ -1,6 +1,7 @@
 """The bank's do-not-call list of numbers (COMPLIANCE.md CR-02): numbers that must not be
 called whoever they are on file for, loaded by an admin (the bank's own list, a regulator's,
-an industry's); the claim's gate reads it with the customers' suppressions.
+an industry's: one entry a number and source, so that no list weakens another's); the
+claim's gate reads it with the customers' suppressions.
 
 Revision ID: 0011
 Revises: 0010
@@ -22,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "dnc_numbers",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("phone_key", sa.String(32), nullable=False, unique=True),
+        sa.Column("phone_key", sa.String(32), nullable=False),
         sa.Column("phone", sa.String(64), nullable=False),
         sa.Column("source", sa.String(64), nullable=False),
         sa.Column("reason", sa.String(200), nullable=False),
@@ -30,6 +31,8 @@ def upgrade() -> None:
         sa.Column("until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lifted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("added_by", sa.Integer, nullable=True),
+        sa.Column("lifted_by", sa.Integer, nullable=True),
+        sa.UniqueConstraint("phone_key", "source", name="uq_dnc_numbers_number_source"),
     )
 
 
