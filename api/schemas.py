@@ -256,7 +256,12 @@ class ClaimedCallOut(BaseModel):
     id: str = Field(examples=["K-0a1b2c3d4e5f60718293a4b5"])
     campaign_id: str
     customer_id: str
-    phone: str | None
+    phone: str | None = Field(description="The number as the bank's record gives it.")
+    phone_e164: str | None = Field(
+        description="The same number in E.164 form, as the compliance rules judged it "
+        "(`+8613800001234`): dial this one when your trunk takes E.164.",
+        examples=["+8613800001234"],
+    )
     group: Literal["model", "control"]
     profile: ProfileOut | None
     script: ScriptOut
@@ -499,4 +504,9 @@ class DncStatus(BaseModel):
     )
     suppressions: list[NumberSuppressionOut] = Field(
         description="Opt-outs and refusals in force said on this number (by any customer)."
+    )
+    history: list[DncEntryOut] | None = Field(
+        default=None,
+        description="With `?history=true`: every entry it has had, one a source (in force, "
+        "ended or lifted; a source's newer entry replaced its older one).",
     )

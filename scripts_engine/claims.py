@@ -71,6 +71,8 @@ class ClaimedCall:
     not_after: datetime
     #: digest of the template and styles versions the script was rendered with
     live_set: str | None = None
+    #: the number the gate judged, in E.164 form (``+8613800001234``)
+    phone_e164: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,9 @@ def _claim(conn: Connection, claims: Sequence[Claim]) -> list[ClaimResult]:
                 attempt_rows.append((customer_id, call_id, day, claim.now, number))
                 # the next candidates of this customer, or of this number, count it
                 ledger.attempt(customer_id, number, claim.now, day)
-                leased[at].append((call_id, customer_id, decision, phone, payload, audio, live_set))
+                leased[at].append(
+                    (call_id, customer_id, decision, phone, payload, audio, live_set, number)
+                )
             else:
                 put_back.append(
                     (call_id, "blocked" if decision.final else "ready", decision.retry_at)
@@ -289,8 +293,9 @@ def _next_due(conn: Connection, campaign_id: str, now: datetime, *, more: bool) 
     return due
 
 
-#: a call a claim leased: (call id, customer id, decision, phone, payload, audio, live set)
-_Leased = tuple[str, str, Decision, str | None, bytes | None, Any, str | None]
+#: a call a claim leased: (call id, customer id, decision, phone, payload, audio, live set,
+#: the number judged)
+_Leased = tuple[str, str, Decision, str | None, bytes | None, Any, str | None, str | None]
 
 
 def _claimed(
@@ -299,7 +304,7 @@ def _claimed(
     lease_until: datetime,
     old: dict[str, tuple[dict[str, Any], dict[str, Any]]],
 ) -> ClaimedCall:
-    call_id, customer_id, decision, phone, payload, audio, live_set = leased
+    call_id, customer_id, decision, phone, payload, audio, live_set, number = leased
     if payload is None:  # built before payloads were made at build time
         script, record = old[call_id]
         payload = call_payload(str(record.get("group")), script, record).encode()
@@ -307,7 +312,7 @@ def _claimed(
     return ClaimedCall(
         call_id=call_id, campaign_id=campaign_id, customer_id=customer_id, phone=phone,
         payload=payload, audio=_audio_refs(audio), decision=decision, lease_until=lease_until,
-        not_after=min(decision.window_end, lease_until), live_set=live_set,
+        not_after=min(decision.window_end, lease_until), live_set=live_set, phone_e164=number,
     )  # fmt: skip
 
 

@@ -122,7 +122,7 @@ def claimed_out(base: str, item: ClaimedCall, now: datetime) -> bytes:
     time (group, profile, script) spliced in as it is stored (no parse, no re-encode)."""
     head = orjson.dumps(
         {"id": item.call_id, "campaign_id": item.campaign_id, "customer_id": item.customer_id,
-         "phone": item.phone,
+         "phone": item.phone, "phone_e164": item.phone_e164,
          "audio": {fmt: f"{base}/v1/audio/{ref}" for fmt, ref in item.audio.items()},
          "window": {"not_before": now.isoformat(),
                     "not_after": item.not_after.isoformat()},

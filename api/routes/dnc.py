@@ -80,18 +80,28 @@ def add_numbers(body: DncIn, principal: Admin, services: ServicesDep, now: Now) 
 
 
 @router.get("/{phone}", response_model=DncStatus)
-def number_status(phone: str, _: Analyst, services: ServicesDep, now: Now) -> DncStatus:
+def number_status(
+    phone: str,
+    _: Analyst,
+    services: ServicesDep,
+    now: Now,
+    history: Annotated[bool, Query(description="Also every entry it has had.")] = False,
+) -> DncStatus:
     """Whether a number may be called now as far as the do-not-call list goes: its entries in
-    force (one a source), and the opt-outs and refusals said on it (by whichever customer)."""
+    force (one a source), and the opt-outs and refusals said on it (by whichever customer);
+    with `history=true`, every entry it has had (who listed and lifted each, and when)."""
     key = _key(phone)
     with services.db.read() as session:
         entries = repo.dnc_entries(session=session, phone_key=key, now=now)
         blocks = repo.number_blocks(session=session, phone_key=key, now=now)
+        past = repo.dnc_history(session=session, phone_key=key) if history else None
         return DncStatus(
             phone_key=key, blocked=bool(entries or blocks),
             entries=[DncEntryOut.model_validate(e, from_attributes=True) for e in entries],
             suppressions=[NumberSuppressionOut.model_validate(b, from_attributes=True)
                           for b in blocks],
+            history=None if past is None else [DncEntryOut.model_validate(e, from_attributes=True)
+                                               for e in past],
         )  # fmt: skip
 
 

@@ -348,6 +348,14 @@ def dnc_entries(*, session: Session, phone_key: str, now: datetime) -> list[DncN
     ))  # fmt: skip
 
 
+def dnc_history(*, session: Session, phone_key: str) -> list[DncNumber]:
+    """Every do-not-call entry the number has had, one a source (in force, ended or
+    lifted), oldest listing first."""
+    return list(session.scalars(
+        select(DncNumber).where(DncNumber.phone_key == phone_key).order_by(DncNumber.id)
+    ))  # fmt: skip
+
+
 def lift_dnc_number(
     *, session: Session, phone_key: str, source: str | None, now: datetime, lifted_by: int | None
 ) -> list[DncNumber]:

@@ -83,6 +83,8 @@ def test_one_number_is_called_once_a_day_whoever_it_is_on_file_for(
     held = {c: d for c, d in decisions(client, keys, cid).items() if c not in called}
     assert set(held) == shared_ids - called
     (first,) = called & shared_ids
+    # the number judged, in E.164 form, beside the record's spelling
+    assert {c["phone_e164"] for c in calls if c["customer_id"] in shared_ids} == {"+8613800001234"}
     for d in held.values():
         assert d["rule"] == "daily_cap" and not d["allowed"]
         cap = next(c for c in d["checks"] if c["rule"] == "daily_cap")
@@ -308,3 +310,9 @@ def test_no_list_weakens_another_and_each_row_stands_alone(
     assert lifted["source"] == "bank" and lifted["lifted_by"] is not None
     status = client.get("/v1/dnc/13800001234", headers=qa).json()
     assert status["blocked"] and [e["source"] for e in status["entries"]] == ["regulator"]
+    assert status["history"] is None
+    past = client.get("/v1/dnc/13800001234?history=true", headers=qa).json()["history"]
+    assert [(e["source"], e["lifted_at"] is not None) for e in past] == [
+        ("regulator", False),
+        ("bank", True),
+    ]
