@@ -607,7 +607,13 @@ _NUMBERS = select(_numbers.c.phone_key).where(_numbers.c.customer_id.in_(_IDS))
 #: PostgreSQL: the customers, and every other customer on file with one of their numbers,
 #: row-locked in id order: a claim and an outcome for the same number (whichever customer's)
 #: run one after the other, as they do for the same customer
-_SAME_NUMBER = _customers.c.customer_id.in_(_IDS) | _customers.c.phone_key.in_(_NUMBERS)
+#: (as the ids of a union: with an ``OR`` PostgreSQL cannot use an index for the numbers'
+#: subquery and walked every customer, 8 ms a claim at 6,000 customers against 0.4)
+_same, _other = _customers.alias("same_id"), _customers.alias("same_number")
+_SAME_NUMBER = _customers.c.customer_id.in_(union_all(
+    select(_same.c.customer_id).where(_same.c.customer_id.in_(_IDS)),
+    select(_other.c.customer_id).where(_other.c.phone_key.in_(_NUMBERS)),
+))  # fmt: skip
 _SUBJECTS_PG = (
     select(*_SUBJECTS.selected_columns).where(_SAME_NUMBER)
     .order_by(_customers.c.customer_id).with_for_update()

@@ -13,7 +13,7 @@ from psycopg import sql
 from sqlalchemy import Connection, insert, update
 
 from scripts_engine.db import repository as repo
-from scripts_engine.db.models import Attempt, Call, Campaign
+from scripts_engine.db.models import Attempt, Call, Campaign, Customer
 from scripts_engine.db.prepared import Prepared
 from scripts_engine.db.session import Database, table, write_core
 
@@ -293,3 +293,38 @@ def test_a_claim_reads_its_customers_recent_attempts_only(db: Database) -> None:
         assert scans and all(
             n["Actual Rows"] + n.get("Rows Removed by Filter", 0) <= 3 for n in scans
         ), plan
+
+
+def test_the_numbers_lock_reads_only_the_customers_it_locks(db: Database) -> None:
+    """PostgreSQL: a claim's lock of its customers and of the other customers on their
+    numbers (and an opt-out's) reads them by index, not every customer: as an ``OR`` of the
+    ids and the numbers' subquery it walked the whole table, 8 ms a claim at 6,000 customers."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner")
+    with db.write_engine.begin() as conn:
+        conn.execute(insert(table(Customer)), [
+            {"customer_id": f"c{i:04d}", "record": {}, "phone": f"139{i:08d}",
+             "phone_key": f"+86139{i:08d}" if i != 2 else "+8613900000001", "timezone": None,
+             "consent": True, "profiling_opt_out": False, "updated_at": NOW}
+            for i in range(2000)
+        ])  # fmt: skip
+        conn.exec_driver_sql("ANALYZE customers")
+    params = {"ids": ["c0001", "c0005"]}
+
+    def explained(conn: Connection) -> Any:
+        rows = repo._P_SUBJECTS_PG.rows(conn, params)  # noqa: SLF001
+        repo._P_LOCK_CUSTOMERS.rows(conn, params)  # noqa: SLF001  (prepared on this connection)
+        return (
+            rows,
+            _analyzed(conn, repo._P_SUBJECTS_PG, params),
+            _analyzed(  # noqa: SLF001
+                conn, repo._P_LOCK_CUSTOMERS, params
+            ),
+        )  # noqa: SLF001
+
+    rows, subjects, lock = write_core(db, explained)
+    assert [r[0] for r in rows] == ["c0001", "c0002", "c0005"]  # c0002: c0001's number
+    for tree in (subjects, lock):
+        assert _removed(tree) == 0, tree
+        # (the ids: 2; by their numbers: 3; appended: 5)
+        assert all(n.get("Actual Rows", 0) <= 5 for n in _walk(tree)), tree
