@@ -153,9 +153,10 @@ def _readable(parts: Iterator[LoadResult], ext: str) -> Iterator[LoadResult]:
         raise DataError(f"the file cannot be read as {ext.upper()}") from exc
 
 
-@router.get("/{customer_id}", response_model=dict[str, Any])
+# ``:path``: a bank's ids may hold a "/" ("BR01/000123"), which a path segment cannot
+@router.get("/{customer_id:path}", response_model=dict[str, Any])
 def get_customer(customer_id: str, _: Analyst, services: ServicesDep) -> dict[str, Any]:
-    """One stored customer's record."""
+    """One stored customer's record (an id with a `/` is sent as it is, or as `%2F`)."""
     with services.db.read() as session:
         row = repo.get_customer(session=session, customer_id=customer_id)
     if row is None:

@@ -316,3 +316,17 @@ def test_no_list_weakens_another_and_each_row_stands_alone(
         ("regulator", False),
         ("bank", True),
     ]
+
+
+def test_a_customer_id_with_a_slash_can_be_read_back(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    rec = household(n_other=0)[0] | {"customer_id": "BR01/000123"}
+    admin = auth(keys["admin"])
+    assert client.post("/v1/customers", json=[rec], headers=admin).json()["accepted"] == 1
+    for path in ("/v1/customers/BR01/000123", "/v1/customers/BR01%2F000123"):
+        got = client.get(path, headers=admin)
+        assert got.status_code == 200 and got.json()["customer_id"] == "BR01/000123", path
+    assert client.get("/v1/customers/BR01/nope", headers=admin).json()["message"] == (
+        "no customer 'BR01/nope'"
+    )
