@@ -17,6 +17,7 @@ Hong Kong and a US number written without it. Parsing is Google's libphonenumber
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
@@ -44,8 +45,8 @@ def check_phone(value: Any) -> tuple[str, str] | tuple[None, str]:
         return None, "only digits, spaces, a leading +, - ( ) and . belong in a phone number"
     if _DECIMAL.fullmatch(text):
         return None, "a number saved as a decimal (as a spreadsheet does): give its digits only"
-    key = phone_key(text)
-    if key is None or not phonenumbers.is_valid_number(phonenumbers.parse(key)):
+    key, valid = _read(text)
+    if key is None or not valid:
         return None, "no valid number of its country"
     return text, key
 
@@ -57,24 +58,29 @@ def phone_key(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
-    if not text:
-        return None
+    return _read(text)[0] if text else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _read(text: str) -> tuple[str | None, bool]:
+    """The number ``text`` reads as (E.164) and whether it is a valid one (not only of a
+    possible length). Cached: an import checks a record's number, then stores its key."""
     # "1 (510) 555-0123", "1-312-555-0123": a lone 1 first is how North American numbers are
     # written; no Chinese number is (a mobile's 1 is part of its first group of three)
     if _NANP.match(text) and (nanp := _parsed("+" + text, None)) is not None:
         if phonenumbers.is_valid_number(nanp):
-            return _e164(nanp)
+            return _e164(nanp), True
     number = _parsed(text, DEFAULT_REGION)
     if number is not None and phonenumbers.is_valid_number(number):
-        return _e164(number)
+        return _e164(number), True
     # not a Chinese number as written: an international one without its "+" or "00"
     # ("852 9188 3001", "1-646-555-0199") when it reads as a valid number so
     if text[:1] != "+" and (foreign := _parsed("+" + text, None)) is not None:
         if phonenumbers.is_valid_number(foreign):
-            return _e164(foreign)
+            return _e164(foreign), True
     if number is not None and phonenumbers.is_possible_number(number):
-        return _e164(number)
-    return None
+        return _e164(number), False
+    return None, False
 
 
 def _parsed(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:

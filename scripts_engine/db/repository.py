@@ -290,9 +290,7 @@ def active_blocks(
 ) -> dict[str, list[Block]]:
     ids = list(customer_ids)
     out: dict[str, list[Block]] = {}
-    stmt = select(Block).where(
-        Block.customer_id.in_(ids), (Block.until.is_(None)) | (Block.until > now)
-    )
+    stmt = select(Block).where(Block.customer_id.in_(ids), _block_in_force(now))
     for row in session.scalars(stmt):
         out.setdefault(row.customer_id, []).append(row)
     return out
@@ -336,14 +334,20 @@ def add_dnc_numbers(
     return len(rows)
 
 
-def _in_force(now: datetime) -> Any:
+def _block_in_force(now: Any) -> Any:
+    """A suppression in force at ``now`` (a time, or the claim's bind parameter)."""
+    return Block.until.is_(None) | (Block.until > now)
+
+
+def _dnc_in_force(now: Any) -> Any:
+    """A do-not-call entry in force at ``now``: not lifted, not ended."""
     return DncNumber.lifted_at.is_(None) & (DncNumber.until.is_(None) | (DncNumber.until > now))
 
 
 def dnc_entries(*, session: Session, phone_key: str, now: datetime) -> list[DncNumber]:
     """The number's do-not-call entries in force (one a source), by source."""
     return list(session.scalars(
-        select(DncNumber).where(DncNumber.phone_key == phone_key, _in_force(now))
+        select(DncNumber).where(DncNumber.phone_key == phone_key, _dnc_in_force(now))
         .order_by(DncNumber.source)
     ))  # fmt: skip
 
@@ -374,9 +378,7 @@ def number_blocks(*, session: Session, phone_key: str, now: datetime) -> list[Bl
     """The suppressions in force for a number: the opt-outs and refusals of the customers on
     file with it when they were said."""
     stmt = (
-        select(Block)
-        .where(Block.phone_key == phone_key, (Block.until.is_(None)) | (Block.until > now))
-        .order_by(Block.id)
+        select(Block).where(Block.phone_key == phone_key, _block_in_force(now)).order_by(Block.id)
     )
     return list(session.scalars(stmt))
 
@@ -618,7 +620,7 @@ _SUBJECTS_PG = (
     select(*_SUBJECTS.selected_columns).where(_SAME_NUMBER)
     .order_by(_customers.c.customer_id).with_for_update()
 )  # fmt: skip
-_ACTIVE = _blocks.c.until.is_(None) | (_blocks.c.until > bindparam("now"))
+_ACTIVE = _block_in_force(bindparam("now"))
 # ``since_day`` bounds the index's range (a local day is within a day of the UTC date), so a
 # claim reads a customer's recent attempts, not every attempt ever made
 _RECENT = (_attempts.c.local_day >= bindparam("since_day"), _attempts.c.at > bindparam("since"))
@@ -629,10 +631,7 @@ _dnc = cast(Table, DncNumber.__table__)
 #: the do-not-call list's entries in force for the numbers (no customer: the number's own)
 _DNC_FACTS = select(literal_column("'d'"), _dnc.c.id, cast_(null(), String), _dnc.c.phone_key,
                     literal_column("'dnc'"), _dnc.c.until, cast_(null(), String))  # fmt: skip
-_DNC_ACTIVE = (
-    _dnc.c.lifted_at.is_(None),
-    _dnc.c.until.is_(None) | (_dnc.c.until > bindparam("now")),
-)
+_DNC_ACTIVE = _dnc_in_force(bindparam("now"))
 _ATTEMPT_FACTS = select(literal_column("'a'"), _attempts.c.id, _attempts.c.customer_id,
                         _attempts.c.phone_key, literal_column("'attempt'"), _attempts.c.at,
                         _attempts.c.local_day)  # fmt: skip
@@ -649,14 +648,14 @@ _FACTS = union_all(
     _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS) | _blocks.c.phone_key.in_(_NUMS), _ACTIVE),
     _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS) | _attempts.c.phone_key.in_(_NUMS),
                          *_RECENT),
-    _DNC_FACTS.where(_dnc.c.phone_key.in_(_NUMS), *_DNC_ACTIVE),
+    _DNC_FACTS.where(_dnc.c.phone_key.in_(_NUMS), _DNC_ACTIVE),
 )  # fmt: skip
 _FACTS_PG = union_all(
     _BLOCK_FACTS.where(_blocks.c.customer_id.in_(_IDS), _ACTIVE),
     _BLOCK_FACTS.where(_blocks.c.phone_key.in_(_NUMBERS), _ACTIVE),
     _ATTEMPT_FACTS.where(_attempts.c.customer_id.in_(_IDS), *_RECENT),
     _ATTEMPT_FACTS.where(_attempts.c.phone_key.in_(_NUMBERS), *_RECENT),
-    _DNC_FACTS.where(_dnc.c.phone_key.in_(_NUMBERS), *_DNC_ACTIVE),
+    _DNC_FACTS.where(_dnc.c.phone_key.in_(_NUMBERS), _DNC_ACTIVE),
 )
 
 
